@@ -1,0 +1,73 @@
+"""Parse frame numbers and focal planes out of the file names incubator systems export.
+
+Examples of names handled::
+
+    embryo_F0_0001.jpg                       -> frame 1, focal plane 0
+    frame_0007_F-15.png                      -> frame 7, focal plane -15
+    D2020.01.02_S0123_I3_WELL4_RUN012_F15.JPG -> frame 12, focal plane 15
+    F-15/                                    -> a folder holding the frames of plane -15
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["FrameName", "focal_folder_value", "natural_key", "parse_frame_name"]
+
+# A focal token is "F" + signed integer standing as its own token: delimited by "_", "-",
+# whitespace, "." or the string ends, so the "F" in words like "Frame" or "WELLF2" is ignored.
+_DELIM = r"[_\-\s.]"
+_FOCAL = re.compile(rf"(?:^|(?<={_DELIM}))F([+-]?\d+)(?=$|{_DELIM})")
+_RUN = re.compile(r"RUN[_\-]?(\d+)", re.IGNORECASE)
+_FRAME = re.compile(rf"(?:^|(?<={_DELIM})|(?<=[a-z]))frame[_\-\s]?(\d+)", re.IGNORECASE)
+_T = re.compile(rf"(?:^|(?<={_DELIM}))t[_\-]?(\d+)(?=$|{_DELIM})", re.IGNORECASE)
+_INT = re.compile(r"\d+")
+_FOCAL_FOLDER = re.compile(r"^F([+-]?\d+)$")
+
+
+@dataclass(frozen=True)
+class FrameName:
+    """What a frame's file name says: its frame number and focal plane (None when absent)."""
+
+    frame: int | None
+    focal: int | None
+
+
+def parse_frame_name(stem: str) -> FrameName:
+    """Frame number and focal plane from a file name without its extension.
+
+    The frame number is taken from ``RUN<n>``, else ``frame<n>`` / ``t<n>``, else the last
+    integer group that is not part of the focal token.
+
+    Parameters
+    ----------
+    stem
+        File name without extension, e.g. ``"frame_0007_F-15"``.
+    """
+    focal_match = _FOCAL.search(stem)
+    focal = int(focal_match.group(1)) if focal_match else None
+    # the focal token's span is excluded from frame-number candidates
+    span = focal_match.span() if focal_match else (-1, -1)
+
+    def outside(m: re.Match) -> bool:
+        return m.end() <= span[0] or m.start() >= span[1]
+
+    for pattern in (_RUN, _FRAME, _T):
+        hits = [m for m in pattern.finditer(stem) if outside(m)]
+        if hits:
+            return FrameName(int(hits[-1].group(1)), focal)
+    ints = [m for m in _INT.finditer(stem) if outside(m)]
+    return FrameName(int(ints[-1].group(0)) if ints else None, focal)
+
+
+def focal_folder_value(name: str) -> int | None:
+    """Focal plane of a sub-folder named like ``F-15``, ``F0`` or ``F+15``; None otherwise."""
+    m = _FOCAL_FOLDER.match(name)
+    return int(m.group(1)) if m else None
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key ordering digit runs by value, so ``frame_2`` sorts before ``frame_10``."""
+    parts = re.split(r"(\d+)", text)
+    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p.lower()) for p in parts if p != "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,11 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     else:
         raise ValueError(f"segmentation must be an RLE dict or a list of polygons, "
                          f"got {type(segmentation).__name__}")
-    return mask_utils.decode(rle).astype(bool)
+    with warnings.catch_warnings():
+        # pycocotools' Cython array wrapper predates numpy 2's copy= keyword; harmless
+        warnings.filterwarnings("ignore", message="__array__ implementation",
+                                category=DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 def _as_compressed(rle: dict[str, Any]) -> dict[str, Any]:

@@ -276,6 +276,10 @@ def _broken(kind):
         del doc["annotations"]
     elif kind == "unknown category":
         doc["annotations"][0]["category_id"] = 1
+    elif kind == "bad id type":
+        doc["images"][0]["id"] = "5"
+    elif kind == "bad segmentation":
+        doc["annotations"][0]["segmentation"] = "polygon"
     return doc
 
 
@@ -287,12 +291,20 @@ def _broken(kind):
     ("missing key", r"lacks \['height'\]"),
     ("no annotations", "missing required list 'annotations'"),
     ("unknown category", "unknown category id 1"),
+    ("bad id type", r"\['id'\] must be integers"),
+    ("bad segmentation", "must be an RLE dict or a list of polygons"),
 ])
 def test_malformed_files(tmp_path, kind, message):
     folder = _write_doc(tmp_path, _broken(kind))
     with pytest.raises(DatasetFormatError, match=message) as info:
         read_dataset(folder)
     assert "annotations.json" in str(info.value)
+
+
+def test_read_accepts_annotation_file_path(tmp_path, samples):
+    ann = write_dataset(tmp_path, samples[:2], CATS)
+    ds = read_dataset(ann)
+    assert ds.root == tmp_path and len(ds) == 2
 
 
 def test_missing_folder_file_and_bad_json(tmp_path):

@@ -1,8 +1,10 @@
-"""COCO segmentation helpers: every RLE goes through pycocotools (nothing is hand-rolled)."""
+"""COCO helpers: segmentations (every RLE goes through pycocotools, nothing is hand-rolled)
+and structural validation of a COCO instances document."""
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,7 +12,10 @@ from pycocotools import mask as mask_utils
 
 from blastoseg.errors import DatasetFormatError
 
-__all__ = ["decode_segmentation", "encode_mask", "rle_area", "rle_bbox", "segmentation_size"]
+__all__ = ["DEFAULT_CATEGORIES", "check_segmentation", "decode_segmentation", "encode_mask",
+           "parse_categories", "rle_area", "rle_bbox", "segmentation_size", "validate_coco"]
+
+DEFAULT_CATEGORIES: dict[int, str] = {1: "blastomere"}
 
 
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
@@ -125,3 +130,69 @@ def check_segmentation(segmentation: Any, height: int, width: int, where: str) -
             f"{where}: segmentation must be an RLE dict or a list of polygons, "
             f"got {type(segmentation).__name__}"
         )
+
+
+def parse_categories(doc: dict, ann_path: Path) -> dict[int, str]:
+    """Category id -> name; without ``categories`` the used ids get default names."""
+    raw = doc.get("categories")
+    if raw is None:  # plain COCO without categories: name the ids that are used
+        used = sorted({a["category_id"] for a in doc["annotations"]}) or [1]
+        return {c: DEFAULT_CATEGORIES.get(c, f"category_{c}") for c in used}
+    cats: dict[int, str] = {}
+    for c in raw:
+        if not isinstance(c, dict) or "id" not in c:
+            raise DatasetFormatError(f"{ann_path}: every category needs an 'id'; got {c!r}")
+        if c["id"] in cats:
+            raise DatasetFormatError(f"{ann_path}: duplicate category id {c['id']}")
+        cats[int(c["id"])] = str(c.get("name", f"category_{c['id']}"))
+    return cats
+
+
+def validate_coco(doc: Any, ann_path: Path) -> None:
+    """Check a COCO document's structure (keys, ids, references, RLE sizes) without
+    decoding masks; raise DatasetFormatError naming ``ann_path`` and the problem."""
+    if not isinstance(doc, dict):
+        raise DatasetFormatError(f"{ann_path}: top level must be a JSON object")
+    for key in ("images", "annotations"):
+        if not isinstance(doc.get(key), list):
+            raise DatasetFormatError(f"{ann_path}: missing required list {key!r}")
+    sizes: dict[int, tuple[int, int]] = {}
+    for k, entry in enumerate(doc["images"]):
+        _require(entry, ("id", "height", "width"), ("file_name",), f"{ann_path}: image entry #{k}")
+        if entry["id"] in sizes:
+            raise DatasetFormatError(f"{ann_path}: duplicate image id {entry['id']}")
+        sizes[entry["id"]] = (entry["height"], entry["width"])
+    for k, ann in enumerate(doc["annotations"]):
+        _require(ann, ("id", "image_id", "category_id"), ("segmentation",),
+                 f"{ann_path}: annotation #{k}")
+    if "categories" in doc and not isinstance(doc["categories"], list):
+        raise DatasetFormatError(f"{ann_path}: 'categories' must be a list")
+    cat_ids = set(parse_categories(doc, ann_path))
+    seen: set = set()
+    for ann in doc["annotations"]:
+        where = f"{ann_path}: annotation {ann['id']}"
+        if ann["id"] in seen:
+            raise DatasetFormatError(f"{ann_path}: duplicate annotation id {ann['id']}")
+        seen.add(ann["id"])
+        if ann["image_id"] not in sizes:
+            raise DatasetFormatError(f"{where} refers to unknown image id {ann['image_id']}")
+        if ann["category_id"] not in cat_ids:
+            raise DatasetFormatError(f"{where} has unknown category id {ann['category_id']}")
+        h, w = sizes[ann["image_id"]]
+        check_segmentation(ann["segmentation"], h, w, where)
+        if "visible_segmentation" in ann:
+            check_segmentation(ann["visible_segmentation"], h, w, where + " (visible)")
+
+
+def _require(obj: Any, int_keys: tuple[str, ...], other_keys: tuple[str, ...], where: str
+             ) -> None:
+    """Required keys present, and the id/size ones integers (JSON may hold anything)."""
+    if not isinstance(obj, dict):
+        raise DatasetFormatError(f"{where} must be a JSON object, got {obj!r:.60}")
+    missing = [key for key in (*int_keys, *other_keys) if key not in obj]
+    if missing:
+        raise DatasetFormatError(f"{where} lacks {missing}")
+    bad = [key for key in int_keys if isinstance(obj[key], bool) or not isinstance(obj[key], int)]
+    if bad:
+        raise DatasetFormatError(f"{where}: {bad} must be integers, got "
+                                 f"{[obj[key] for key in bad]}")

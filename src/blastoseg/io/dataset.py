@@ -25,11 +25,13 @@ from blastoseg.errors import DatasetFormatError, ImageReadError, InvalidImageErr
 from blastoseg.instances import FrameInstances
 from blastoseg.io.atomic import atomic_write_bytes, atomic_write_text, backup_existing
 from blastoseg.io.coco_rle import (
-    check_segmentation,
+    DEFAULT_CATEGORIES,
     decode_segmentation,
     encode_mask,
+    parse_categories,
     rle_area,
     rle_bbox,
+    validate_coco,
 )
 from blastoseg.io.images import read_image
 
@@ -37,7 +39,6 @@ __all__ = ["ANNOTATIONS_FILE", "DEFAULT_CATEGORIES", "Dataset", "Sample", "read_
            "write_dataset"]
 
 ANNOTATIONS_FILE = "annotations.json"
-DEFAULT_CATEGORIES: dict[int, str] = {1: "blastomere"}
 FORMAT_VERSION = 1
 # image-entry keys with a fixed meaning; everything else is a sample's ``extra``
 _OPTIONAL_IMAGE_KEYS = ("video_id", "frame_index", "focal_plane", "pixel_size_um")
@@ -315,7 +316,7 @@ class Dataset:
         self.path = ann_path
         self.info: dict = dict(doc.get("info") or {})
         self.images: list[dict] = doc["images"]
-        self.categories: dict[int, str] = _parse_categories(doc, ann_path)
+        self.categories: dict[int, str] = parse_categories(doc, ann_path)
         self._annotations: dict[int, list[dict]] = {e["id"]: [] for e in self.images}
         for ann in sorted(doc["annotations"], key=lambda a: a["id"]):
             self._annotations[ann["image_id"]].append(ann)
@@ -401,25 +402,10 @@ class Dataset:
         for i, entry in enumerate(self.images):
             if entry.get("video_id") is not None:
                 out.setdefault(entry["video_id"], []).append(i)
-        for vid, idx in out.items():
+        for idx in out.values():
             idx.sort(key=lambda k: (self.images[k].get("frame_index") is None,
                                     self.images[k].get("frame_index") or 0, k))
         return out
-
-
-def _parse_categories(doc: dict, ann_path: Path) -> dict[int, str]:
-    raw = doc.get("categories")
-    if raw is None:  # plain COCO without categories: name the ids that are used
-        used = sorted({a["category_id"] for a in doc["annotations"]}) or [1]
-        return {c: DEFAULT_CATEGORIES.get(c, f"category_{c}") for c in used}
-    cats: dict[int, str] = {}
-    for c in raw:
-        if not isinstance(c, dict) or "id" not in c:
-            raise DatasetFormatError(f"{ann_path}: every category needs an 'id'; got {c!r}")
-        if c["id"] in cats:
-            raise DatasetFormatError(f"{ann_path}: duplicate category id {c['id']}")
-        cats[int(c["id"])] = str(c.get("name", f"category_{c['id']}"))
-    return cats
 
 
 def read_dataset(folder: str | os.PathLike) -> Dataset:
@@ -447,41 +433,5 @@ def read_dataset(folder: str | os.PathLike) -> Dataset:
         raise DatasetFormatError(f"{ann_path}: invalid JSON ({exc})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetFormatError(f"{ann_path}: cannot read ({exc})") from None
-    _validate(doc, ann_path)
+    validate_coco(doc, ann_path)
     return Dataset(root, doc, ann_path)
-
-
-def _validate(doc: Any, ann_path: Path) -> None:
-    if not isinstance(doc, dict):
-        raise DatasetFormatError(f"{ann_path}: top level must be a JSON object")
-    for key in ("images", "annotations"):
-        if not isinstance(doc.get(key), list):
-            raise DatasetFormatError(f"{ann_path}: missing required list {key!r}")
-    sizes: dict[int, tuple[int, int]] = {}
-    for k, entry in enumerate(doc["images"]):
-        missing = [key for key in ("id", "file_name", "height", "width")
-                   if not isinstance(entry, dict) or key not in entry]
-        if missing:
-            raise DatasetFormatError(f"{ann_path}: image entry #{k} lacks {missing}")
-        if entry["id"] in sizes:
-            raise DatasetFormatError(f"{ann_path}: duplicate image id {entry['id']}")
-        sizes[entry["id"]] = (int(entry["height"]), int(entry["width"]))
-    cat_ids = set(_parse_categories(doc, ann_path))
-    seen: set = set()
-    for k, ann in enumerate(doc["annotations"]):
-        missing = [key for key in ("id", "image_id", "category_id", "segmentation")
-                   if not isinstance(ann, dict) or key not in ann]
-        if missing:
-            raise DatasetFormatError(f"{ann_path}: annotation #{k} lacks {missing}")
-        where = f"{ann_path}: annotation {ann['id']}"
-        if ann["id"] in seen:
-            raise DatasetFormatError(f"{ann_path}: duplicate annotation id {ann['id']}")
-        seen.add(ann["id"])
-        if ann["image_id"] not in sizes:
-            raise DatasetFormatError(f"{where} refers to unknown image id {ann['image_id']}")
-        if ann["category_id"] not in cat_ids:
-            raise DatasetFormatError(f"{where} has unknown category id {ann['category_id']}")
-        h, w = sizes[ann["image_id"]]
-        check_segmentation(ann["segmentation"], h, w, where)
-        if "visible_segmentation" in ann:
-            check_segmentation(ann["visible_segmentation"], h, w, where + " (visible)")

@@ -9,6 +9,7 @@ as even or uneven by blastomere size, and CV of diameters is its usual quantitat
 from __future__ import annotations
 
 import csv
+from io import StringIO
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -133,9 +134,9 @@ def write_measurements_csv(rows: list, path: str | Path) -> Path:
     for row in rows:
         d = asdict(row)
         lines.append([_format(d[n]) for n in names])
-    import io
 
-    buf = io.StringIO()
+
+    buf = StringIO()
     csv.writer(buf, lineterminator="\n").writerows(lines)
     atomic_write_text(path, buf.getvalue())
     return path

@@ -1,0 +1,75 @@
+"""Configuration of the synthetic embryo generator: every realism knob in one dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+Range = tuple[float, float]
+
+
+@dataclass
+class EmbryoConfig:
+    """Knobs of :func:`blastoseg.synth.render_embryo` and :func:`render_timelapse`.
+
+    A ``(lo, hi)`` tuple is sampled uniformly per embryo; a probability is drawn per embryo.
+    Defaults imitate day 1-3 human embryos in a time-lapse incubator (Hoffman-like relief).
+    """
+
+    # --- frame and scale ---------------------------------------------------------------
+    image_size: tuple[int, int] = (500, 500)
+    pixel_size_um: float = 0.5          # at 500 px; scaled so the embryo fills the same fraction
+    magnification_jitter: float = 0.07  # log-normal sd of the magnification
+    off_centre: float = 0.12            # max embryo offset from the frame centre, fraction of size
+
+    # --- embryo geometry (micrometres) ---------------------------------------------------
+    zygote_diameter_um: Range = (100.0, 118.0)
+    perivitelline_um: Range = (4.0, 14.0)      # gap between zygote and the zona's inner face
+    zona_thickness_um: Range = (12.0, 19.0)
+    zona_ellipticity: Range = (0.0, 0.07)
+    cleavage_asymmetry: float = 0.07    # sd of the volume fraction a daughter receives
+    cell_anisotropy: float = 0.07       # sd of log semi-axes before compression
+    outline_harmonics: float = 0.015    # gentle non-elliptic wobble of outlines
+    compression: float = 0.9            # how much neighbours and zona flatten a cell
+    allowed_overlap: float = 0.14       # soft-sphere interpenetration while packing
+
+    # --- optics --------------------------------------------------------------------------
+    shear_angle_deg: float | None = None  # relief direction; None = random per embryo
+    relief_gain: Range = (380.0, 560.0)   # grey levels per (um of path excess per pixel)
+    cytoplasm_dn: float = 0.018           # refractive-index excess of cytoplasm
+    zona_dn: float = 0.012
+    granularity: Range = (0.05, 0.11)     # relative path modulation by granules
+    granule_size_px: Range = (0.8, 1.4)
+    membrane_dark: Range = (0.10, 0.22)   # absorption on a cell's outline
+    membrane_width_px: Range = (0.7, 1.1)
+    cytoplasm_absorb: Range = (0.02, 0.07)  # per 100 um of cytoplasm
+    nucleus_contrast: Range = (0.3, 0.6)  # path deficit of nuclei relative to cytoplasm
+    depth_blur: Range = (1.0, 2.6)        # extra blur (px) per zygote radius away from focus
+    defocus_sigma: Range = (0.5, 1.2)     # global blur of the whole frame (px)
+    halo: Range = (0.3, 0.8)
+    background_level: Range = (135.0, 175.0)
+    background_texture: float = 0.012
+    noise_sigma: Range = (1.5, 4.0)       # read noise in grey levels
+    shot_noise: float = 0.04
+
+    # --- biology -------------------------------------------------------------------------
+    pronuclei_prob: float = 0.85
+    nucleus_visible_prob: float = 0.65
+    fragments: Range = (0.0, 6.0)         # number of fragments after the first cleavage
+    cumulus_clusters: Range = (0.0, 3.5)
+    debris_particles: Range = (2.0, 14.0)
+
+    # --- artefacts -----------------------------------------------------------------------
+    well_edge_prob: float = 0.45
+    vignetting_prob: float = 0.7
+    vignetting_strength: Range = (0.1, 0.45)
+    text_prob: float = 0.85
+
+    # --- time-lapse ----------------------------------------------------------------------
+    drift_um: float = 0.4                 # embryo random-walk step per frame
+    cell_jitter_um: float = 0.6           # blastomere random-walk step per frame
+    rotation_deg: float = 0.4             # embryo in-plane rotation step per frame
+    flicker: float = 0.02                 # sd of the per-frame illumination gain
+
+    def to_dict(self) -> dict:
+        """JSON-able copy (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

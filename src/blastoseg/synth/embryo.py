@@ -104,9 +104,9 @@ def render_embryo(n_cells: int, seed: int, config: EmbryoConfig | None = None) -
     cfg = _check_config(config)
     scene = Scene(int(seed), cfg, max_cells=int(n_cells) + 1)
     times = scene.cleavage_hours  # n_cells divisions are planned; the last one not performed
-    lo = times[n_cells - 2] + 0.5 if n_cells > 1 else 17.0
-    hi = max(lo + 0.1, times[n_cells - 1] - 0.3)
-    hours = float(np.random.default_rng([int(seed), 7]).uniform(lo, hi))
+    u = float(np.random.default_rng([int(seed), 7]).uniform(0.05, 0.95))
+    lo = times[n_cells - 2] if n_cells > 1 else min(17.0, times[0] - 1.0)
+    hours = lo + u * (times[n_cells - 1] - lo)  # strictly before the next division
     scene.advance_to(hours)
     image, inst, fmeta = scene.render(hours)
     meta = {**_scene_meta(scene, seed), **fmeta}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-@dataclass
+@dataclass(eq=False)
 class Cell:
     """One blastomere in 3D (pixel units, relative to the embryo centre)."""
 

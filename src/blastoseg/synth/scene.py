@@ -171,7 +171,7 @@ class Scene:
                 d.division_h = self.div_h.get(d.track_id, np.inf)
                 self.lineage[d.track_id] = mother.track_id
             self.next_id += 2
-            i = self.cells.index(mother)
+            i = next(k for k, c in enumerate(self.cells) if c is mother)
             self.cells[i:i + 1] = [d1, d2]
             self._relax_and_shape(80)
             done += 1

@@ -1,0 +1,1 @@
+"""Predictors: weights + preprocessing + model -> results; device choice; tiling, batching."""

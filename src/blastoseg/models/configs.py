@@ -55,7 +55,7 @@ class VQVAEConfig:
     grid_size: int = 7
     codebook_size: int = 64
     embed_dim: int = 16
-    hidden_channels: int = 64
+    hidden_channels: int = 32
     n_res_blocks: int = 1
     beta: float = 0.25
     codebook_update: Literal["loss", "ema"] = "loss"

@@ -29,9 +29,10 @@ def zona_opl(canvas: int, r_out: float, r_in: float, ellip: float, angle: float,
     # the zona is porous and layered: a denser inner layer and fibrous texture
     rr = np.sqrt(u * u + v * v)
     inner_layer = np.exp(-0.5 * ((rr - r_in - 0.25 * (r_out - r_in)) / (0.2 * (r_out - r_in))) ** 2)
-    tex = 1.0 + texture * smooth_noise(rng, (canvas, canvas), 1.2)
+    tex = 1.0 + texture * smooth_noise(rng, (canvas, canvas), 2.0)
     opl = chord * tex * (0.8 + 0.5 * inner_layer)
-    absorb = 0.05 * np.exp(-0.5 * ((rr - r_in) / 1.2) ** 2)  # thin dark inner boundary line
+    # dark inner boundary line; the zona body itself scatters less than medium: lighter band
+    absorb = 0.15 * np.exp(-0.5 * ((rr - r_in) / 1.2) ** 2) - 0.05 * chord / chord.max()  # thin dark inner boundary line
     return opl.astype(np.float32), absorb.astype(np.float32)
 
 

@@ -17,19 +17,19 @@ class EmbryoConfig:
 
     # --- frame and scale ---------------------------------------------------------------
     image_size: tuple[int, int] = (500, 500)
-    pixel_size_um: float = 0.5          # at 500 px; scaled so the embryo fills the same fraction
+    pixel_size_um: float = 0.42         # at 500 px; scaled so the embryo fills the same fraction
     magnification_jitter: float = 0.07  # log-normal sd of the magnification
     off_centre: float = 0.12            # max embryo offset from the frame centre, fraction of size
 
     # --- embryo geometry (micrometres) ---------------------------------------------------
     zygote_diameter_um: Range = (100.0, 118.0)
-    perivitelline_um: Range = (4.0, 14.0)      # gap between zygote and the zona's inner face
-    zona_thickness_um: Range = (12.0, 19.0)
+    perivitelline_um: Range = (2.0, 10.0)      # gap between zygote and the zona's inner face
+    zona_thickness_um: Range = (13.0, 21.0)
     zona_ellipticity: Range = (0.0, 0.07)
     cleavage_asymmetry: float = 0.07    # sd of the volume fraction a daughter receives
     cell_anisotropy: float = 0.07       # sd of log semi-axes before compression
-    outline_harmonics: float = 0.015    # gentle non-elliptic wobble of outlines
-    compression: float = 0.9            # how much neighbours and zona flatten a cell
+    outline_harmonics: float = 0.03     # gentle non-elliptic wobble of outlines
+    compression: float = 0.5            # how much neighbours and zona flatten a cell
     allowed_overlap: float = 0.14       # soft-sphere interpenetration while packing
 
     # --- optics --------------------------------------------------------------------------
@@ -37,13 +37,14 @@ class EmbryoConfig:
     relief_gain: Range = (380.0, 560.0)   # grey levels per (um of path excess per pixel)
     cytoplasm_dn: float = 0.018           # refractive-index excess of cytoplasm
     zona_dn: float = 0.012
-    granularity: Range = (0.05, 0.11)     # relative path modulation by granules
-    granule_size_px: Range = (0.8, 1.4)
-    membrane_dark: Range = (0.10, 0.22)   # absorption on a cell's outline
-    membrane_width_px: Range = (0.7, 1.1)
-    cytoplasm_absorb: Range = (0.02, 0.07)  # per 100 um of cytoplasm
-    nucleus_contrast: Range = (0.3, 0.6)  # path deficit of nuclei relative to cytoplasm
-    depth_blur: Range = (1.0, 2.6)        # extra blur (px) per zygote radius away from focus
+    granularity: Range = (0.12, 0.35)     # relative path modulation by granules
+    granule_size_px: Range = (1.0, 2.0)
+    membrane_dark: Range = (0.30, 0.50)   # absorption on a cell's outline
+    membrane_width_px: Range = (1.1, 1.9)
+    occluded_outline: Range = (0.25, 0.5)  # outline strength under another cell
+    cytoplasm_absorb: Range = (0.12, 0.3)   # per 100 um of cytoplasm
+    nucleus_contrast: Range = (0.2, 0.4)  # path deficit of nuclei relative to cytoplasm
+    depth_blur: Range = (3.0, 6.0)        # extra blur (px) per zygote radius away from focus
     defocus_sigma: Range = (0.5, 1.2)     # global blur of the whole frame (px)
     halo: Range = (0.3, 0.8)
     background_level: Range = (135.0, 175.0)

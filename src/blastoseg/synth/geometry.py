@@ -123,7 +123,7 @@ def relax(cells: list[Cell], container: np.ndarray, n_iter: int = 60,
             push = np.clip(target - d, 0.0, None) * (1.0 - np.eye(n))
             w = r[None, :] / (r[:, None] + r[None, :])  # small cells move more
             p += 0.5 * np.sum((push * w)[..., None] * diff / d[..., None], axis=1)
-            p -= cohesion * (p - p.mean(axis=0))
+            p -= cohesion * (p - 0.3 * p.mean(axis=0))  # adhesion, towards the zona centre
         # confinement: centre must stay inside the container shrunk by the (compressed) radius
         inner = np.clip(container[None, :] - 0.9 * r[:, None], 1.0, None)
         k = np.sqrt(np.sum((p / inner) ** 2, axis=1))

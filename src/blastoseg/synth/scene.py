@@ -82,6 +82,7 @@ class Scene:
         self.depth_blur = _u(ro, cfg.depth_blur)
         self.defocus = _u(ro, cfg.defocus_sigma)
         self.halo = _u(ro, cfg.halo)
+        self.under_w = _u(ro, cfg.occluded_outline)
         self.bg = _u(ro, cfg.background_level)
         self.read_noise = _u(ro, cfg.noise_sigma)
         self.bg_opl = cfg.background_texture * (optics.smooth_noise(ro, self.shape, 1.2)
@@ -91,9 +92,10 @@ class Scene:
         ra = np.random.default_rng(s_art)
         self.canvas = int(2 * (self.r_zout + 16 * px)) | 1
         zopl, self.zona_abs = art.zona_opl(self.canvas, self.r_zout, self.r_zin, self.ellip,
-                                           self.angle, ra, 0.25)
+                                           self.angle, ra, 0.08)
         cum = art.cumulus_opl(self.canvas, self.r_zout, int(round(_u(ra, cfg.cumulus_clusters))),
                               int(round(_u(ra, cfg.debris_particles))), self.px_um, ra)
+        zopl = ndi.gaussian_filter(zopl, 1.2)  # the zona's faces are not sharp
         self.static_opl = self.px_um * (cfg.zona_dn * zopl + 0.02 * cum)
         frag = art.fragments_opl(self.canvas, self.r_zin, int(round(_u(ra, cfg.fragments))),
                                  self.px_um, ra)
@@ -223,10 +225,15 @@ class Scene:
         if len(self.cells) > 1:
             optics.add_patch(opl, self.frag_opl, oy, ox)
 
-        for c, cr, pr in zip(self.cells, cells, projs):
+        # outlines of lower cells are seen through the cells above them: weaker
+        owner = np.where(visible.any(axis=0), np.argmax(visible, axis=0), -1)
+        for i, (c, cr, pr) in enumerate(zip(self.cells, cells, projs)):
             if pr is None:
                 continue
-            p_opl, p_abs = self._cell_patch(c, cr, pr, hours)
+            ph, pw = pr.mask.shape
+            own = owner[pr.y0:pr.y0 + ph, pr.x0:pr.x0 + pw]
+            seen = np.where((own == i) | (own < 0), 1.0, self.under_w).astype(np.float32)
+            p_opl, p_abs = self._cell_patch(c, cr, pr, hours, seen)
             sigma = 0.3 + self.depth_blur * abs(c.center[2] - self.z_focus) / self.r0
             both, pad = optics.blurred_patch(np.stack([p_opl, p_abs]), 0)
             if sigma >= 0.3:
@@ -254,8 +261,8 @@ class Scene:
                               track_ids=tids, meta=dict(meta))
         return image, inst, meta
 
-    def _cell_patch(self, c: geo.Cell, cr: geo.Cell, pr: geo.Projection, hours: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
+    def _cell_patch(self, c: geo.Cell, cr: geo.Cell, pr: geo.Projection, hours: float,
+                    seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Path length (um) and absorption of one cell on its projection box."""
         ph, pw = pr.thickness.shape
         size = int(2 * (1.8 * c.radius + 12)) + 1
@@ -285,10 +292,10 @@ class Scene:
                 off = self._rot_vec(c.nucleus_offset * c.radius)
                 nuc_t = optics.sphere_chord(xx - off[0], yy - off[1], rn)
         mask_n = np.clip(nuc_t / rn, 0, 1)
-        opl = self.cfg.cytoplasm_dn * (t_um * (1.0 + self.gran * g * (1 - mask_n))
+        opl = self.cfg.cytoplasm_dn * (t_um * (1.0 + self.gran * g * (1 - 0.7 * mask_n))
                                        - self.px_um * (self.nuc_c * nuc_t - 2.0 * dense))
         line = np.exp(-0.5 * (pr.edge_dist / self.mem_w) ** 2)
-        absorb = self.mem_dark * line + self.cyto_abs * t_um / 100.0
+        absorb = self.mem_dark * line * seen + self.cyto_abs * t_um / 100.0
         return opl.astype(np.float32), absorb.astype(np.float32)
 
     def _rot_vec(self, v: np.ndarray) -> np.ndarray:

@@ -238,3 +238,22 @@ def test_errors_on_folders(tmp_path):
     (bad / "frame_2.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(ImageReadError, match="frame_2.png"):
         read_frame_folder(bad)
+
+
+def test_zero_padded_f_counter_is_a_frame_not_a_focal_plane():
+    from blastoseg.io.frame_names import frame_numbers, parse_frame_name
+
+    assert parse_frame_name("embryo_F0001") == parse_frame_name("embryo_F0001")
+    assert parse_frame_name("embryo_F0001").focal is None
+    assert parse_frame_name("embryo_F0001").frame == 1
+    assert parse_frame_name("run_F-15_0003").focal == -15
+
+
+def test_constant_numbers_in_names_are_not_frame_numbers(tmp_path):
+    from blastoseg.io import read_frame_folder
+
+    for t in (1, 2, 10):
+        tifffile.imwrite(tmp_path / f"img_{t:03d}_well4.tif", np.full((8, 8), t, np.uint8))
+    stack = read_frame_folder(tmp_path)
+    assert stack.frame_numbers == [1, 2, 10]
+    assert stack.data[:, 0, 0].tolist() == [1, 2, 10]

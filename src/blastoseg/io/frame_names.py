@@ -13,12 +13,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["FrameName", "focal_folder_value", "natural_key", "parse_frame_name"]
+__all__ = ["FrameName", "focal_folder_value", "frame_numbers", "natural_key", "parse_frame_name"]
 
 # A focal token is "F" + signed integer standing as its own token: delimited by "_", "-",
 # whitespace, "." or the string ends, so the "F" in words like "Frame" or "WELLF2" is ignored.
 _DELIM = r"[_\-\s.]"
-_FOCAL = re.compile(rf"(?:^|(?<={_DELIM}))F([+-]?\d+)(?=$|{_DELIM})")
+# At most three digits and no leading zero: incubators write F-45..F45, while "F0001" is a
+# zero-padded frame counter, not a focal plane.
+_FOCAL = re.compile(rf"(?:^|(?<={_DELIM}))F([+-]?(?:0|[1-9]\d{{0,2}}))(?=$|{_DELIM})")
 _RUN = re.compile(r"RUN[_\-]?(\d+)", re.IGNORECASE)
 _FRAME = re.compile(rf"(?:^|(?<={_DELIM})|(?<=[a-z]))frame[_\-\s]?(\d+)", re.IGNORECASE)
 _T = re.compile(rf"(?:^|(?<={_DELIM}))t[_\-]?(\d+)(?=$|{_DELIM})", re.IGNORECASE)
@@ -59,6 +61,34 @@ def parse_frame_name(stem: str) -> FrameName:
             return FrameName(int(hits[-1].group(1)), focal)
     ints = [m for m in _INT.finditer(stem) if outside(m)]
     return FrameName(int(ints[-1].group(0)) if ints else None, focal)
+
+
+def _free_ints(stem: str) -> list[int]:
+    focal_match = _FOCAL.search(stem)
+    span = focal_match.span() if focal_match else (-1, -1)
+    return [int(m.group(0)) for m in _INT.finditer(stem)
+            if m.end() <= span[0] or m.start() >= span[1]]
+
+
+def frame_numbers(stems: list[str]) -> list[int | None]:
+    """Frame numbers of a whole folder's names, looking at them together.
+
+    Explicit tokens (``RUN<n>``, ``frame<n>``, ``t<n>``) win. Otherwise, when every name has
+    the same number of integer groups, the frame number is the last group whose value
+    changes from file to file, so constant numbers such as a well number
+    (``img_001_well4``, ``img_002_well4``) are not mistaken for the frame.
+    """
+    parsed = [parse_frame_name(s) for s in stems]
+    explicit = [any(p.search(s) for p in (_RUN, _FRAME, _T)) for s in stems]
+    if all(explicit) or len(stems) < 2:
+        return [p.frame for p in parsed]
+    groups = [_free_ints(s) for s in stems]
+    if len({len(g) for g in groups}) != 1 or not groups[0]:
+        return [p.frame for p in parsed]
+    varying = [k for k in range(len(groups[0])) if len({g[k] for g in groups}) > 1]
+    if not varying:
+        return [p.frame for p in parsed]
+    return [g[varying[-1]] for g in groups]
 
 
 def focal_folder_value(name: str) -> int | None:

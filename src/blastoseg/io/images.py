@@ -17,7 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from blastoseg.errors import ImageReadError
-from blastoseg.io.frame_names import focal_folder_value, natural_key, parse_frame_name
+from blastoseg.io.frame_names import (
+    focal_folder_value,
+    frame_numbers,
+    natural_key,
+    parse_frame_name,
+)
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -62,6 +67,15 @@ class ImageStack:
 
 
 # --- single files ---------------------------------------------------------------------------
+
+def _decoder_reason(exc: Exception) -> str:
+    """The decoder's complaint, first line only: imageio appends advice to install plugins,
+    which is wrong for a supported file that is simply corrupt."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if "pip install" in first or not first:
+        first = "the decoder could not parse it"
+    return f"{type(exc).__name__}: {first}"
+
 
 def _check_file(path: Path) -> None:
     if not path.exists():
@@ -108,7 +122,7 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>", *, collapse_grey: boo
         try:
             arr = iio.imread(data)
         except Exception as exc:
-            raise ImageReadError(f"{name}: cannot decode image data ({exc})") from exc
+            raise ImageReadError(f"{name}: cannot decode image data ({_decoder_reason(exc)})") from exc
     return normalise_channels(np.asarray(arr), collapse_grey=collapse_grey)
 
 
@@ -149,7 +163,7 @@ def read_image(path: str | os.PathLike, *, collapse_grey: bool = True) -> np.nda
         arr = np.asarray(iio.imread(path))
     except Exception as exc:  # corrupt/truncated files raise decoder-specific errors
         raise ImageReadError(f"{path}: cannot read image, the file may be corrupt or "
-                             f"truncated ({type(exc).__name__}: {exc})") from exc
+                             f"truncated ({_decoder_reason(exc)})") from exc
     if arr.ndim not in (2, 3):
         raise ImageReadError(f"{path}: expected one 2D image, got shape {arr.shape} "
                              f"(animated files are not supported)")
@@ -306,8 +320,9 @@ def read_frame_folder(folder: str | os.PathLike) -> ImageStack:
                 f"{folder}: holds both focal-plane folders ({names}) and loose images "
                 f"(e.g. {root_files[0].name}); move the loose images into a plane folder")
         for value, sub in subdirs.items():
-            for p in _image_files(sub):
-                planes[value].append((parse_frame_name(p.stem).frame, p))
+            files_in = _image_files(sub)
+            numbers = frame_numbers([p.stem for p in files_in])
+            planes[value].extend(zip(numbers, files_in, strict=True))
     else:
         parsed = [(parse_frame_name(p.stem), p) for p in root_files]
         with_focal = [p for n, p in parsed if n.focal is not None]
@@ -316,8 +331,12 @@ def read_frame_folder(folder: str | os.PathLike) -> ImageStack:
             raise ImageReadError(
                 f"{folder}: some file names carry a focal-plane token (e.g. "
                 f"{with_focal[0].name}) and others do not (e.g. {without.name})")
+        by_plane: dict[int | None, list[Path]] = defaultdict(list)
         for n, p in parsed:
-            planes[n.focal].append((n.frame, p))
+            by_plane[n.focal].append(p)
+        for value, files_in in by_plane.items():
+            numbers = frame_numbers([p.stem for p in files_in])
+            planes[value].extend(zip(numbers, files_in, strict=True))
     if not any(planes.values()):
         raise ImageReadError(f"{folder}: no images found (supported: "
                              f"{', '.join(SUPPORTED_EXTENSIONS)})")

@@ -11,13 +11,20 @@ comes with amodal and visible masks, the occlusion map and track ids.
 """
 
 from blastoseg.synth.config import EmbryoConfig
-from blastoseg.synth.embryo import SynthFrame, SynthTimelapse, render_embryo, render_timelapse
+from blastoseg.synth.embryo import (
+    SynthFrame,
+    SynthTimelapse,
+    iter_timelapse,
+    render_embryo,
+    render_timelapse,
+)
 from blastoseg.synth.writer import write_synthetic_embryos
 
 __all__ = [
     "EmbryoConfig",
     "SynthFrame",
     "SynthTimelapse",
+    "iter_timelapse",
     "render_embryo",
     "render_timelapse",
     "write_synthetic_embryos",

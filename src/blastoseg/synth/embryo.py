@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -114,6 +115,55 @@ def render_embryo(n_cells: int, seed: int, config: EmbryoConfig | None = None) -
     return SynthFrame(image=image, instances=inst, meta=meta)
 
 
+def _timelapse_hours(scene: Scene, seed: int, n_frames: int) -> np.ndarray:
+    rng = np.random.default_rng([int(seed), 11])
+    times = scene.cleavage_hours
+    if times:
+        t0 = max(16.0, times[0] - rng.uniform(2.0, 6.0))
+        t1 = times[-1] + rng.uniform(1.0, 4.0)
+    else:
+        t0 = 17.0
+        t1 = max(t0 + 0.1, scene.next_division_h - 0.5)
+    hours = np.linspace(t0, t1, n_frames) if n_frames > 1 else np.array([t0])
+    if times:  # guarantee the last cleavage happens by the last frame
+        hours[-1] = max(hours[-1], times[-1])
+    return hours
+
+
+def _check_timelapse_args(n_frames: int, max_cells: int) -> None:
+    if not 1 <= max_cells <= MAX_CELLS:
+        raise BlastosegError(f"max_cells must be from 1 to {MAX_CELLS}; got {max_cells}")
+    if n_frames < 1 or (max_cells > 1 and n_frames < 2):
+        raise BlastosegError(
+            f"a time-lapse reaching {max_cells} cells needs at least 2 frames; got {n_frames}")
+
+
+def iter_timelapse(n_frames: int, seed: int, config: EmbryoConfig | None = None,
+                   max_cells: int = 8) -> Iterator[SynthFrame]:
+    """Yield the frames of :func:`render_timelapse` one at a time, as :class:`SynthFrame`.
+
+    Frame ``k``'s ``meta`` holds ``frame_index``, ``hours``, ``n_divisions`` (cleavages since
+    the previous frame) and ``lineage`` so far. Stopping early (e.g. a cancelled GUI worker)
+    costs nothing further; the frames are identical to :func:`render_timelapse`'s.
+    """
+    _check_timelapse_args(n_frames, max_cells)
+    cfg = _check_config(config)
+    scene = Scene(int(seed), cfg, max_cells=max_cells)
+    hours = _timelapse_hours(scene, seed, n_frames)
+    base = _scene_meta(scene, seed)
+    for k, hk in enumerate(hours):
+        n_div = scene.advance_to(float(hk))
+        if k > 0:
+            scene.jitter()
+        flick = float(np.exp(scene.rng_frame.normal(0, cfg.flicker)))
+        img, inst, fmeta = scene.render(float(hk), flicker=flick)
+        meta = {**base, **fmeta, "frame_index": k, "n_divisions": int(n_div),
+                "lineage": {int(a): int(b) for a, b in scene.lineage.items()},
+                "cleavage_hours": [round(float(t), 2) for t in scene.cleavage_hours]}
+        yield SynthFrame(image=img, instances=replace(inst, meta={**inst.meta, "frame_index": k}),
+                         meta=meta)
+
+
 def render_timelapse(n_frames: int, seed: int, config: EmbryoConfig | None = None,
                      max_cells: int = 8) -> SynthTimelapse:
     """Render a time-lapse of one embryo cleaving 1 -> 2 -> 3 -> ... -> ``max_cells``.
@@ -133,45 +183,25 @@ def render_timelapse(n_frames: int, seed: int, config: EmbryoConfig | None = Non
     max_cells
         Number of cells in the last frame, 1 to 16.
     """
-    if not 1 <= max_cells <= MAX_CELLS:
-        raise BlastosegError(f"max_cells must be from 1 to {MAX_CELLS}; got {max_cells}")
-    if n_frames < 1 or (max_cells > 1 and n_frames < 2):
-        raise BlastosegError(
-            f"a time-lapse reaching {max_cells} cells needs at least 2 frames; got {n_frames}")
-    cfg = _check_config(config)
-    scene = Scene(int(seed), cfg, max_cells=max_cells)
-    rng = np.random.default_rng([int(seed), 11])
-    times = scene.cleavage_hours
-    if times:
-        t0 = max(16.0, times[0] - rng.uniform(2.0, 6.0))
-        t1 = times[-1] + rng.uniform(1.0, 4.0)
-    else:
-        t0 = 17.0
-        t1 = max(t0 + 0.1, scene.next_division_h - 0.5)
-    hours = np.linspace(t0, t1, n_frames) if n_frames > 1 else np.array([t0])
-    if times:  # guarantee the last cleavage happens by the last frame
-        hours[-1] = max(hours[-1], times[-1])
-
-    images = np.zeros((n_frames, *scene.shape), dtype=np.uint8)
+    images: list[np.ndarray] = []
     frames: list[FrameInstances] = []
     cleavage_frames: list[int] = []
-    for k, hk in enumerate(hours):
-        n_div = scene.advance_to(float(hk))
-        cleavage_frames += [k] * n_div
-        if k > 0:
-            scene.jitter()
-        flick = float(np.exp(scene.rng_frame.normal(0, cfg.flicker)))
-        img, inst, fmeta = scene.render(float(hk), flicker=flick)
-        images[k] = img
-        frames.append(replace(inst, meta={**inst.meta, "frame_index": k}))
+    last: SynthFrame | None = None
+    for k, frame in enumerate(iter_timelapse(n_frames, seed, config, max_cells)):
+        images.append(frame.image)
+        frames.append(frame.instances)
+        cleavage_frames += [k] * frame.meta["n_divisions"]
+        last = frame
+    assert last is not None  # n_frames >= 1 was checked
+    base = {k: v for k, v in last.meta.items()
+            if k not in ("frame_index", "n_divisions", "lineage", "hours", "n_cells")}
     meta = {
-        **_scene_meta(scene, seed),
+        **base,
         "n_frames": int(n_frames),
         "max_cells": int(max_cells),
-        "hours": [round(float(h), 2) for h in hours],
-        "cleavage_hours": [round(float(t), 2) for t in times],
+        "hours": [round(float(f.meta["hours"]), 2) for f in frames],
         "cleavage_frames": list(cleavage_frames),
         "counts": [f.count for f in frames],
     }
-    return SynthTimelapse(images=images, frames=frames, cleavage_frames=cleavage_frames,
-                          lineage=dict(scene.lineage), meta=meta)
+    return SynthTimelapse(images=np.stack(images), frames=frames, cleavage_frames=cleavage_frames,
+                          lineage=dict(last.meta["lineage"]), meta=meta)

@@ -63,6 +63,7 @@ def divide(cell: Cell, rng: np.random.Generator, next_id: int, asymmetry: float,
     frac = float(np.clip(rng.normal(0.5, asymmetry), 0.3, 0.7))
     long_axis = cell.frame[:, int(np.argmax(cell.axes))]
     axis = long_axis + 0.6 * random_unit(rng)
+    axis[2] *= 0.5  # daughters settle side by side on the dish more often than stacked
     axis /= np.linalg.norm(axis) + 1e-12
     r = cell.radius
     daughters = []
@@ -129,7 +130,7 @@ def relax(cells: list[Cell], container: np.ndarray, n_iter: int = 60,
         k = np.sqrt(np.sum((p / inner) ** 2, axis=1))
         out = k > 1.0
         p[out] /= k[out, None]
-    for c, pos in zip(cells, p):
+    for c, pos in zip(cells, p, strict=True):
         c.center = pos
 
 
@@ -202,7 +203,7 @@ def project(c: Cell, origin: tuple[float, float], shape_hw: tuple[int, int],
     q = m[0, 0] * dx * dx + 2 * m[0, 1] * dx * dy + m[1, 1] * dy * dy
     phi = np.arctan2(dy, dx)
     wobble = 1.0
-    for k, (amp, ph) in zip((2, 3, 4), c.harmonics):
+    for k, (amp, ph) in zip((2, 3, 4), c.harmonics, strict=True):
         wobble = wobble + amp * np.cos(k * phi - ph)
     q = q * wobble
     inside = np.clip(1.0 - q, 0.0, None)

@@ -46,7 +46,7 @@ class Scene:
         self.r_zout = self.r_zin + _u(rng, cfg.zona_thickness_um) * px
         self.ellip = _u(rng, cfg.zona_ellipticity)
         self.angle = float(rng.uniform(0, np.pi))
-        self.container = self.r_zin * np.array([1 + self.ellip, 1 - self.ellip, 1.0]) - 1.5
+        self.container = self.r_zin * np.array([1 + self.ellip, 1 - self.ellip, 0.93]) - 1.5
         lim = max(0.0, min(cfg.off_centre * s, 0.5 * s - self.r_zin - 3))
         off = rng.uniform(-1, 1, 2) * lim
         self.center = np.array([w / 2 + off[0], h / 2 + off[1]])  # x, y
@@ -210,7 +210,6 @@ class Scene:
     def render(self, hours: float, flicker: float = 1.0) -> tuple[np.ndarray, FrameInstances, dict]:
         """Render the current cell state as a uint8 image plus its ground truth."""
         h, w = self.shape
-        px_um = self.px_um
         origin = self.center + self.drift
         cells = [self._rotated(c) for c in self.cells]
         projs = [geo.project(c, (origin[0], origin[1]), self.shape, margin=6) for c in cells]
@@ -227,7 +226,7 @@ class Scene:
 
         # outlines of lower cells are seen through the cells above them: weaker
         owner = np.where(visible.any(axis=0), np.argmax(visible, axis=0), -1)
-        for i, (c, cr, pr) in enumerate(zip(self.cells, cells, projs)):
+        for i, (c, cr, pr) in enumerate(zip(self.cells, cells, projs, strict=True)):
             if pr is None:
                 continue
             ph, pw = pr.mask.shape

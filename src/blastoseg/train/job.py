@@ -350,6 +350,9 @@ def create_job(
     Path
         The job folder, ready for :func:`blastoseg.train.run_job`.
     """
+    from blastoseg.train.engine import get_task
+
+    get_task(kind, task_module)  # unknown kind: a clear error now, not when the job runs
     out = Path(out)
     if (out / JOB_FILE).exists() and not overwrite:
         raise JobError(

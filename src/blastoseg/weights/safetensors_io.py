@@ -103,7 +103,22 @@ def save_weights(
     meta = _metadata_to_str(metadata)
     if fp16:
         meta.setdefault("blastoseg_storage_dtype", "float16")
-    return atomic_write_bytes(path, save(tensors, metadata=meta))
+    return atomic_write_bytes(path, _canonical(save(tensors, metadata=meta)))
+
+
+def _canonical(blob: bytes) -> bytes:
+    """Rewrite a safetensors header with sorted keys, so equal weights and metadata give
+    byte-identical files (and equal sha256) in every process: the safetensors library writes
+    the metadata in hash-map order, which varies between runs."""
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    ordered: dict[str, Any] = {}
+    if "__metadata__" in header:
+        ordered["__metadata__"] = dict(sorted(header.pop("__metadata__").items()))
+    ordered.update(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # keep the data section 8-byte aligned
+    return struct.pack("<Q", len(text)) + text + blob[8 + n:]
 
 
 def _read_header(path: Path) -> dict:

@@ -243,7 +243,7 @@ def test_errors_on_folders(tmp_path):
 def test_zero_padded_f_counter_is_a_frame_not_a_focal_plane():
     from blastoseg.io.frame_names import frame_numbers, parse_frame_name
 
-    assert parse_frame_name("embryo_F0001") == parse_frame_name("embryo_F0001")
+    assert frame_numbers(["a_F0001", "a_F0002"]) == [1, 2]
     assert parse_frame_name("embryo_F0001").focal is None
     assert parse_frame_name("embryo_F0001").frame == 1
     assert parse_frame_name("run_F-15_0003").focal == -15

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, default=Path("blastoseg_demo"), help="output folder")
     demo.add_argument("--frames", type=int, default=24, help="time-lapse length")
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the synthetic embryo")
     demo.set_defaults(func=_cmd_demo)
 
     imp = verbs.add_parser("import", help="convert annotations from other tools")
@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm = imp_kinds.add_parser("labelme", help="LabelMe polygon JSON (one file per image)")
     lm.add_argument("source", type=Path, help="a LabelMe .json file or a folder of them")
     lm.add_argument("--out", required=True, type=Path, help="output dataset folder")
-    lm.add_argument("--overwrite", action="store_true")
+    lm.add_argument("--overwrite", action="store_true",
+                    help="replace an existing annotations.json (the old one is kept as a backup)")
     lm.set_defaults(func=_cmd_import_labelme)
     return parser
 
@@ -121,8 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
-        # a verb group without its kind (e.g. `blastoseg synth`): show that group's help
-        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+        # no verb, or a verb group without its kind (e.g. `blastoseg synth`): show help, fail
+        group = {"synth": "synth", "import": "import"}.get(getattr(args, "verb", None) or "")
+        sub = parser._subparsers._group_actions[0].choices.get(group) if group else None
+        (sub or parser).print_help(sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)

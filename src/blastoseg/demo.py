@@ -50,7 +50,7 @@ def run_demo(
             image=lapse.images[t],
             instances=lapse.frames[t],
             file_name=f"images/frame_{t:04d}.png",
-            video_id=0,
+            video_id=1,
             frame_index=t,
             pixel_size_um=pixel,
         )
@@ -59,7 +59,11 @@ def run_demo(
     outputs: dict[str, Path] = {}
     outputs["dataset"] = write_dataset(out / "dataset", samples, overwrite=True)
     stack_path = out / "timelapse.tif"
-    tifffile.imwrite(stack_path, lapse.images, metadata={"axes": "TYX"})
+    # ImageJ hyperstack with the pixel size, so Fiji and napari show micrometres
+    tifffile.imwrite(
+        stack_path, lapse.images, imagej=True, metadata={"axes": "TYX", "unit": "um"},
+        resolution=(1 / pixel, 1 / pixel) if pixel else None,
+    )
     outputs["stack"] = stack_path
     if progress:
         progress(2, 3)

@@ -35,9 +35,11 @@ def draw_outlines(
     """Return an RGB uint8 copy of ``image`` with each amodal outline in its own colour."""
     rgb = to_rgb8(image)
     structure = ndi.generate_binary_structure(2, 1)
-    for i, mask in enumerate(instances.masks):
+    # colour by track id when there is one, so a cell keeps its colour over a time-lapse
+    keys = instances.track_ids if instances.track_ids is not None else range(len(instances))
+    for key, mask in zip(keys, instances.masks, strict=True):
         inner = ndi.binary_erosion(mask, structure, iterations=thickness, border_value=0)
-        rgb[mask & ~inner] = PALETTE[i % len(PALETTE)]
+        rgb[mask & ~inner] = PALETTE[int(key) % len(PALETTE)]
     return rgb
 
 

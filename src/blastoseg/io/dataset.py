@@ -200,8 +200,8 @@ def write_dataset(
     ann_path = root / ANNOTATIONS_FILE
     if ann_path.exists() and not overwrite:
         raise DatasetFormatError(
-            f"{ann_path} already exists; choose another output folder or pass "
-            f"overwrite=True (the CLI: --overwrite), which keeps the old file as a .bak")
+            f"{ann_path} already exists; choose another output folder, or allow overwriting "
+            f"(--overwrite on the command line), which keeps the old file as a .bak")
     cats = dict(DEFAULT_CATEGORIES if categories is None else categories)
     cats = {int(k): str(v) for k, v in cats.items()}
     root.mkdir(parents=True, exist_ok=True)
@@ -265,6 +265,8 @@ def write_dataset(
         raise DatasetFormatError(f"metadata for {ann_path} is not JSON-serialisable: {exc}"
                                  ) from None
     if ann_path.exists():
+        if ann_path.read_text(encoding="utf-8") == text + "\n":
+            return ann_path  # identical content: nothing to back up or rewrite
         backup_existing(ann_path)
     atomic_write_text(ann_path, text + "\n")
     return ann_path

@@ -9,9 +9,9 @@ as even or uneven by blastomere size, and CV of diameters is its usual quantitat
 from __future__ import annotations
 
 import csv
-from io import StringIO
 import math
 from dataclasses import asdict, dataclass, fields
+from io import StringIO
 from pathlib import Path
 
 import numpy as np

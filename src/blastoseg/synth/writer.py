@@ -88,7 +88,7 @@ def write_synthetic_embryos(out_dir: str | os.PathLike, n: int, seed: int, *,
     Returns
     -------
     Path
-        The dataset folder.
+        The path of the written annotations.json.
     """
     from blastoseg.io.dataset import write_dataset
 

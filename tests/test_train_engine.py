@@ -223,3 +223,20 @@ def test_export_job_is_portable(tmp_path):
 
     shutil.rmtree(tmp_path / "data")
     assert run_job(final, stdout=False, handle_signals=False) == EXIT_OK
+
+
+def test_read_events_tolerates_truncated_last_line(tmp_path):
+    from blastoseg.train import EventWriter, parse_event_line
+
+    path = tmp_path / "events.jsonl"
+    with EventWriter(path, stream=None) as w:
+        w.emit("start", step=0, message="hi")
+        w.emit("step", step=1, loss=float("nan"), losses={"a": 1.0})
+    with open(path, "a") as fh:
+        fh.write('{"event": "step", "time": 1.0, "st')  # writer killed mid-line
+    events = read_events(path)
+    assert [e["event"] for e in events] == ["start", "step"]
+    assert events[1]["loss"] is None  # NaN written as strict-JSON null
+    assert parse_event_line("some library warning") is None
+    with pytest.raises(ValueError):
+        EventWriter(None, stream=None).emit("bogus")

@@ -63,12 +63,16 @@ class SynthEmbryoWidget(Container):
         self.run_button = PushButton(text="Generate")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
-        self.status = Label(value="")
+        self.status = Label(value="", label="status")
+        # the label starts empty; let it grow and wrap when a result is reported
+        self.status.native.setWordWrap(True)
+        self.status.native.setMinimumWidth(180)
         self.extend([
             self.mode, self.n_cells, self.n_frames, self.max_cells, self.seed, self.size,
             self.ground_truth, self.run_button, self.cancel_button, self.progress, self.status,
         ])
         self.worker = None
+        self._layers: list = []  # layers of the previous run, replaced by the next one
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
 
@@ -101,26 +105,29 @@ class SynthEmbryoWidget(Container):
 
     def _on_done(self, result: tuple[np.ndarray, list, dict]) -> None:
         images, frames, meta = result
-        name = f"synthetic embryo seed {self.seed.value}"
         metadata = {"blastoseg": {"synthetic": True, "seed": self.seed.value}}
         if meta.get("pixel_size_um") is not None:
             metadata["pixel_size_um"] = meta["pixel_size_um"]
-        for layer in [lyr for lyr in self.viewer.layers if lyr.name.startswith(name)]:
-            self.viewer.layers.remove(layer)  # re-running replaces, it does not pile up
-        self.viewer.add_image(images, name=name, metadata=metadata)
+        for layer in self._layers:  # re-running replaces, it does not pile up
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self._layers = [self.viewer.add_image(images, name="synthetic embryo", metadata=metadata)]
         if self.ground_truth.value:
             single = images.ndim == 2
             for k, labels in enumerate(instances_to_label_layers(frames)):
                 layer = self.viewer.add_labels(
                     labels[0] if single else labels,
-                    name=f"{name} amodal {k + 1}",
+                    name=f"ground truth amodal {k + 1}",
                     metadata={"blastoseg": {"role": "amodal", "labels_are_track_ids": True}},
                 )
                 layer.contour = 2
+                self._layers.append(layer)
+        if images.ndim == 3:
+            self.viewer.dims.axis_labels = ("t", "y", "x")
         counts = [len(f) for f in frames]
         self.status.value = (
-            f"{len(frames)} frame(s), {counts[0]}" + (f" -> {counts[-1]}" if len(counts) > 1 else "")
-            + " cells"
+            f"{len(frames)} frames, {counts[0]} to {counts[-1]} cells" if len(frames) > 1
+            else f"{counts[0]} cells"
         )
 
     def _on_error(self, exc: Exception) -> None:

@@ -666,7 +666,7 @@ class _Run:
                 loss = losses["loss"]
                 if not torch.isfinite(loss.detach()).all():
                     raise TrainingError(
-                        f"the loss became {float(loss)} at step {self.step + 1}: training "
+                        f"the loss became {float(loss.detach())} at step {self.step + 1}: training "
                         "diverged. Lower the learning rate (hyper 'lr') or set 'grad_clip'"
                     )
                 self.scaler.scale(loss / self.accum).backward()

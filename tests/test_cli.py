@@ -72,3 +72,30 @@ def test_demo_prints_a_table_and_writes_outputs(tmp_path, capsys):
         assert (tmp_path / "demo" / name).is_file(), name
     rows = (tmp_path / "demo" / "per_frame.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 6
+
+
+def test_train_kind_then_models_list_show_rename_delete(tmp_path, monkeypatch, capsys):
+    import json
+
+    from _toy_task import make_toy_dataset  # registers the "toy" kind
+
+    monkeypatch.setenv("BLASTOSEG_HOME", str(tmp_path / "home"))
+    data = make_toy_dataset(tmp_path / "toydata")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"hyper": {"max_steps": 5, "batch_size": 8}}))
+    code = main(["train", "toy", "--data", str(data), "--out", str(tmp_path / "job"),
+                 "--config", str(config), "--name", "toy-cli", "--quiet"])
+    assert code == 0
+    assert (tmp_path / "job" / "events.jsonl").is_file()
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert "toy-cli" in capsys.readouterr().out
+    assert main(["models", "show", "toy-cli"]) == 0
+    assert '"kind": "toy"' in capsys.readouterr().out
+    assert main(["models", "rename", "toy-cli", "toy-renamed"]) == 0
+    assert main(["models", "delete", "toy-renamed", "--yes"]) == 0
+    capsys.readouterr()
+    main(["models"])
+    assert "toy-renamed" not in capsys.readouterr().out
+    # running the finished job folder again is accepted (resume finds it done)
+    assert main(["train", str(tmp_path / "job"), "--quiet"]) in (0,)

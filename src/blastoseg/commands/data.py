@@ -1,0 +1,72 @@
+"""Verbs that make or convert data: ``synth``, ``demo``, ``import``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from blastoseg.commands.progress import progress_printer
+
+
+def _synth_embryos(args: argparse.Namespace) -> int:
+    from blastoseg.synth import EmbryoConfig, write_synthetic_embryos
+
+    config = EmbryoConfig(image_size=(args.size, args.size))
+    path = write_synthetic_embryos(
+        args.out, n=args.n, seed=args.seed, timelapse=args.timelapse, config=config,
+        overwrite=args.overwrite, progress=progress_printer("rendering"),
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from blastoseg.demo import format_table, run_demo
+
+    result = run_demo(args.out, n_frames=args.frames, seed=args.seed,
+                      progress=progress_printer("demo"))
+    print(format_table(result))
+    print(f"\noutputs in {result.out_dir}:")
+    for name, path in result.outputs.items():
+        print(f"  {name:<14} {path}")
+    return 0
+
+
+def _import_labelme(args: argparse.Namespace) -> int:
+    from blastoseg.io import import_labelme
+
+    path = import_labelme(args.source, args.out, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_parsers(verbs: argparse._SubParsersAction) -> None:
+    synth = verbs.add_parser("synth", help="generate synthetic data in the dataset format")
+    kinds = synth.add_subparsers(dest="kind", metavar="KIND")
+    emb = kinds.add_parser(
+        "embryos", help="synthetic day 1-3 embryos under relief contrast, with amodal masks")
+    emb.add_argument("--n", type=int, default=100, help="frames, or videos with --timelapse")
+    emb.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+    emb.add_argument("--out", required=True, type=Path, help="output dataset folder")
+    emb.add_argument("--timelapse", type=int, metavar="T", default=None,
+                     help="write N cleaving-embryo time-lapses of T frames each")
+    emb.add_argument("--size", type=int, default=500, help="frame size in pixels (square)")
+    emb.add_argument("--overwrite", action="store_true",
+                     help="replace an existing annotations.json (the old one is kept as a backup)")
+    emb.set_defaults(func=_synth_embryos)
+
+    demo = verbs.add_parser(
+        "demo", help="generate a synthetic cleaving-embryo time-lapse, measure it, write outputs")
+    demo.add_argument("--out", type=Path, default=Path("blastoseg_demo"), help="output folder")
+    demo.add_argument("--frames", type=int, default=24, help="time-lapse length")
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the synthetic embryo")
+    demo.set_defaults(func=_demo)
+
+    imp = verbs.add_parser("import", help="convert annotations from other tools")
+    formats = imp.add_subparsers(dest="kind", metavar="FORMAT")
+    lm = formats.add_parser("labelme", help="LabelMe polygon JSON (one file per image)")
+    lm.add_argument("source", type=Path, help="a LabelMe .json file or a folder of them")
+    lm.add_argument("--out", required=True, type=Path, help="output dataset folder")
+    lm.add_argument("--overwrite", action="store_true",
+                    help="replace an existing annotations.json (the old one is kept as a backup)")
+    lm.set_defaults(func=_import_labelme)

@@ -1,0 +1,95 @@
+"""``blastoseg models``: list, show, verify, import, rename and delete models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _list(args: argparse.Namespace) -> int:
+    from blastoseg.weights import list_models, user_models_dir
+
+    entries = list_models(kind=args.kind)
+    if not entries:
+        print(f"no models yet (user models live in {user_models_dir()})")
+        return 0
+    print(f"{'name':30s} {'kind':12s} {'source':8s} {'size':>9s}  metrics")
+    for entry in entries:
+        print(entry.summary())
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from blastoseg.weights import get_model
+
+    entry = get_model(args.name)
+    print(json.dumps(json.loads(entry.card_path.read_text()), indent=2))
+    print(f"weights: {entry.weights_path}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from blastoseg.weights import get_model, verify
+
+    verify(get_model(args.name))
+    print(f"{args.name}: sha256 matches its model card")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from blastoseg.weights import register_model
+
+    entry = register_model(Path(args.weights), name=args.name, overwrite=args.overwrite)
+    print(f"registered {entry.name} ({entry.kind}) in {entry.weights_path.parent}")
+    return 0
+
+
+def _rename(args: argparse.Namespace) -> int:
+    from blastoseg.weights import rename_model
+
+    rename_model(args.old, args.new)
+    print(f"renamed {args.old} -> {args.new}")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from blastoseg.weights import delete_model
+
+    if not args.yes:
+        answer = input(f"delete model {args.name!r}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("kept")
+            return 1
+    delete_model(args.name)
+    print(f"deleted {args.name}")
+    return 0
+
+
+def add_parsers(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("models", help="list, show, verify, import, rename or delete models")
+    p.add_argument("--kind", help="only models of this kind (e.g. amodal)")
+    p.set_defaults(func=_list)
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    ls = sub.add_parser("list", help="bundled and user models (default)")
+    ls.add_argument("--kind", help="only models of this kind")
+    ls.set_defaults(func=_list)
+    show = sub.add_parser("show", help="print a model card")
+    show.add_argument("name")
+    show.set_defaults(func=_show)
+    ver = sub.add_parser("verify", help="check a model's weights against its card's sha256")
+    ver.add_argument("name")
+    ver.set_defaults(func=_verify)
+    imp = sub.add_parser("import", help="register a .safetensors (its .json card beside it)")
+    imp.add_argument("weights")
+    imp.add_argument("--name")
+    imp.add_argument("--overwrite", action="store_true")
+    imp.set_defaults(func=_import)
+    ren = sub.add_parser("rename", help="rename a user model")
+    ren.add_argument("old")
+    ren.add_argument("new")
+    ren.set_defaults(func=_rename)
+    rm = sub.add_parser("delete", help="delete a user model")
+    rm.add_argument("name")
+    rm.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    rm.set_defaults(func=_delete)

@@ -1,0 +1,71 @@
+"""``blastoseg train KIND ...`` (make a job folder and run it) and ``blastoseg train JOB_DIR``
+(run or resume an existing job folder, e.g. one exported to a GPU server)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from blastoseg.errors import BlastosegError
+
+
+def _split_paths(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [p for p in text.split(",") if p]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from blastoseg.train import available_tasks, create_job, run_job
+
+    target = Path(args.target)
+    if (target / "job.json").is_file():
+        return run_job(target, device=args.device, resume=not args.no_resume,
+                       stdout=not args.quiet)
+    kinds = available_tasks()
+    if args.target not in kinds:
+        listed = ", ".join(kinds) if kinds else "none yet"
+        raise BlastosegError(
+            f"{args.target!r} is neither a job folder (no job.json there) nor a trainable model "
+            f"kind (available: {listed})")
+    if not args.data or not args.out:
+        raise BlastosegError(f"blastoseg train {args.target} needs --data DIR[,DIR...] and --out DIR")
+    config = None
+    if args.config:
+        try:
+            config = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BlastosegError(f"cannot read config file {args.config}: {exc}") from None
+    hyper = config.pop("hyper", None) if isinstance(config, dict) else None
+    job_dir = create_job(
+        args.target, _split_paths(args.data), args.out, val_data=_split_paths(args.val),
+        base=args.base, config=config, hyper=hyper, epochs=args.epochs,
+        time_budget_min=args.minutes, device=args.device or "auto", seed=args.seed,
+        name=args.name, copy_data=args.portable, overwrite=args.overwrite,
+    )
+    return run_job(job_dir, resume=not args.no_resume, stdout=not args.quiet)
+
+
+def add_parsers(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser(
+        "train", help="train or fine-tune a model (KIND ...), or run/resume a job folder",
+        description="blastoseg train KIND --data DIR[,DIR...] --out JOB_DIR [options]  |  "
+                    "blastoseg train JOB_DIR")
+    p.add_argument("target", help="a model kind (e.g. amodal) or an existing job folder")
+    p.add_argument("--data", help="training dataset folder(s), comma-separated")
+    p.add_argument("--val", help="validation dataset folder(s), comma-separated")
+    p.add_argument("--out", type=Path, help="job folder to create (events, checkpoints, weights)")
+    p.add_argument("--base", help="base model to fine-tune: a registered name or a .safetensors")
+    p.add_argument("--config", help="JSON file with the model config (and optional 'hyper')")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--minutes", type=float, help="wall-clock budget instead of epochs")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", help="name to register the trained model under")
+    p.add_argument("--portable", action="store_true",
+                   help="copy the datasets into the job folder so it runs unchanged elsewhere")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing job.json")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--quiet", action="store_true", help="do not echo events on stdout")
+    p.set_defaults(func=_train)

@@ -157,7 +157,7 @@ def test_videos_ordered_by_frame_index(tmp_path, samples):
 def test_overwrite_refused_then_backed_up(tmp_path, samples):
     write_dataset(tmp_path, samples[:2], CATS)
     original = (tmp_path / "annotations.json").read_text()
-    with pytest.raises(DatasetFormatError, match="already exists.*overwrite=True"):
+    with pytest.raises(DatasetFormatError, match="already exists.*--overwrite"):
         write_dataset(tmp_path, samples[2:3], CATS)
     assert (tmp_path / "annotations.json").read_text() == original
     # the refused write must not have touched the images either
@@ -168,7 +168,10 @@ def test_overwrite_refused_then_backed_up(tmp_path, samples):
     # the replaced image (different pixels at images/000001.png) was backed up too
     assert len(list((tmp_path / "images").glob("000001.png.*.bak"))) == 1
     assert len(read_dataset(tmp_path)) == 1
+    # rewriting identical content leaves no extra backup; different content makes one
     write_dataset(tmp_path, samples[2:3], CATS, overwrite=True)
+    assert len(list(tmp_path.glob("annotations.json.*.bak"))) == 1
+    write_dataset(tmp_path, samples[1:2], CATS, overwrite=True)
     assert len(list(tmp_path.glob("annotations.json.*.bak"))) == 2
 
 

@@ -108,9 +108,11 @@ def test_overwrite_protection(tmp_path, folder):
         import_labelme(folder, tmp_path / "ds")
     with pytest.raises(DatasetFormatError, match="already exists"):
         import_labelme(folder, tmp_path / "ds")
+    (tmp_path / "ds" / "annotations.json").write_text("{}")  # stands for a user's edits
     with pytest.warns(UserWarning):
         import_labelme(folder, tmp_path / "ds", overwrite=True)
-    assert len(list((tmp_path / "ds").glob("annotations.json.*.bak"))) == 1
+    backups = list((tmp_path / "ds").glob("annotations.json.*.bak"))
+    assert len(backups) == 1 and backups[0].read_text() == "{}"
 
 
 def test_missing_image_names_json(tmp_path):

@@ -227,3 +227,16 @@ def test_result_is_json_serialisable_and_formats():
     table = format_report(res)
     assert "mAP" in table and "by true cell count" in table and "66.7%" in table
     assert format_report(json.loads(text)) == table  # string keys after a JSON round trip
+
+
+def test_ground_truth_read_from_a_dataset_folder(tmp_path):
+    from blastoseg.io.dataset import Sample, read_dataset, write_dataset
+
+    frames = [overlapping_pair(), three_cells(), frame()]
+    write_dataset(tmp_path / "ds", [Sample(np.zeros(SHAPE, np.uint8), f) for f in frames])
+    ds = read_dataset(tmp_path / "ds")
+    gt = [ds.instances(i) for i in range(len(ds))]
+    res = evaluate_amodal(gt, frames, categories=ds.categories)
+    assert res["mAP"] == pytest.approx(1.0) and res["count_exact"] == 1.0
+    # only the first frame has visible masks on disk: visible AP needs them on every frame
+    assert res["visible_evaluated"] is False

@@ -110,9 +110,13 @@ def test_writer_round_trips_labels_layers(make_napari_viewer, tmp_path):
     back = ds.instances(0)
     np.testing.assert_array_equal(back.masks, inst.masks)
     np.testing.assert_array_equal(ds.load_image(0), image)
-    # saving again keeps the previous annotations as a backup instead of overwriting them
+    # saving an edited mask again keeps the previous annotations as a backup
+    previous = (out / "annotations.json").read_text()
+    viewer.layers["amodal 1"].data[:5, :5] = 9
     viewer.layers.save(str(out), selected=True, plugin="blastoseg")
-    assert list(out.glob("annotations.json.*.bak"))
+    backups = list(out.glob("annotations.json.*.bak"))
+    assert len(backups) == 1 and backups[0].read_text() == previous
+    assert len(read_dataset(out).instances(0)) == 4
 
 
 def test_synth_widget_generates_and_replaces(make_napari_viewer, qtbot):

@@ -172,7 +172,7 @@ class AmodalRoIHeads(RoIHeads):
         proposals, matched_idxs, labels = self._samples
         boxes, crops = [], []
         s = self.vqvae.config.mask_size
-        for props, matched, lab, t in zip(proposals, matched_idxs, labels, targets):
+        for props, matched, lab, t in zip(proposals, matched_idxs, labels, targets, strict=True):
             pos = torch.where(lab > 0)[0]
             boxes.append(props[pos])
             crops.append(crop_masks_to_boxes(t["masks"], props[pos], matched[pos], s))
@@ -204,7 +204,7 @@ class AmodalRoIHeads(RoIHeads):
                 boxes = [r["boxes"] for r in result]
                 _, _, final = self.shape_forward(features, boxes, image_shapes)
                 probs = torch.sigmoid(final).split([len(b) for b in boxes])
-                for r, p in zip(result, probs):
+                for r, p in zip(result, probs, strict=True):
                     r["masks"] = p
         w = self.loss_weights
         return result, {k: v * w.get(k, 1.0) for k, v in losses.items()}

@@ -73,7 +73,7 @@ def targets_to_padded(maps: list[torch.Tensor], image_sizes: list[tuple[int, int
     ref = maps[0]
     target = ref.new_zeros((b, 1) + tuple(padded), dtype=torch.float32)
     valid = torch.zeros_like(target)
-    for i, (m, (h, w)) in enumerate(zip(maps, image_sizes)):
+    for i, (m, (h, w)) in enumerate(zip(maps, image_sizes, strict=True)):
         m = m.to(torch.float32)[None, None]
         if tuple(m.shape[-2:]) != (h, w):
             m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)

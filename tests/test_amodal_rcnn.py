@@ -42,6 +42,15 @@ def _box(m: torch.Tensor) -> torch.Tensor:
     return torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: the tiny models only lose time to thread contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def sample() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Two overlapping ellipses (amodal masks) on a 96 px grey frame."""

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy import fft as sp_fft
 from scipy import ndimage
 
 from blastoseg.errors import InvalidImageError
@@ -43,6 +44,9 @@ RING = 1.3
 _GRID = 80        # short side of the disk-matching grid (px)
 _TEXTURE = 256    # short side of the texture computation (px)
 _THRESHOLD = 0.45  # on the normalised log edge energy (background ~0, edges ~1)
+_SMOOTH = 1.0     # smoothing of the edge energy (map px)
+_CLOSE = 0.02     # closing radius, fraction of the short side
+_RUN = 0.2        # smooth run that ends the embryo on a ray, fraction of the radius
 
 
 @dataclass(frozen=True)
@@ -108,85 +112,187 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     return a[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
 
 
-def _embryo_map(grey: np.ndarray) -> np.ndarray:
-    """Binary 'not smooth medium' map at ~256 px: filled regions of high edge energy."""
+def _embryo_map(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Binary maps at ~256 px: high edge energy, and the same closed, filled and opened.
+
+    Map pixel (i, j) covers original pixels [i f, (i + 1) f) x [j f, (j + 1) f); the last
+    factor returned is f.
+    """
     f = max(1, int(round(min(grey.shape) / _TEXTURE)))
     a = _block_mean(grey, f)
     lo, hi = np.percentile(a, (1.0, 99.0))
     a = (a - lo) / max(hi - lo, 1e-6)
-    s = min(a.shape)
-    # flatten the illumination (vignetting, the dark side of a well edge)
-    illum = ndimage.gaussian_filter(a, s / 16.0, mode="nearest")
-    a = a / np.maximum(illum, 0.05)
+    # flatten the illumination (vignetting, the dark side of a well edge); the low-pass is
+    # computed on a 4x coarser grid, which is ~10x cheaper than a wide Gaussian here
+    small = _block_mean(a, 4)
+    illum = ndimage.gaussian_filter(small, min(small.shape) / 16.0, mode="nearest")
+    illum = np.repeat(np.repeat(illum, 4, axis=0), 4, axis=1)
+    a = a[: illum.shape[0], : illum.shape[1]] / np.maximum(illum, 0.05)
     # edge energy: membranes, the zona's faces and granules; the medium is smooth
     gm = ndimage.gaussian_gradient_magnitude(a, 1.0, mode="nearest")
-    e = np.log(ndimage.gaussian_filter(gm * gm, 1.0, mode="nearest") + 1e-8)
+    e = np.log(ndimage.gaussian_filter(gm * gm, _SMOOTH, mode="nearest") + 1e-8)
     lo, hi = np.percentile(e, (10.0, 97.0))
-    e = (e - lo) / max(hi - lo, 1e-6)
-    b = e > _THRESHOLD
-    k = max(1, int(round(s / 100)))
-    b = ndimage.binary_closing(b, iterations=k, border_value=0)
+    edges = e > lo + _THRESHOLD * max(hi - lo, 1e-6)
+    k = max(1, int(round(min(a.shape) * _CLOSE)))
+    b = ndimage.binary_closing(edges, iterations=k, border_value=0)
     b = ndimage.binary_fill_holes(b)
     b = ndimage.binary_opening(b, iterations=2 * k)
-    return b
+    return edges, b, f
 
 
-def _resize_to(a: np.ndarray, short: int) -> np.ndarray:
-    z = short / min(a.shape)
-    if abs(z - 1.0) < 1e-3:
-        return a
-    return ndimage.zoom(a, z, order=1, mode="nearest", grid_mode=True)
-
-
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=8)
 def _disk_spectra(shape: tuple[int, int], radii: tuple[float, ...]) -> tuple:
     """FFT spectra of disks on a padded grid plus the in-frame pixel count of each disk."""
     h, w = shape
     pad = int(np.ceil(max(radii))) + 1
-    fh, fw = h + 2 * pad, w + 2 * pad
+    fh, fw = sp_fft.next_fast_len(h + pad, real=True), sp_fft.next_fast_len(w + pad, real=True)
     yy = np.fft.fftfreq(fh, 1.0 / fh)[:, None]
     xx = np.fft.fftfreq(fw, 1.0 / fw)[None, :]
     d2 = yy * yy + xx * xx
+    kernels = np.stack([(d2 <= r * r).astype(np.float32) for r in radii])
+    spectra = sp_fft.rfft2(kernels)
     valid = np.zeros((fh, fw), np.float32)
     valid[:h, :w] = 1.0
-    fv = np.fft.rfft2(valid)
-    spectra, counts = [], []
-    for r in radii:
-        k = (d2 <= r * r).astype(np.float32)
-        fk = np.fft.rfft2(k)
-        spectra.append(fk)
-        counts.append(np.fft.irfft2(fv * fk, s=(fh, fw))[:h, :w].astype(np.float32))
-    return (fh, fw), spectra, counts
+    counts = sp_fft.irfft2(sp_fft.rfft2(valid)[None] * spectra, s=(fh, fw))[:, :h, :w]
+    return (fh, fw), spectra, counts.astype(np.float32)
 
 
-def _disk_means(t: np.ndarray, radii: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Sums of ``t`` and in-frame pixel counts inside each disk, for every centre."""
-    (fh, fw), spectra, counts = _disk_spectra(t.shape, radii)
+def _coarse_scores(t: np.ndarray, radii: np.ndarray, ring_steps: int) -> np.ndarray:
+    """Mean of ``t`` inside each disk minus the mean in the ring out to ``radii[k + ring_steps]``.
+
+    ``radii`` is a geometric ladder, so each ring's outer disk is another rung of it; only
+    in-frame pixels count. Returns (len(radii) - ring_steps, H, W).
+    """
+    (fh, fw), spectra, counts = _disk_spectra(t.shape, tuple(float(r) for r in radii))
     padded = np.zeros((fh, fw), np.float32)
     padded[: t.shape[0], : t.shape[1]] = t
-    ft = np.fft.rfft2(padded)
-    sums = np.stack([np.fft.irfft2(ft * fk, s=(fh, fw))[: t.shape[0], : t.shape[1]]
-                     for fk in spectra])
-    return sums, np.stack(counts)
-
-
-def _scores(t: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    """Contrast (mean inside - mean in the ring outside) per radius and centre."""
-    rings = radii * RING
-    allr = tuple(float(v) for v in np.concatenate([radii, rings]))
-    sums, counts = _disk_means(t, allr)
-    n = len(radii)
-    s_in, c_in = sums[:n], np.maximum(counts[:n], 1.0)
-    s_ring = sums[n:] - sums[:n]
-    c_ring = counts[n:] - counts[:n]
-    m_in = s_in / c_in
-    m_out = s_ring / np.maximum(c_ring, 1.0)
-    # a ring that lies mostly outside the frame says little: shrink its evidence
-    frac = c_ring / np.maximum(np.pi * (rings**2 - radii**2), 1.0)[:, None, None]
+    sums = sp_fft.irfft2(sp_fft.rfft2(padded)[None] * spectra, s=(fh, fw))
+    sums = sums[:, : t.shape[0], : t.shape[1]]
+    n = len(radii) - ring_steps
+    c_in = np.maximum(counts[:n], 1.0)
+    m_in = sums[:n] / c_in
+    c_ring = counts[ring_steps:] - counts[:n]
+    m_out = (sums[ring_steps:] - sums[:n]) / np.maximum(c_ring, 1.0)
+    r_in, r_out = radii[:n], radii[ring_steps:]
+    # a ring that lies mostly outside the frame says little: do not let it look empty
+    frac = c_ring / np.maximum(np.pi * (r_out**2 - r_in**2), 1.0)[:, None, None]
     m_out = np.where(frac > 0.15, m_out, np.maximum(m_out, 0.5))
-    # the centre must lie inside the frame and most of the disk too
-    disk_frac = c_in / (np.pi * radii**2)[:, None, None]
+    # most of the disk must lie inside the frame
+    disk_frac = c_in / (np.pi * r_in**2)[:, None, None]
     return np.where(disk_frac > 0.5, m_in - m_out, -1.0)
+
+
+def _candidates(score: np.ndarray, radii: np.ndarray, k: int) -> list[tuple[float, float, float]]:
+    """Up to ``k`` distinct (y, x, r) maxima of the coarse score, grid units."""
+    best = score.max(axis=0)
+    which = score.argmax(axis=0)
+    yy, xx = np.indices(best.shape)
+    out: list[tuple[float, float, float]] = []
+    top = float(best.max())
+    work = best.copy()
+    for _ in range(k):
+        iy, ix = np.unravel_index(int(np.argmax(work)), work.shape)
+        v = float(work[iy, ix])
+        if v <= 0 or (out and v < 0.5 * top):
+            break
+        r = float(radii[which[iy, ix]])
+        out.append((float(iy), float(ix), r))
+        work[(yy - iy) ** 2 + (xx - ix) ** 2 <= (0.5 * r) ** 2] = -np.inf
+    return out
+
+
+_ANGLES = 64
+_SECTORS = 16
+
+
+def _polar(bmap: np.ndarray, cy: float, cx: float, rho: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples of the map on rays from (cy, cx): values, in-frame flags (ANGLES, len(rho)), angles."""
+    th = np.linspace(0, 2 * np.pi, _ANGLES, endpoint=False)
+    y = cy + rho[None, :] * np.sin(th)[:, None]
+    x = cx + rho[None, :] * np.cos(th)[:, None]
+    h, w = bmap.shape
+    valid = (y >= -0.5) & (y <= h - 0.5) & (x >= -0.5) & (x <= w - 0.5)
+    iy = np.clip(np.rint(y).astype(np.intp), 0, h - 1)
+    ix = np.clip(np.rint(x).astype(np.intp), 0, w - 1)
+    return bmap[iy, ix], valid, th
+
+
+def _fit_circle(py: np.ndarray, px: np.ndarray) -> tuple[float, float, float]:
+    """Algebraic (Kasa) least-squares circle through points."""
+    a = np.stack([px, py, np.ones_like(px)], axis=1)
+    b = px * px + py * py
+    (c0, c1, c2), *_ = np.linalg.lstsq(a, b, rcond=None)
+    cx, cy = c0 / 2, c1 / 2
+    return float(cy), float(cx), float(np.sqrt(max(c2 + cx * cx + cy * cy, 0.0)))
+
+
+def _boundary_circle(bmap: np.ndarray, cy: float, cx: float, r0: float
+                     ) -> tuple[float, float, float] | None:
+    """Circle fitted robustly to the outermost edges of the embryo on rays from (cy, cx).
+
+    On each ray, the boundary is where the first long run of smooth medium begins (short
+    gaps - the perivitelline space, the zona's smooth interior - are crossed); rays that run
+    into other texture (a well edge, debris) give outliers, which the fit rejects.
+    """
+    rho = np.arange(0.0, 1.6 * r0, 0.5)
+    v, valid, th = _polar(bmap, cy, cx, rho)
+    start = np.searchsorted(rho, 0.5 * r0)
+    outside = (v < 0.5) & valid
+    # a boundary is where a ray enters a run of outside samples at least 0.12 r0 long (small
+    # holes in the filled map are not boundaries)
+    run = max(3, int(round(_RUN * r0 / 0.5)))
+    cs = np.concatenate([np.zeros((_ANGLES, 1)), np.cumsum(outside, axis=1)], axis=1)
+    n = len(rho)
+    ends = np.minimum(np.arange(n) + run, n)
+    full_run = (cs[:, ends] - cs[:, :n]) >= (ends - np.arange(n))[None, :] - 0.5
+    full_run &= (ends - np.arange(n) >= run)[None, :]
+    full_run[:, :start] = False
+    ys, xs = [], []
+    for a in range(_ANGLES):
+        hit = np.flatnonzero(full_run[a])
+        if len(hit) == 0 or hit[0] == start:
+            continue  # leaves the frame or runs into other texture: no boundary on this ray
+        d = rho[hit[0]] - 0.25  # between the last inside and the first outside sample
+        ys.append(cy + d * np.sin(th[a]))
+        xs.append(cx + d * np.cos(th[a]))
+    if len(ys) < 8:
+        return None
+    py, px = np.asarray(ys), np.asarray(xs)
+    keep = np.ones(len(py), bool)
+    fit = _fit_circle(py, px)
+    for _ in range(4):
+        res = np.hypot(py - fit[0], px - fit[1]) - fit[2]
+        mad = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep])))
+        new_keep = np.abs(res - np.median(res[keep])) <= max(2.5 * mad, 1.0)
+        if new_keep.sum() < 8 or (new_keep == keep).all():
+            break
+        keep = new_keep
+        fit = _fit_circle(py[keep], px[keep])
+    return fit
+
+
+def _circle_contrast(bmap: np.ndarray, cy: float, cx: float, r: float) -> float:
+    """Filled fraction inside the circle minus the median (over sectors) of the ring outside.
+
+    The median over angular sectors ignores a textured region touching the embryo on one
+    side (the dark, rippled outside of a well edge, debris, text).
+    """
+    rho = np.arange(0.5, r * RING, 1.0)
+    v, valid, _ = _polar(bmap, cy, cx, rho)
+    wgt = valid * rho[None, :]
+    inside = rho < r
+    n_in = wgt[:, inside].sum()
+    if n_in < 0.5 * rho[inside].sum() * _ANGLES:
+        return -1.0  # most of the disk lies outside the frame
+    m_in = float((v * wgt)[:, inside].sum() / n_in)
+    ring = ~inside
+    sw = wgt[:, ring].reshape(_SECTORS, -1).sum(axis=1)
+    sv = (v * wgt)[:, ring].reshape(_SECTORS, -1).sum(axis=1)
+    full = rho[ring].sum() * _ANGLES / _SECTORS
+    ok = sw > 0.5 * full
+    m_ring = float(np.median(sv[ok] / sw[ok])) if ok.sum() >= 3 else 0.5
+    return m_in - m_ring
 
 
 def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC,
@@ -219,60 +325,44 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
         raise ValueError("need 0 < min_radius_frac < max_radius_frac")
     if float(grey.max() - grey.min()) <= 0:
         return EmbryoBox.full_frame((h, w))
-    bmap = _embryo_map(grey)
-    t = _resize_to(bmap.astype(np.float32), _GRID)
+    edges, bmap, f = _embryo_map(grey)
+    edges, bmap = edges.astype(np.float32), bmap.astype(np.float32)
+    t = bmap
+    fg = max(1, int(round(min(t.shape) / _GRID)))
+    t = _block_mean(t, fg)
+    gy, gx = bmap.shape[0] / t.shape[0], bmap.shape[1] / t.shape[1]  # map px per grid px
     g = min(t.shape)
-    scale = min(h, w) / g  # original pixels per grid pixel
 
-    # coarse: every centre of the grid, a geometric ladder of radii ~6 % apart
-    n = max(8, int(np.ceil(np.log(max_radius_frac / min_radius_frac) / np.log(1.06))) + 1)
-    radii = g * np.geomspace(min_radius_frac, max_radius_frac, n)
-    score = _scores(t, radii)
-    k, iy, ix = np.unravel_index(int(np.argmax(score)), score.shape)
-    best = score[k]
-    dy = _parabola(best[max(iy - 1, 0), ix], best[iy, ix], best[min(iy + 1, t.shape[0] - 1), ix])
-    dx = _parabola(best[iy, max(ix - 1, 0)], best[iy, ix], best[iy, min(ix + 1, t.shape[1] - 1)])
-    # grid pixel centres -> original pixel coordinates (grid_mode zoom: edges align)
-    cy = (iy + dy + 0.5) * h / t.shape[0] - 0.5
-    cx = (ix + dx + 0.5) * w / t.shape[1] - 0.5
-    # fine: the radius from the radial profile of the full-resolution map around that centre
-    f = h / bmap.shape[0]
-    lo = max(radii[k] * scale * 0.8, min_radius_frac * min(h, w) * 0.9)
-    hi = min(radii[k] * scale * 1.25, max_radius_frac * min(h, w) * 1.1)
-    radius, conf = _profile_radius(bmap, (cy - (f - 1) / 2) / f, (cx - (f - 1) / 2) / f,
-                                   lo / f, hi / f)
-    return EmbryoBox(cx=float(cx), cy=float(cy), radius=float(radius * f),
-                     confidence=round(float(conf), 4), image_shape=(h, w))
+    # coarse: every centre of the grid, a geometric ladder of radii; the ring of rung k
+    # reaches rung k + ring_steps (RING = ratio ** ring_steps)
+    ring_steps = 4
+    ratio = RING ** (1.0 / ring_steps)
+    n = int(np.ceil(np.log(max_radius_frac / min_radius_frac) / np.log(ratio))) + 1
+    radii = g * min_radius_frac * ratio ** np.arange(n + ring_steps)
+    score = _coarse_scores(t, radii, ring_steps)
+    cands = _candidates(score, radii[:n], 3)
+    if not cands:
+        return EmbryoBox.full_frame((h, w))
 
-
-def _profile_radius(bmap: np.ndarray, cy: float, cx: float, r_lo: float, r_hi: float
-                    ) -> tuple[float, float]:
-    """Radius in [r_lo, r_hi] with the best inside-vs-ring contrast of the map around (cy, cx)."""
-    yy, xx = np.indices(bmap.shape, dtype=np.float32)
-    d = np.hypot(yy - cy, xx - cx).ravel()
-    step = 0.5
-    nb = int(np.ceil(r_hi * RING / step)) + 2
-    idx = np.minimum((d / step).astype(np.int64), nb - 1)
-    filled = np.cumsum(np.bincount(idx, weights=bmap.ravel().astype(np.float64), minlength=nb))
-    count = np.cumsum(np.bincount(idx, minlength=nb).astype(np.float64))
-    rs = np.arange(max(1.0, r_lo), r_hi + step, step)
-    i_in = np.minimum((rs / step).astype(int), nb - 2)
-    i_out = np.minimum((rs * RING / step).astype(int), nb - 2)
-    m_in = filled[i_in] / np.maximum(count[i_in], 1.0)
-    n_ring = count[i_out] - count[i_in]
-    m_ring = (filled[i_out] - filled[i_in]) / np.maximum(n_ring, 1.0)
-    full = np.pi * ((rs * RING) ** 2 - rs**2)
-    m_ring = np.where(n_ring > 0.15 * full, m_ring, np.maximum(m_ring, 0.5))
-    contrast = m_in - m_ring
-    j = int(np.argmax(contrast))
-    return float(rs[j]), float(np.clip(contrast[j], 0.0, 1.0))
-
-
-def _parabola(a: float, b: float, c: float) -> float:
-    den = a - 2 * b + c
-    if den >= 0:
-        return 0.0
-    return float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
+    # fine: robust circle fit to the boundary of the filled region, per candidate; the one
+    # with the best inside-vs-ring contrast wins
+    best = (-np.inf, 0.0, 0.0, 0.0)
+    short = min(bmap.shape)
+    for iy, ix, r in cands:
+        cy0, cx0, r0 = (iy + 0.5) * gy - 0.5, (ix + 0.5) * gx - 0.5, r * min(gy, gx)
+        fit = _boundary_circle(edges, cy0, cx0, r0)
+        if fit is None or not (0.6 * r0 <= fit[2] <= 1.5 * r0) or \
+                np.hypot(fit[0] - cy0, fit[1] - cx0) > 0.5 * r0:
+            fit = (cy0, cx0, r0)
+        fit = (fit[0], fit[1], float(np.clip(fit[2], 0.9 * min_radius_frac * short,
+                                             1.1 * max_radius_frac * short)))
+        c = _circle_contrast(bmap, *fit)
+        if c > best[0]:
+            best = (c, *fit)
+    conf, cy, cx, r = best
+    return EmbryoBox(cx=float((cx + 0.5) * fx - 0.5), cy=float((cy + 0.5) * fy - 0.5),
+                     radius=float(r * (fx + fy) / 2), confidence=round(float(max(conf, 0.0)), 4),
+                     image_shape=(h, w))
 
 
 def choose_embryo_box(image: np.ndarray, *, use_localisation: bool = True,

@@ -191,7 +191,10 @@ def _to_device(obj: Any, device: torch.device) -> Any:
 
 _TASKS: dict[str, Callable[[], TrainTask]] = {}
 #: kind -> module that registers it when imported (filled as model kinds are added)
-BUILTIN_TASK_MODULES: dict[str, str] = {}
+BUILTIN_TASK_MODULES: dict[str, str] = {
+    "shape_prior": "blastoseg.train.shape_prior_task",
+    "amodal": "blastoseg.train.amodal_task",
+}
 
 
 def register_task(kind: str, factory: Callable[[], TrainTask]) -> None:
@@ -644,6 +647,8 @@ class _Run:
             stop = self.should_stop()
             if stop:
                 return stop
+            if hasattr(self.train_ds, "set_epoch"):  # e.g. fresh synthetic frames per epoch
+                self.train_ds.set_epoch(self.epoch)
             order = torch.randperm(
                 self.n_train, generator=torch.Generator().manual_seed(self.job.seed + 7919 * self.epoch)
             ).tolist()

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from blastoseg import __version__
-from blastoseg.commands import data, models, train
+from blastoseg.commands import data, models, segment, train
 from blastoseg.errors import BlastosegError
 
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"blastoseg {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     data.add_parsers(verbs)
+    segment.add_parsers(verbs)
     train.add_parsers(verbs)
     models.add_parsers(verbs)
     return parser

@@ -6,21 +6,24 @@ model sees a frame, the predictor finds the embryo, crops a square around it and
 to the model's working resolution (:mod:`blastoseg.predict.framing`). Training uses exactly
 the same step, so train and test framing match.
 
-Method (no learning, ~5-15 ms at 500 x 500 on one CPU core):
+Method (no learning; ~20-40 ms at 500 x 500 on one busy CPU core):
 
-1. grey, block-average to ~256 px on the short side, percentile-normalise;
-2. divide by the low-frequency illumination (large Gaussian), which removes vignetting and
-   the dark side of a well edge;
-3. texture energy: squared difference-of-Gaussians at fine scale, smoothed; the embryo
-   (granular cytoplasm, membranes, zona) is textured, the medium is smooth; the energy is
-   log-compressed and clipped so that burned-in text or debris cannot dominate;
-4. disk matching on a ~80 px grid: for every centre and a geometric ladder of radii, the
-   mean energy inside the disk minus the mean energy in the ring just outside it (only
-   in-frame pixels count, so an embryo cut by the frame border still scores), computed with
-   FFT convolutions; the best (centre, radius) wins, then the radius is refined on a finer
-   ladder around it.
+1. grey, block-average to ~256 px on the short side, percentile-normalise, divide by the
+   low-frequency illumination (vignetting, the dark side of a well edge);
+2. edge energy (smoothed squared gradient magnitude, log, scaled between its 10th and 97th
+   percentiles) thresholded: membranes, granules and the zona's faces are "on", the
+   medium is "off"; closed, holes filled and opened, this gives a filled embryo map;
+3. coarse disk matching on a ~80 px grid (FFT convolutions): for every centre and a
+   geometric ladder of radii, the filled fraction inside the disk minus that of the ring
+   out to 1.3 r (only in-frame pixels count, so an embryo cut by the frame still scores);
+   up to three distinct maxima are kept;
+4. per candidate, rays from its centre find where the first long run of smooth medium
+   starts (the zona's outer face); a circle is fitted to those points with iterative
+   outlier rejection (rays that run into a well edge or debris); the candidate whose circle
+   has the best inside-vs-ring contrast (ring = median over angular sectors) wins, and that
+   contrast is the confidence.
 
-The radius returned is that of the textured disk, i.e. the outer face of the zona.
+The radius returned is that of the zona's outer face.
 """
 
 from __future__ import annotations
@@ -330,7 +333,7 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
     t = bmap
     fg = max(1, int(round(min(t.shape) / _GRID)))
     t = _block_mean(t, fg)
-    gy, gx = bmap.shape[0] / t.shape[0], bmap.shape[1] / t.shape[1]  # map px per grid px
+    gy = gx = float(fg)  # map px per grid px
     g = min(t.shape)
 
     # coarse: every centre of the grid, a geometric ladder of radii; the ring of rung k
@@ -360,8 +363,8 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
         if c > best[0]:
             best = (c, *fit)
     conf, cy, cx, r = best
-    return EmbryoBox(cx=float((cx + 0.5) * fx - 0.5), cy=float((cy + 0.5) * fy - 0.5),
-                     radius=float(r * (fx + fy) / 2), confidence=round(float(max(conf, 0.0)), 4),
+    return EmbryoBox(cx=float((cx + 0.5) * f - 0.5), cy=float((cy + 0.5) * f - 0.5),
+                     radius=float(r * f), confidence=round(float(max(conf, 0.0)), 4),
                      image_shape=(h, w))
 
 

@@ -1,0 +1,162 @@
+"""Amodal blastomere segmentation: weights + framing + model -> FrameInstances.
+
+Each frame is normalised, the embryo is located and cropped to the model's working
+resolution (the same framing training used), the detector runs batched under
+``torch.inference_mode`` (mixed precision on CUDA), and masks, scores and the occlusion map
+are mapped back to the original frame. Visible (modal) masks are derived from the amodal
+ones: a pixel covered by several cells goes to the cell with the highest mask probability
+there (ties: the higher score) - an approximation, since the detector predicts no depth order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from blastoseg.errors import InvalidImageError
+from blastoseg.instances import FrameInstances
+from blastoseg.models.amodal_config import AmodalConfig
+from blastoseg.models.amodal_rcnn import AmodalMaskRCNN
+from blastoseg.predict.device import describe_device, resolve_device
+from blastoseg.predict.framing import DEFAULT_MARGIN, Framing, frame_for_model, normalise_image
+from blastoseg.predict.localise import choose_embryo_box
+from blastoseg.weights import ModelEntry, load_into_model, resolve_model
+
+DEFAULT_MODEL = "amodal-default"
+
+
+def frames_of(image: np.ndarray) -> tuple[list[np.ndarray], bool]:
+    """Split an input into 2D frames; returns (frames, was_a_stack)."""
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
+        return [arr], False  # (Y, X, C): one colour frame, normalise_image makes it grey
+    if arr.ndim == 2:
+        return [arr], False
+    if arr.ndim == 3:
+        return list(arr), True
+    if arr.ndim == 4:
+        raise InvalidImageError(
+            f"got a (T, Z, Y, X) stack of shape {arr.shape}: choose one focal plane first "
+            "(e.g. image[:, z]) - the segmentation works on 2D frames")
+    raise InvalidImageError(f"expected a 2D frame or a (T, Y, X) stack; got shape {arr.shape}")
+
+
+def visible_from_amodal(probs: np.ndarray, scores: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Disjoint visible masks: each covered pixel goes to its most probable instance."""
+    if len(masks) == 0:
+        return masks.copy()
+    key = np.where(masks, probs + 1e-3 * scores[:, None, None], -1.0)
+    owner = key.argmax(axis=0)
+    covered = masks.any(axis=0)
+    return np.stack([(owner == i) & covered for i in range(len(masks))])
+
+
+class AmodalPredictor:
+    """A loaded amodal model, ready to segment frames.
+
+    Parameters
+    ----------
+    model
+        Registered model name (see ``blastoseg models``) or a ``.safetensors`` path with its
+        ``.json`` card beside it.
+    device
+        "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
+    score_threshold
+        Detections below this score are dropped.
+    batch_size
+        Frames per forward pass.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto",
+                 score_threshold: float = 0.5, batch_size: int = 4) -> None:
+        self.entry: ModelEntry = resolve_model(model, kind="amodal")
+        self.config = AmodalConfig.from_dict(self.entry.card.config.get("model", {}))
+        self.device = resolve_device(device)
+        self.device_name = describe_device(self.device)
+        net = AmodalMaskRCNN(self.config)
+        load_into_model(net, self.entry.weights_path, card=self.entry.card.to_dict(),
+                        expected_kind="amodal")
+        self.model = net.to(self.device).eval()
+        self.score_threshold = float(score_threshold)
+        self.batch_size = max(int(batch_size), 1)
+        framing = self.entry.card.config.get("framing", {})
+        self.use_localisation = bool(framing.get("use_localisation", True))
+        self.margin = float(framing.get("margin", DEFAULT_MARGIN))
+
+    def _run(self, crops: list[np.ndarray]) -> list[dict]:
+        tensors = [torch.from_numpy(c)[None].to(self.device) for c in crops]
+        amp = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
+               else nullcontext())
+        with torch.inference_mode(), amp:
+            return self.model(tensors)
+
+    def _to_instances(self, out: dict, framing: Framing) -> FrameInstances:
+        keep = out["scores"] >= self.score_threshold
+        probs_small = out["masks"][keep][:, 0].float().cpu().numpy()
+        scores = out["scores"][keep].float().cpu().numpy()
+        probs = framing.to_original(probs_small)
+        masks = probs >= 0.5
+        occ = out.get("occlusion")
+        occlusion = None if occ is None else framing.to_original(occ[0].float().cpu().numpy())
+        nonempty = masks.reshape(len(masks), -1).any(axis=1)
+        masks, probs, scores = masks[nonempty], probs[nonempty], scores[nonempty]
+        return FrameInstances(
+            masks=masks, scores=scores, visible_masks=visible_from_amodal(probs, scores, masks),
+            occlusion=occlusion,
+            meta={"embryo_box": framing.describe(), "model": self.entry.name},
+        )
+
+    def iter_predict(self, frames: Sequence[np.ndarray]
+                     ) -> Generator[tuple[int, int], None, list[FrameInstances]]:
+        """Segment frames in batches, yielding (done, total) after each batch (so a GUI
+        worker can show progress and cancel between batches); returns the results."""
+        total = len(frames)
+        results: list[FrameInstances] = []
+        for start in range(0, total, self.batch_size):
+            chunk = frames[start:start + self.batch_size]
+            crops, framings = [], []
+            for frame in chunk:
+                normalise_image(frame)  # validates (NaN, constant, size) with a clear error
+                # exactly the framing training used (train/amodal_data.py)
+                box = choose_embryo_box(frame, use_localisation=self.use_localisation)
+                crop, framing = frame_for_model(frame, box, self.config.working_size,
+                                                margin=self.margin)
+                crops.append(crop)
+                framings.append(framing)
+            for out, framing in zip(self._run(crops), framings, strict=True):
+                results.append(self._to_instances(out, framing))
+            yield len(results), total
+        return results
+
+    def predict(self, image: np.ndarray,
+                progress: Callable[[int, int], None] | None = None
+                ) -> FrameInstances | list[FrameInstances]:
+        """Segment a 2D frame (returns FrameInstances) or a (T, Y, X) stack (returns a list)."""
+        frames, stack = frames_of(image)
+        gen = self.iter_predict(frames)
+        while True:
+            try:
+                done, total = next(gen)
+            except StopIteration as stop:
+                results = stop.value
+                break
+            if progress is not None:
+                progress(done, total)
+        return results if stack else results[0]
+
+
+def segment_amodal(image: np.ndarray, model: str = DEFAULT_MODEL, device: str = "auto",
+                   score_threshold: float = 0.5, batch_size: int = 4,
+                   progress: Callable[[int, int], None] | None = None
+                   ) -> FrameInstances | list[FrameInstances]:
+    """Amodal blastomere masks of a frame or a (T, Y, X) stack (any dtype, grey RGB accepted).
+
+    Returns FrameInstances (amodal masks, visible masks, scores, occlusion map; centroids via
+    ``.centroids``) for a 2D frame, or a list of them for a stack.
+    """
+    predictor = AmodalPredictor(model, device=device, score_threshold=score_threshold,
+                                batch_size=batch_size)
+    return predictor.predict(image, progress=progress)

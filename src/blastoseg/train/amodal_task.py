@@ -1,0 +1,141 @@
+"""Training task ``amodal``: the S1 amodal blastomere detector (Jang et al., section 4).
+
+``blastoseg train amodal --data DIR[,DIR...] --out JOB [--base MODEL] [--config FILE]``.
+The VQ-VAE shape prior comes either from a base amodal model (fine-tuning) or from a trained
+``shape_prior`` model named by the config key ``shape_prior``; it is frozen (section 4.2)
+and saved inside the detector's weights, so a shipped amodal model is self-contained.
+
+Config (``--config`` JSON): ``{"model": {AmodalConfig fields}, "shape_prior": NAME_OR_PATH,
+"hyper": {...}}``; task hyper-parameters beyond the engine's: ``aug_strength`` (1.0),
+``synth_per_epoch`` (0: only the given datasets), ``val_frames`` (100),
+``use_localisation`` (True).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from blastoseg.instances import FrameInstances
+from blastoseg.metrics import evaluate_amodal
+from blastoseg.models.amodal_config import AmodalConfig
+from blastoseg.models.amodal_rcnn import AmodalMaskRCNN
+from blastoseg.models.configs import VQVAEConfig
+from blastoseg.models.vqvae import VQVAE
+from blastoseg.predict.framing import DEFAULT_MARGIN
+from blastoseg.train.amodal_data import AmodalDataset, collate_detection
+from blastoseg.train.augment import AugmentConfig
+from blastoseg.train.engine import TrainingError, TrainTask, register_task
+from blastoseg.train.job import TrainJob
+from blastoseg.weights import load_into_model, resolve_model
+
+KIND = "amodal"
+
+
+def model_config(config: Mapping[str, Any]) -> AmodalConfig:
+    return AmodalConfig.from_dict(dict(config.get("model", {})))
+
+
+def load_shape_prior(name_or_path: str) -> VQVAE:
+    """A trained VQ-VAE shape prior from the registry (or a .safetensors path), frozen."""
+    entry = resolve_model(name_or_path, kind="shape_prior")
+    cfg = entry.card.config.get("vqvae", entry.card.config)
+    vq = VQVAE(VQVAEConfig.from_dict(cfg))
+    load_into_model(vq, entry.weights_path, card=entry.card.to_dict(), expected_kind="shape_prior")
+    return vq.freeze()
+
+
+def outputs_to_instances(output: Mapping[str, torch.Tensor], mask_threshold: float = 0.5
+                         ) -> FrameInstances:
+    """One image's detector output (at the model's input size) as FrameInstances."""
+    masks = output["masks"][:, 0] >= mask_threshold
+    occ = output.get("occlusion")
+    return FrameInstances(
+        masks=masks.cpu().numpy(),
+        scores=output["scores"].float().cpu().numpy(),
+        class_ids=output["labels"].cpu().numpy(),
+        occlusion=None if occ is None else occ[0].float().cpu().numpy(),
+    )
+
+
+def targets_to_instances(target: Mapping[str, torch.Tensor]) -> FrameInstances:
+    return FrameInstances(masks=target["masks"].bool().cpu().numpy(),
+                          class_ids=target["labels"].cpu().numpy())
+
+
+class AmodalTask(TrainTask):
+    kind = KIND
+    main_metric = "mAP"
+    higher_is_better = True
+
+    def build_model(self, config: dict) -> nn.Module:
+        cfg = model_config(config)
+        vq = None
+        prior = config.get("shape_prior")
+        if prior:
+            vq = load_shape_prior(prior)
+            cfg.vqvae = vq.config
+        elif cfg.mask_head != "fcn" and not self.job.base:
+            raise TrainingError(
+                "the VQ-VAE mask head needs a trained shape prior: set \"shape_prior\" in the "
+                "config to a shape_prior model (blastoseg train shape_prior ...), or fine-tune "
+                "from a base amodal model with --base")
+        return AmodalMaskRCNN(cfg, vqvae=vq)
+
+    def make_datasets(self, job: TrainJob):
+        cfg = model_config(job.config)
+        use_loc = bool(job.hyper.get("use_localisation", True))
+        train = AmodalDataset(
+            job.train_paths(), working_size=cfg.working_size,
+            augment=AugmentConfig(strength=float(job.hyper.get("aug_strength", 1.0))),
+            synth_per_epoch=int(job.hyper.get("synth_per_epoch", 0)), seed=job.seed,
+            use_localisation=use_loc,
+        )
+        if len(train) == 0:
+            raise TrainingError("the training data hold no frames")
+        val = None
+        if job.val_paths():
+            val = AmodalDataset(job.val_paths(), working_size=cfg.working_size, augment=None,
+                                seed=job.seed, use_localisation=use_loc)
+            n_val = int(job.hyper.get("val_frames", 100))
+            if len(val) > n_val:
+                val = Subset(val, list(range(n_val)))
+        return train, val
+
+    def collate(self, samples: list) -> Any:
+        return collate_detection(samples)
+
+    def training_step(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        losses = model(images, targets)  # already weighted (section 4.3)
+        return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
+
+    def validate(self, model: nn.Module, val) -> dict[str, float]:
+        loader = DataLoader(val, batch_size=int(self.job.hp("batch_size")), shuffle=False,
+                            collate_fn=self.collate)
+        gt, pred = [], []
+        for images, targets in loader:
+            outputs = model([im.to(self.device) for im in images])
+            pred += [outputs_to_instances(o) for o in outputs]
+            gt += [targets_to_instances(t) for t in targets]
+        result = evaluate_amodal(gt, pred)
+        keys = ("mAP", "AP50", "AP75", "count_exact", "count_mae")
+        return {k: float(result[k]) if result.get(k) is not None else 0.0 for k in keys}
+
+    def model_card(self, job: TrainJob, model: nn.Module, metrics: Mapping[str, float]) -> dict:
+        return {
+            "architecture": "AmodalMaskRCNN (Jang et al. 2023, S1)",
+            "config": {
+                "model": model.config.to_dict(),
+                # the predictor frames frames exactly as training did
+                "framing": {"use_localisation": bool(job.hyper.get("use_localisation", True)),
+                            "margin": DEFAULT_MARGIN},
+            },
+        }
+
+
+register_task(KIND, AmodalTask)

@@ -97,10 +97,15 @@ class AmodalPredictor:
         keep = out["scores"] >= self.score_threshold
         probs_small = out["masks"][keep][:, 0].float().cpu().numpy()
         scores = out["scores"][keep].float().cpu().numpy()
-        probs = framing.to_original(probs_small)
-        masks = probs >= 0.5
         occ = out.get("occlusion")
         occlusion = None if occ is None else framing.to_original(occ[0].float().cpu().numpy())
+        shape = tuple(framing.image_shape[:2])
+        if len(scores) == 0:
+            return FrameInstances(masks=np.zeros((0, *shape), bool), visible_masks=np.zeros(
+                (0, *shape), bool), occlusion=occlusion, meta={"embryo_box": framing.describe(),
+                                                              "model": self.entry.name})
+        probs = framing.to_original(probs_small)
+        masks = probs >= 0.5
         nonempty = masks.reshape(len(masks), -1).any(axis=1)
         masks, probs, scores = masks[nonempty], probs[nonempty], scores[nonempty]
         return FrameInstances(

@@ -1,0 +1,102 @@
+"""End to end with tiny models: train a shape prior and an amodal detector through the CLI,
+then segment and evaluate with the registered model. Also the predictor's bad-input errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from blastoseg.cli import main
+from blastoseg.errors import BlastosegError, InvalidImageError
+
+TINY_MODEL = {"working_size": 96, "anchor_sizes": [[8, 12], [16, 24], [32, 48], [64, 96]],
+              "fpn_channels": 16, "occlusion_channels": 8, "box_representation": 32,
+              "mask_head_channels": 16, "refine_channels": 8}
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("amodal")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BLASTOSEG_HOME", str(tmp / "home"))
+    data = tmp / "data"
+    assert main(["synth", "embryos", "--n", "6", "--seed", "5", "--size", "128",
+                 "--out", str(data)]) == 0
+    sp = tmp / "sp.json"
+    sp.write_text(json.dumps({"hyper": {"max_steps": 10, "batch_size": 16, "log_every": 5}}))
+    assert main(["train", "shape_prior", "--data", str(data), "--out", str(tmp / "j1"),
+                 "--config", str(sp), "--name", "tiny-prior", "--quiet"]) == 0
+    am = tmp / "am.json"
+    am.write_text(json.dumps({"shape_prior": "tiny-prior", "model": TINY_MODEL,
+                              "hyper": {"max_steps": 3, "batch_size": 2, "val_frames": 2}}))
+    assert main(["train", "amodal", "--data", str(data), "--val", str(data),
+                 "--out", str(tmp / "j2"), "--config", str(am), "--name", "tiny-amodal",
+                 "--quiet"]) == 0
+    yield tmp, data
+    mp.undo()
+
+
+def test_trained_model_is_registered_and_segments_a_stack(tiny_models, capsys):
+    from blastoseg.io import read_dataset
+    from blastoseg.predict.amodal import AmodalPredictor
+    from blastoseg.synth import render_timelapse
+
+    tmp, _ = tiny_models
+    assert main(["models", "--kind", "amodal"]) == 0
+    assert "tiny-amodal" in capsys.readouterr().out
+    lapse = render_timelapse(3, seed=1)
+    predictor = AmodalPredictor("tiny-amodal", device="cpu", score_threshold=0.0)
+    seen = []
+    results = predictor.predict(lapse.images, progress=lambda d, t: seen.append((d, t)))
+    assert len(results) == 3 and seen[-1] == (3, 3)
+    for inst in results:
+        assert inst.shape == lapse.images.shape[1:]
+        assert inst.occlusion is not None and inst.occlusion.shape == inst.shape
+        if len(inst):
+            # visible masks are disjoint and lie inside the amodal masks
+            assert (inst.visible_masks.sum(axis=0) <= 1).all()
+            assert not (inst.visible_masks & ~inst.masks).any()
+    import tifffile
+
+    tifffile.imwrite(tmp / "stack.tif", lapse.images, photometric="minisblack")
+    out = tmp / "seg"
+    assert main(["segment", "amodal", str(tmp / "stack.tif"), "--out", str(out),
+                 "--model", "tiny-amodal", "--device", "cpu"]) == 0
+    ds = read_dataset(out / "dataset")
+    assert len(ds) == 3 and ds.images[0]["video_id"] == 1
+    assert (out / "counts.csv").read_text().count("\n") == 4
+
+
+def test_eval_json_has_the_documented_keys(tiny_models, capsys):
+    _, data = tiny_models
+    capsys.readouterr()
+    assert main(["eval", "amodal", "--data", str(data), "--model", "tiny-amodal",
+                 "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("mAP", "AP50", "AP75", "count_exact", "count_mae", "n_images"):
+        assert key in result
+    assert result["n_images"] == 6
+
+
+def test_bad_inputs_give_clear_errors(tiny_models, tmp_path):
+    from blastoseg.predict.amodal import AmodalPredictor
+
+    predictor = AmodalPredictor("tiny-amodal", device="cpu")
+    good = np.random.default_rng(0).integers(0, 255, (128, 128)).astype(np.uint8)
+    nan = good.astype(float)
+    nan[5, 5] = np.nan
+    cases = {
+        "NaN": nan,
+        "constant": np.full((128, 128), 7, np.uint8),
+        "64": np.zeros((32, 32), np.uint8) + np.arange(32, dtype=np.uint8),
+        "focal plane": np.zeros((2, 3, 128, 128), np.uint8),
+    }
+    for words, image in cases.items():
+        with pytest.raises(InvalidImageError, match=words):
+            predictor.predict(image)
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(b"not weights at all")
+    with pytest.raises(BlastosegError):
+        AmodalPredictor(str(bogus), device="cpu")
+    with pytest.raises(BlastosegError, match="no-such-model"):
+        AmodalPredictor("no-such-model", device="cpu")

@@ -23,7 +23,7 @@ def _synth_embryos(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from blastoseg.demo import format_table, run_demo
 
-    result = run_demo(args.out, n_frames=args.frames, seed=args.seed,
+    result = run_demo(args.out, n_frames=args.frames, seed=args.seed, model=args.model,
                       progress=progress_printer("demo"))
     print(format_table(result))
     print(f"\noutputs in {result.out_dir}:")
@@ -60,6 +60,8 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", type=Path, default=Path("blastoseg_demo"), help="output folder")
     demo.add_argument("--frames", type=int, default=24, help="time-lapse length")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the synthetic embryo")
+    demo.add_argument("--model", default="amodal-default",
+                      help="amodal model that segments the time-lapse")
     demo.set_defaults(func=_demo)
 
     imp = verbs.add_parser("import", help="convert annotations from other tools")

@@ -46,7 +46,9 @@ def _eval_amodal(args: argparse.Namespace) -> int:
         gt.append(ds.instances(i))
         pred.append(predictor.predict(ds.load_image(i)))
         report(i + 1, len(ds))
-    result = evaluate_amodal(gt, pred, score_threshold=args.threshold,
+    count_threshold = (args.threshold if args.threshold is not None
+                       else predictor.calibrated_threshold)
+    result = evaluate_amodal(gt, pred, score_threshold=count_threshold,
                              categories=ds.categories)
     result["model"] = predictor.entry.name
     if args.json:
@@ -59,7 +61,8 @@ def _eval_amodal(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="amodal-default", help="registered name or .safetensors")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--threshold", type=float, default=0.5, help="score threshold for cells")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="score threshold for cells (default: the model card's calibrated value)")
     p.add_argument("--batch-size", type=int, default=4)
 
 

@@ -44,6 +44,26 @@ def frames_of(image: np.ndarray) -> tuple[list[np.ndarray], bool]:
     raise InvalidImageError(f"expected a 2D frame or a (T, Y, X) stack; got shape {arr.shape}")
 
 
+def mask_nms(probs: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Indices kept by greedy non-maximum suppression on mask IoU (highest score first).
+
+    Box NMS must stay lenient for amodal blastomeres (two stacked cells can share 90 % of
+    their box), so duplicates of one cell are removed here, on the masks themselves.
+    """
+    if len(scores) == 0 or iou_threshold >= 1.0:
+        return torch.arange(len(scores))
+    binary = (probs >= 0.5).flatten(1).float()
+    inter = binary @ binary.T
+    area = binary.sum(1)
+    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1.0)
+    order = torch.argsort(scores, descending=True)
+    keep: list[int] = []
+    for i in order.tolist():
+        if all(float(iou[i, j]) <= iou_threshold for j in keep):
+            keep.append(i)
+    return torch.tensor(keep, dtype=torch.long)
+
+
 def visible_from_amodal(probs: np.ndarray, scores: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Disjoint visible masks: each covered pixel goes to its most probable instance."""
     if len(masks) == 0:
@@ -65,14 +85,20 @@ class AmodalPredictor:
     device
         "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
     score_threshold
-        Detections below this score are dropped.
+        Detections below this score are dropped; None takes the model card's calibrated
+        value (``postprocess.score_threshold``, else 0.5).
+    mask_nms_iou
+        Of two detections whose masks overlap more than this IoU, the lower-scored one is
+        dropped; None takes the model card's value (``postprocess.mask_nms_iou``, else 0.8).
     batch_size
         Frames per forward pass.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto",
-                 score_threshold: float = 0.5, batch_size: int = 4) -> None:
+                 score_threshold: float | None = None, batch_size: int = 4,
+                 mask_nms_iou: float | None = None) -> None:
         self.entry: ModelEntry = resolve_model(model, kind="amodal")
+        post = self.entry.card.config.get("postprocess", {})
         self.config = AmodalConfig.from_dict(self.entry.card.config.get("model", {}))
         self.device = resolve_device(device)
         self.device_name = describe_device(self.device)
@@ -80,7 +106,12 @@ class AmodalPredictor:
         load_into_model(net, self.entry.weights_path, card=self.entry.card.to_dict(),
                         expected_kind="amodal")
         self.model = net.to(self.device).eval()
-        self.score_threshold = float(score_threshold)
+        #: the model card's calibrated cell threshold (what counting should use)
+        self.calibrated_threshold = float(post.get("score_threshold", 0.5))
+        self.score_threshold = float(score_threshold if score_threshold is not None
+                                     else self.calibrated_threshold)
+        self.mask_nms_iou = float(mask_nms_iou if mask_nms_iou is not None
+                                  else post.get("mask_nms_iou", 0.8))
         self.batch_size = max(int(batch_size), 1)
         framing = self.entry.card.config.get("framing", {})
         self.use_localisation = bool(framing.get("use_localisation", True))
@@ -94,7 +125,10 @@ class AmodalPredictor:
             return self.model(tensors)
 
     def _to_instances(self, out: dict, framing: Framing) -> FrameInstances:
-        keep = out["scores"] >= self.score_threshold
+        keep = torch.nonzero(out["scores"] >= self.score_threshold).flatten()
+        kept = mask_nms(out["masks"][keep][:, 0].float(), out["scores"][keep].float(),
+                        self.mask_nms_iou)
+        keep = keep[kept.to(keep.device)]
         probs_small = out["masks"][keep][:, 0].float().cpu().numpy()
         scores = out["scores"][keep].float().cpu().numpy()
         occ = out.get("occlusion")
@@ -154,7 +188,7 @@ class AmodalPredictor:
 
 
 def segment_amodal(image: np.ndarray, model: str = DEFAULT_MODEL, device: str = "auto",
-                   score_threshold: float = 0.5, batch_size: int = 4,
+                   score_threshold: float | None = None, batch_size: int = 4,
                    progress: Callable[[int, int], None] | None = None
                    ) -> FrameInstances | list[FrameInstances]:
     """Amodal blastomere masks of a frame or a (T, Y, X) stack (any dtype, grey RGB accepted).

@@ -1,0 +1,398 @@
+"""Dock widget "Segment blastomeres": a form and a background worker around
+``blastoseg.predict.amodal.AmodalPredictor`` (CLI twin: ``blastoseg segment amodal``).
+
+The work runs in a napari thread worker over :func:`segment_job`, a generator that yields
+``(message, done, total)`` after focal-plane selection steps, after loading the model and after
+every batch of frames, so the viewer stays responsive, napari's progress bar moves and Cancel
+stops between batches. The result becomes layers through :mod:`.result_layers`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Generator
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
+
+from blastoseg.errors import BlastosegError, InvalidImageError
+from blastoseg.napari.result_layers import (
+    Placement,
+    apply_display,
+    result_layer_data,
+    result_layers_of,
+)
+
+MODES = ("current frame", "whole stack")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+BEST = "best focus"
+SETTINGS_FILE = "napari_segment_widget.json"
+
+
+# --- the work (no Qt) -------------------------------------------------------------------------
+
+def image_axes(shape: tuple[int, ...], rgb: bool = False, axes_hint: str | None = None) -> str:
+    """Non-spatial axes of an image layer: ``""``, ``"T"``, ``"Z"`` or ``"TZ"``."""
+    nd = len(shape) - (1 if rgb else 0)
+    if nd == 2:
+        return ""
+    if nd == 3:
+        return "Z" if (axes_hint or "").upper().startswith("Z") else "T"
+    if nd == 4 and not rgb:
+        return "TZ"
+    raise InvalidImageError(
+        f"cannot segment an image of shape {tuple(shape)}: expected a 2D frame, a (T, Y, X) "
+        "time-lapse or a (T, Z, Y, X) stack with focal planes")
+
+
+def segment_job(data, axes: str, frame_range: tuple[int, int], plane: int | str,
+                get_predictor: Callable[[], object]
+                ) -> Generator[tuple[str, int, int], None, dict]:
+    """Choose planes, load the model, segment; yields (message, done, total).
+
+    Returns a dict with ``frames`` (list of FrameInstances), ``planes`` (plane index per frame or
+    None) and ``predictor``.
+    """
+    from blastoseg.predict.focus import best_focus_planes
+
+    t0, t1 = frame_range
+    n = t1 - t0
+    planes = None
+    if axes in ("", "T"):
+        frames = [np.asarray(data)] if axes == "" else [np.asarray(data[t]) for t in range(t0, t1)]
+    else:
+        stack = data[None] if axes == "Z" else data
+        frames, planes = [], []
+        for i, t in enumerate(range(t0, t1)):
+            z = int(best_focus_planes(np.asarray(stack[t])[None])[0]) if plane == BEST else int(plane)
+            planes.append(z)
+            frames.append(np.asarray(stack[t, z]))
+            if plane == BEST and (i % 8 == 7 or i == n - 1):
+                yield f"choosing the best focal plane ({i + 1}/{n})", 0, n
+    yield "loading the model", 0, n
+    predictor = get_predictor()
+    yield f"segmenting on {predictor.device_name}", 0, n
+    gen = predictor.iter_predict(frames)
+    while True:
+        try:
+            done, total = next(gen)
+        except StopIteration as stop:
+            results = stop.value
+            break
+        yield f"segmenting on {predictor.device_name}", done, total
+    return {"frames": results, "planes": planes, "predictor": predictor}
+
+
+def _user_errors_returned(*args) -> Generator[tuple[str, int, int], None, dict]:
+    """:func:`segment_job`, returning a user error (bad input, missing model, no such device)
+    as ``{"error": exc}``: napari's worker would show any raised exception with a traceback,
+    which is right for bugs only."""
+    try:
+        return (yield from segment_job(*args))
+    except BlastosegError as exc:
+        return {"error": exc}
+
+
+def import_predictor_safely() -> None:
+    """Import torch/torchvision (via the predictor) on the GUI thread, without triton.
+
+    torchvision imports torch._dynamo, which imports triton when it is installed (CUDA wheels on
+    Linux). triton's libtriton bundles LLVM and segfaults on import once an OpenGL context runs
+    on Mesa's LLVM-based drivers (llvmpipe under Xvfb, radeonsi): exactly napari's situation.
+    The predictor never uses triton (no torch.compile), so it is hidden while torch is
+    imported; torch caches "no triton" and nothing else changes.
+    """
+    if "blastoseg.predict.amodal" in sys.modules:
+        return
+    hide = "triton" not in sys.modules
+    if hide:
+        sys.modules["triton"] = None  # type: ignore[assignment]  # import triton -> ImportError
+    try:
+        import blastoseg.predict.amodal  # noqa: F401
+    finally:
+        if hide and sys.modules.get("triton", 0) is None:
+            del sys.modules["triton"]
+
+
+def _settings_path():
+    from blastoseg.weights import data_home
+
+    return data_home() / SETTINGS_FILE
+
+
+def load_settings() -> dict:
+    try:
+        return json.loads(_settings_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_settings(settings: dict) -> None:
+    from blastoseg.io.atomic import atomic_write_text
+
+    try:
+        path = _settings_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(settings, indent=1))
+    except OSError:
+        pass  # settings are a convenience; never fail a run over them
+
+
+def _amodal_model_names() -> list[str]:
+    from blastoseg.weights import list_models
+
+    try:
+        return [m.name for m in list_models(kind="amodal")]
+    except Exception:  # a broken user folder must not break the form
+        return []
+
+
+# --- the form ---------------------------------------------------------------------------------
+
+class SegmentWidget(Container):
+    """Form: image, focal plane, model, device, threshold, frames; Segment / Cancel; progress."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        saved = load_settings()
+        self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.plane = ComboBox(label="focal plane", choices=[(BEST, BEST)])
+        self.model = ComboBox(label="model", choices=self._models)
+        self.device = ComboBox(label="device", choices=DEVICES,
+                               value=saved.get("device") if saved.get("device") in DEVICES
+                               else "auto")
+        self.threshold = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05,
+                                      value=float(saved.get("score_threshold", 0.5)))
+        self.mode = ComboBox(label="frames", choices=MODES,
+                             value=saved.get("mode") if saved.get("mode") in MODES else MODES[1])
+        self.run_button = PushButton(text="Segment")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
+        self.device_used = Label(value="-", label="device used")
+        self.status = Label(value="", label="status")
+        self.status.native.setWordWrap(True)
+        self.status.native.setMinimumWidth(200)
+        self.extend([self.image, self.plane, self.model, self.device, self.threshold, self.mode,
+                     self.run_button, self.cancel_button, self.progress, self.device_used,
+                     self.status])
+        self._saved = saved
+        if saved.get("model") in self.model.choices:
+            self.model.value = saved["model"]
+        self.worker = None
+        self._pbar = None
+        self._predictor = None
+        self._predictor_key = None
+        self._pending: dict = {}
+        self.image.changed.connect(self._on_image_changed)
+        self.run_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.cancel)
+        self._on_image_changed()
+        self._refresh_on_show()
+
+    # --- choices ------------------------------------------------------------------------------
+    def _image_layers(self, _widget=None) -> list:
+        from napari.layers import Image
+
+        return [(la.name, la) for la in self.viewer.layers if isinstance(la, Image)
+                and (la.metadata or {}).get("blastoseg", {}).get("role") is None]
+
+    def _models(self, _widget=None) -> list[str]:
+        return _amodal_model_names()
+
+    def _refresh_on_show(self) -> None:
+        """Re-list the models whenever the dock widget is shown (a new model may be trained)."""
+        from qtpy.QtCore import QEvent, QObject
+
+        widget = self
+
+        class _OnShow(QObject):
+            def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+                if event.type() == QEvent.Type.Show:
+                    widget.model.reset_choices()
+                return False
+
+        self._show_filter = _OnShow(self.native)
+        self.native.installEventFilter(self._show_filter)
+
+    def _on_image_changed(self, *_args) -> None:
+        layer = self.image.value
+        choices: list = [(BEST, BEST)]
+        axes = ""
+        if layer is not None:
+            try:
+                axes = self._axes_of(layer)
+            except BlastosegError:
+                axes = ""
+            if "Z" in axes:
+                n_z = layer.data.shape[axes.index("Z")]
+                names = (layer.metadata or {}).get("blastoseg", {}).get("focal_planes")
+                names = names if names and len(names) == n_z else list(range(n_z))
+                choices += [(f"plane {z} (F{names[z]})" if names != list(range(n_z))
+                             else f"plane {z}", z) for z in range(n_z)]
+        self.plane.choices = choices
+        want = self._saved.get("plane", BEST)
+        self.plane.value = want if want in [c[1] for c in choices] else BEST
+        self.plane.enabled = "Z" in axes
+        self.mode.enabled = "T" in axes
+
+    @staticmethod
+    def _axes_of(layer) -> str:
+        hint = (layer.metadata or {}).get("blastoseg", {}).get("axes")
+        return image_axes(tuple(layer.data.shape), bool(layer.rgb), hint)
+
+    def _current_index(self, layer, axis: int) -> int:
+        """Data index along ``axis`` of ``layer`` at the viewer's current position."""
+        dims = self.viewer.dims
+        world = dims.point[dims.ndim - layer.ndim + axis]
+        idx = int(round((world - layer.translate[axis]) / layer.scale[axis]))
+        return int(np.clip(idx, 0, layer.data.shape[axis] - 1))
+
+    # --- actions ------------------------------------------------------------------------------
+    def settings(self) -> dict:
+        return {"model": self.model.value, "device": self.device.value,
+                "score_threshold": float(self.threshold.value), "mode": self.mode.value,
+                "plane": self.plane.value}
+
+    def _get_predictor(self, model: str, device: str, threshold: float):
+        """Runs in the worker thread: load (or reuse) the predictor."""
+        from blastoseg.predict.amodal import AmodalPredictor
+
+        key = (model, device)
+        if self._predictor is None or self._predictor_key != key:
+            self._predictor = AmodalPredictor(model, device=device, score_threshold=threshold)
+            self._predictor_key = key
+        self._predictor.score_threshold = float(threshold)
+        return self._predictor
+
+    def start(self) -> None:
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        if self.worker is not None:
+            return
+        import_predictor_safely()
+        try:
+            job = self._make_job()
+        except BlastosegError as exc:
+            self._report_error(exc)
+            return
+        self._saved = self.settings()
+        save_settings(self._saved)
+        self.worker = create_worker(_user_errors_returned, *job, _start_thread=False,
+                                    _ignore_errors=True)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_done)
+        self.worker.errored.connect(self._on_error)
+        self.worker.aborted.connect(self._on_aborted)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.value = 0
+        self.status.value = "starting..."
+        n = job[2][1] - job[2][0]
+        self._pbar = progress(total=n, desc="Segmenting blastomeres")
+        self.worker.start()
+
+    def _make_job(self) -> tuple:
+        layer = self.image.value
+        if layer is None:
+            raise InvalidImageError("no image layer: open an image (e.g. File > Open Sample > "
+                                    "blastoseg) and choose it in the 'image' box")
+        if not self.model.value:
+            raise BlastosegError(
+                "no amodal model is installed: train one with 'blastoseg train amodal' or "
+                "register one with 'blastoseg models'")
+        axes = self._axes_of(layer)
+        n_t = layer.data.shape[0] if "T" in axes else 1
+        if "T" in axes and self.mode.value == MODES[0]:
+            t = self._current_index(layer, 0)
+            frame_range = (t, t + 1)
+        else:
+            frame_range = (0, n_t)
+        plane = self.plane.value if "Z" in axes else BEST
+        n_z = layer.data.shape[axes.index("Z")] if "Z" in axes else 1
+        self._pending = {
+            "layer": layer, "group": layer.name,
+            "placement": Placement(axes=axes, n_z=n_z, first_frame=frame_range[0],
+                                   scale=tuple(layer.scale), translate=tuple(layer.translate)),
+            "model": self.model.value,
+        }
+        model, device, thr = self.model.value, self.device.value, float(self.threshold.value)
+        return (layer.data, axes, frame_range, plane,
+                lambda: self._get_predictor(model, device, thr))
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "cancelling (stops after the current batch)..."
+
+    # --- worker callbacks (GUI thread) --------------------------------------------------------
+    def _on_progress(self, update: tuple[str, int, int]) -> None:
+        message, done, total = update
+        self.progress.max = max(total, 1)
+        self.progress.value = done
+        self.status.value = message
+        if self._predictor is not None and message.startswith("segmenting"):
+            self.device_used.value = self._predictor.device_name
+        pbar = self._pbar  # set_description may process events, and a finish with them
+        if pbar is not None:
+            pbar.set_description(message)
+            pbar.n = done
+            pbar.refresh()
+
+    def _on_done(self, result: dict) -> None:
+        from napari.layers import Layer
+
+        if "error" in result:
+            self._report_error(result["error"])
+            return
+        pending, frames = self._pending, result["frames"]
+        predictor = result["predictor"]
+        self.device_used.value = predictor.device_name
+        extra = {"source_image": pending["group"], "model": predictor.entry.name,
+                 "device": predictor.device_name,
+                 "score_threshold": float(predictor.score_threshold)}
+        if result["planes"] is not None:
+            extra["focal_planes_used"] = [int(z) for z in result["planes"]]
+        data = result_layer_data(frames, pending["group"], pending["placement"], extra)
+        for old in result_layers_of(list(self.viewer.layers), pending["group"]):
+            self.viewer.layers.remove(old)  # re-running replaces, it does not pile up
+        added = []
+        for tup in data:
+            layer = Layer.create(*tup)
+            self.viewer.add_layer(layer)
+            apply_display(layer)
+            added.append(layer)
+        amodal = [la for la in added if la.metadata["blastoseg"]["role"] == "amodal"]
+        if amodal:
+            self.viewer.layers.selection.active = amodal[0]
+        counts = [len(f) for f in frames]
+        n_layers = f"{len(amodal)} amodal layer" + ("s" if len(amodal) != 1 else "")
+        where = (f"frame {pending['placement'].first_frame}: " if "T" in pending["placement"].axes
+                 and len(frames) == 1 else "")
+        self.status.value = (
+            f"{len(frames)} frames, {min(counts)} to {max(counts)} cells, {n_layers}"
+            if len(frames) > 1 else f"{where}{counts[0]} cells in {n_layers}")
+
+    def _report_error(self, exc: Exception) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"error: {exc}"
+        show_error(str(exc))
+
+    def _on_error(self, exc: Exception) -> None:
+        # a bug: napari's worker already shows it with its traceback
+        self.status.value = f"error: {exc}"
+
+    def _on_aborted(self) -> None:
+        self.status.value = "cancelled: no layers were changed"
+
+    def _on_finished(self) -> None:
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+        self.worker = None
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None

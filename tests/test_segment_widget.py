@@ -1,0 +1,310 @@
+"""Segment and Measure widgets: focal-plane choice and result layers without Qt; the widgets in
+a headless viewer with a tiny model (trained through the CLI in about a minute); end to end
+with the shipped ``amodal-default`` when it exists."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from blastoseg.instances import FrameInstances
+
+TINY_MODEL = {"working_size": 96, "anchor_sizes": [[8, 12], [16, 24], [32, 48], [64, 96]],
+              "fpn_channels": 16, "occlusion_channels": 8, "box_representation": 32,
+              "mask_head_channels": 16, "refine_channels": 8}
+
+
+# --- no Qt ------------------------------------------------------------------------------------
+
+def test_best_focus_picks_the_sharpest_plane():
+    from scipy import ndimage
+
+    from blastoseg.predict.focus import best_focus_planes, select_focal_planes
+
+    rng = np.random.default_rng(0)
+    sharp = rng.random((2, 64, 64)).astype(np.float32)
+    stack = np.stack([np.stack([ndimage.gaussian_filter(s, 3), s, ndimage.gaussian_filter(s, 1)])
+                      for s in sharp])  # (T=2, Z=3, Y, X); plane 1 is in focus
+    stack[1] = stack[1][[2, 0, 1]]  # frame 1: the sharp plane is now plane 2
+    np.testing.assert_array_equal(best_focus_planes(stack), [1, 2])
+    frames, planes = select_focal_planes(stack, "best")
+    assert frames.shape == (2, 64, 64)
+    np.testing.assert_array_equal(frames[1], stack[1, 2])
+    frames, planes = select_focal_planes(stack, -1)
+    np.testing.assert_array_equal(planes, [2, 2])
+    from blastoseg.errors import InvalidImageError
+
+    with pytest.raises(InvalidImageError, match="3 planes"):
+        select_focal_planes(stack, 5)
+
+
+def _frame(shape=(80, 80), centres=((30, 30), (35, 45), (55, 55))):
+    masks = np.zeros((len(centres), *shape), bool)
+    for m, c in zip(masks, centres, strict=True):
+        m[disk(c, 14, shape=shape)] = True
+    occ = (masks.sum(0) >= 2).astype(np.float32)
+    return FrameInstances(masks=masks, occlusion=occ, visible_masks=masks & (
+        np.cumsum(masks, axis=0) == 1))
+
+
+def test_result_layers_round_trip_and_placement():
+    from blastoseg.napari.result_layers import (
+        Placement,
+        amodal_groups,
+        instances_from_layers,
+        result_layer_data,
+    )
+
+    frames = [_frame(), _frame(centres=((30, 30), (50, 50)))]
+    placement = Placement(axes="TZ", n_z=3, first_frame=4, scale=(1, 2, 0.5, 0.5))
+    data = result_layer_data(frames, "embryo", placement, {"model": "m"})
+    roles = [kw["metadata"]["blastoseg"]["role"] for _, kw, _ in data]
+    assert roles[:2] == ["occlusion", "visible"] and roles[-1] == "centroids"
+    assert all(kw["name"].startswith("embryo: ") for _, kw, _ in data)
+    occ, kw, kind = data[0]
+    assert kind == "image" and occ.shape == (2, 1, 80, 80) and occ.dtype == np.uint8
+    # the single Z plane is stretched over the 3 planes; T starts at frame 4
+    assert kw["scale"] == (1, 6, 0.5, 0.5) and kw["translate"] == (4, 2, 0, 0)
+    points = data[-1][0]
+    assert points.shape == (5, 4) and (points[:, 1] == 0).all()
+
+    class FakeLayer:  # anything with name, data and metadata
+        def __init__(self, d, kw):
+            self.data, self.name, self.metadata = d, kw["name"], kw["metadata"]
+
+    layers = [FakeLayer(d, kw) for d, kw, kind in data if kind == "labels"]
+    groups = amodal_groups(layers)
+    assert list(groups) == ["embryo"] and len(groups["embryo"]) >= 2
+    first, back, tracked = instances_from_layers(groups["embryo"])
+    assert first == 4 and not tracked and [len(f) for f in back] == [3, 2]
+    for a, b in zip(frames, back, strict=True):
+        np.testing.assert_array_equal(a.masks, b.masks)
+
+
+# --- with a viewer ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny amodal model registered under BLASTOSEG_HOME in a temp folder (as in
+    test_amodal_pipeline.py); the widget settings file goes there too."""
+    from blastoseg.cli import main
+
+    tmp = tmp_path_factory.mktemp("segwidget")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BLASTOSEG_HOME", str(tmp / "home"))
+    data = tmp / "data"
+    assert main(["synth", "embryos", "--n", "6", "--seed", "5", "--size", "128",
+                 "--out", str(data)]) == 0
+    sp = tmp / "sp.json"
+    sp.write_text(json.dumps({"hyper": {"max_steps": 10, "batch_size": 16, "log_every": 5}}))
+    assert main(["train", "shape_prior", "--data", str(data), "--out", str(tmp / "j1"),
+                 "--config", str(sp), "--name", "tiny-prior", "--quiet"]) == 0
+    am = tmp / "am.json"
+    am.write_text(json.dumps({"shape_prior": "tiny-prior", "model": TINY_MODEL,
+                              "hyper": {"max_steps": 3, "batch_size": 2, "val_frames": 2}}))
+    assert main(["train", "amodal", "--data", str(data), "--val", str(data),
+                 "--out", str(tmp / "j2"), "--config", str(am), "--name", "tiny-amodal",
+                 "--quiet"]) == 0
+    yield "tiny-amodal"
+    mp.undo()
+
+
+def _run(widget, qtbot, timeout=120_000):
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def _segment_widget(viewer, model, **settings):
+    from blastoseg.napari._segment_widget import SegmentWidget
+
+    widget = SegmentWidget(viewer)
+    widget.reset_choices()
+    widget.image.value = viewer.layers[0]
+    widget.model.value = model
+    widget.device.value = "cpu"
+    widget.threshold.value = settings.get("threshold", 0.0)
+    if "mode" in settings:
+        widget.mode.value = settings["mode"]
+    return widget
+
+
+def _roles(viewer, group):
+    return [la.metadata.get("blastoseg", {}).get("role") for la in viewer.layers
+            if la.metadata.get("blastoseg", {}).get("group") == group]
+
+
+@pytest.mark.gui
+@pytest.mark.slow
+def test_segment_sample_embryo_and_rerun_replaces(make_napari_viewer, qtbot, tiny_model):
+    from napari.layers import Image, Labels, Points
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("blastoseg", "embryo")
+    widget = _segment_widget(viewer, tiny_model)
+    assert not widget.mode.enabled and not widget.plane.enabled  # a single 2D frame
+    _run(widget, qtbot)
+    group = viewer.layers[0].name
+    roles = _roles(viewer, group)
+    assert roles[0] == "occlusion" and roles[1] == "visible" and roles[-1] == "centroids"
+    assert roles.count("amodal") >= 1
+    n_layers = len(viewer.layers)
+    for la in viewer.layers[1:]:
+        assert la.name.startswith(f"{group}: ")
+        if isinstance(la, (Image, Labels)):
+            assert la.data.shape == (500, 500)
+        if la.metadata["blastoseg"]["role"] == "amodal":
+            assert isinstance(la, Labels) and la.contour > 0
+    points = [la for la in viewer.layers if isinstance(la, Points)][0]
+    assert points.data.shape[1] == 2 and "label" in points.features
+    assert widget.device_used.value.startswith("CPU")
+    _run(widget, qtbot)  # re-running replaces the previous result's layers
+    assert len(viewer.layers) == n_layers
+    # the settings were saved and come back in a new widget
+    from blastoseg.napari._segment_widget import SegmentWidget, load_settings
+
+    assert load_settings()["model"] == tiny_model
+    again = SegmentWidget(viewer)
+    assert again.device.value == "cpu" and again.threshold.value == 0.0
+
+
+@pytest.mark.gui
+@pytest.mark.slow
+def test_segment_timelapse_then_measure_edit_and_export(make_napari_viewer, qtbot, tiny_model,
+                                                        tmp_path):
+    from napari.layers import Labels
+
+    from blastoseg.napari._measure_widget import MeasureWidget
+    from blastoseg.synth import render_timelapse
+
+    lapse = render_timelapse(6, seed=4)
+    viewer = make_napari_viewer()
+    viewer.add_image(lapse.images, name="lapse", metadata={"pixel_size_um": 0.5})
+    widget = _segment_widget(viewer, tiny_model, mode="whole stack")
+    assert widget.mode.enabled
+    _run(widget, qtbot)
+    amodal = [la for la in viewer.layers if la.metadata.get("blastoseg", {}).get("role") == "amodal"]
+    assert amodal and all(la.data.shape == (6, *lapse.images.shape[1:]) for la in amodal)
+    occ = viewer.layers["lapse: occlusion"]
+    assert occ.data.shape == lapse.images.shape and occ.blending == "additive"
+
+    measure = MeasureWidget(viewer)
+    assert measure.group.value == "lapse"
+    assert measure.pixel_size.value == 0.5  # read from the image layer's metadata
+    assert len(measure.frame_rows()) == 6
+
+    # paint a new cell into the first amodal layer on frame 2: the table follows
+    viewer.dims.set_current_step(0, 2)
+    before = measure.frame_rows()[2].cell_count
+    layer: Labels = amodal[0]
+    free = int(layer.data[2].max()) + 50
+    layer.selected_label = free
+    layer.brush_size = 9
+    layer.paint((2, 5, 5), free)  # a corner, outside the embryo
+    qtbot.waitUntil(lambda: measure.frame_rows()[2].cell_count == before + 1, timeout=5000)
+    assert any(r.instance == free for r in measure.cell_rows(2))
+    assert measure.cells_table.shape[0] == before + 1  # the displayed frame's cells
+
+    # the pixel size is stored in the image layer's metadata
+    measure.pixel_size.value = 0.25
+    assert viewer.layers["lapse"].metadata["pixel_size_um"] == 0.25
+    frames_csv, cells_csv = measure.export_csv(tmp_path / "m.csv")
+    with frames_csv.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6 and int(rows[2]["cell_count"]) == before + 1
+    assert float(rows[0]["mean_diameter_um"]) == pytest.approx(
+        float(rows[0]["mean_diameter_px"]) * 0.25, rel=1e-3)
+    with cells_csv.open() as fh:
+        cells = list(csv.DictReader(fh))
+    assert len(cells) == sum(r.cell_count for r in measure.frame_rows())
+    from blastoseg.errors import BlastosegError
+
+    with pytest.raises(BlastosegError, match="exists"):
+        measure.export_csv(tmp_path / "m.csv")  # never silently overwritten
+
+
+@pytest.mark.gui
+@pytest.mark.slow
+def test_current_frame_of_a_focal_stack(make_napari_viewer, qtbot, tiny_model):
+    from blastoseg.synth import render_timelapse
+
+    lapse = render_timelapse(3, seed=4)
+    from scipy import ndimage
+
+    blurred = np.stack([ndimage.gaussian_filter(f, 4) for f in lapse.images])
+    stack = np.stack([blurred, lapse.images, blurred], axis=1)  # (T, Z=3, Y, X)
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="planes")
+    widget = _segment_widget(viewer, tiny_model, mode="current frame")
+    assert widget.plane.enabled and len(widget.plane.choices) == 4
+    widget.plane.value = "best focus"
+    viewer.dims.set_current_step(0, 1)
+    _run(widget, qtbot)
+    amodal = viewer.layers["planes: amodal 1"]
+    assert amodal.data.shape == (1, 1, *lapse.images.shape[1:])
+    assert amodal.metadata["blastoseg"]["focal_planes_used"] == [1]
+    assert tuple(amodal.translate[:2]) == (1, 1)  # on frame 1, stretched over the 3 planes
+
+
+@pytest.mark.gui
+@pytest.mark.slow
+def test_cancel_stops_a_stack_run(make_napari_viewer, qtbot, tiny_model):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).integers(0, 255, (40, 128, 128), dtype=np.uint8),
+                     name="long")
+    widget = _segment_widget(viewer, tiny_model, mode="whole stack")
+    done = []
+    widget.start()
+    widget.worker.yielded.connect(lambda u: done.append(u[1]))
+    qtbot.waitUntil(lambda: any(d > 0 for d in done), timeout=60_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert max(done) < 40
+    assert len(viewer.layers) == 1  # no result layers from a cancelled run
+    assert "cancelled" in widget.status.value
+
+
+@pytest.mark.gui
+def test_user_errors_become_notifications(make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    from blastoseg.napari import _segment_widget as sw
+
+    monkeypatch.setenv("BLASTOSEG_HOME", str(tmp_path))
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    monkeypatch.setattr(sw, "_amodal_model_names", lambda: ["no-such-model"])
+    viewer = make_napari_viewer()
+    widget = sw.SegmentWidget(viewer)
+    widget.start()  # no image layer
+    assert shown and "no image layer" in shown[-1]
+    viewer.add_image(np.zeros((100, 100), np.uint8), name="blank")
+    widget.reset_choices()
+    widget.image.value = viewer.layers[0]
+    widget.model.value = "no-such-model"
+    widget.device.value = "cpu"
+    _run(widget, qtbot)
+    assert "no-such-model" in shown[-1] and len(viewer.layers) == 1
+
+
+@pytest.mark.gui
+@pytest.mark.slow
+def test_end_to_end_with_the_shipped_model(make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    from blastoseg.weights import WeightsError, get_model
+
+    try:
+        get_model("amodal-default", kind="amodal")
+    except WeightsError as exc:
+        pytest.skip(f"the shipped amodal-default model is not bundled yet: {exc}")
+    monkeypatch.setenv("BLASTOSEG_HOME", str(tmp_path))  # the widget saves its settings there
+    from blastoseg.napari._sample_data import _embryo
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("blastoseg", "embryo")
+    widget = _segment_widget(viewer, "amodal-default", threshold=0.5)
+    widget.device.value = "auto"
+    _run(widget, qtbot, timeout=300_000)
+    from blastoseg.napari.result_layers import amodal_groups, instances_from_layers
+
+    group = viewer.layers[0].name
+    _, frames, _ = instances_from_layers(amodal_groups(viewer.layers)[group])
+    assert len(frames[0]) == _embryo().instances.count  # the sample's 4 cells

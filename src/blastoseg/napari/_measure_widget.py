@@ -20,8 +20,12 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, Table
 
 from blastoseg.errors import BlastosegError
-from blastoseg.measure import EmbryoMeasurements, InstanceMeasurements, measure_frame
-from blastoseg.measure import write_measurements_csv
+from blastoseg.measure import (
+    EmbryoMeasurements,
+    InstanceMeasurements,
+    measure_frame,
+    write_measurements_csv,
+)
 from blastoseg.napari.layer_conversion import label_layers_to_instances
 from blastoseg.napari.result_layers import (
     amodal_groups,

@@ -100,3 +100,18 @@ def test_bad_inputs_give_clear_errors(tiny_models, tmp_path):
         AmodalPredictor(str(bogus), device="cpu")
     with pytest.raises(BlastosegError, match="no-such-model"):
         AmodalPredictor("no-such-model", device="cpu")
+
+
+def test_calibration_is_written_to_the_card_and_used(tiny_models, capsys):
+    from blastoseg.predict.amodal import AmodalPredictor
+
+    _, data = tiny_models
+    assert main(["calibrate", "amodal", "--data", str(data), "--model", "tiny-amodal",
+                 "--device", "cpu", "--frames", "3", "--write"]) == 0
+    out = capsys.readouterr().out
+    assert "best: mask NMS IoU" in out
+    predictor = AmodalPredictor("tiny-amodal", device="cpu")
+    chosen = out.split("best: mask NMS IoU ")[1]
+    assert predictor.mask_nms_iou == float(chosen.split(",")[0])
+    assert predictor.calibrated_threshold == predictor.score_threshold
+    assert main(["models", "verify", "tiny-amodal"]) == 0  # weights untouched

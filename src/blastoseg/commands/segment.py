@@ -58,6 +58,28 @@ def _eval_amodal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_amodal(args: argparse.Namespace) -> int:
+    from blastoseg.predict.calibrate import calibrate_counts, write_postprocess
+    from blastoseg.weights import resolve_model
+
+    result = calibrate_counts(args.model, args.data, device=args.device,
+                              max_frames=args.frames, progress=progress_printer("calibrating"))
+    print(f"{'mask NMS IoU':>12} {'score thr':>9} {'exact %':>8} {'MAE':>6}")
+    for g in result["grid"]:
+        print(f"{g['mask_nms_iou']:>12.2f} {g['score_threshold']:>9.2f} "
+              f"{100 * g['count_exact']:>8.1f} {g['count_mae']:>6.2f}")
+    print(f"best: mask NMS IoU {result['mask_nms_iou']}, score threshold "
+          f"{result['score_threshold']} -> exact count {100 * result['count_exact']:.1f} %, "
+          f"MAE {result['count_mae']:.2f} on {result['n_frames']} frames")
+    if args.write:
+        entry = resolve_model(args.model, kind="amodal")
+        if entry.source == "bundled":
+            print("not written: bundled model cards are read-only; import the model first")
+            return 2
+        print(f"wrote {write_postprocess(entry.card_path, result)}")
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="amodal-default", help="registered name or .safetensors")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -87,3 +109,15 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     ea.add_argument("--json", action="store_true", help="print one JSON object")
     _common(ea)
     ea.set_defaults(func=_eval_amodal)
+
+    cal = verbs.add_parser("calibrate", help="choose post-processing thresholds on validation data")
+    ckinds = cal.add_subparsers(dest="kind", metavar="KIND")
+    ca = ckinds.add_parser("amodal", help="score threshold and mask NMS for exact cell counts")
+    ca.add_argument("--data", required=True, type=Path,
+                    help="validation dataset folder (never the test set)")
+    ca.add_argument("--model", default="amodal-default", help="registered name or .safetensors")
+    ca.add_argument("--device", default="auto")
+    ca.add_argument("--frames", type=int, default=None, help="use at most N frames")
+    ca.add_argument("--write", action="store_true",
+                    help="store the chosen values in the model's card (a user model)")
+    ca.set_defaults(func=_calibrate_amodal)

@@ -58,9 +58,18 @@ def _cell(v) -> str:
 
 
 def _set_table(table: Table, columns: list[str], rows: list[list]) -> None:
-    data = [[_cell(v) for v in row] for row in rows]
-    table.value = {"data": data, "index": list(range(len(rows))), "columns": columns}
-    table.native.resizeColumnsToContents()
+    """Fill the table with formatted text (magicgui's Table would re-parse numbers)."""
+    from qtpy.QtWidgets import QTableWidgetItem
+
+    native = table.native
+    native.clear()
+    native.setColumnCount(len(columns))
+    native.setRowCount(len(rows))
+    native.setHorizontalHeaderLabels(columns)
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            native.setItem(i, j, QTableWidgetItem(_cell(v)))
+    native.resizeColumnsToContents()
 
 
 def _fingerprint(planes: list[np.ndarray]) -> str:

@@ -148,6 +148,25 @@ class AmodalPredictor:
             meta={"embryo_box": framing.describe(), "model": self.entry.name},
         )
 
+    def _frame_batch(self, chunk: Sequence[np.ndarray]) -> tuple[list[dict], list[Framing]]:
+        crops, framings = [], []
+        for frame in chunk:
+            normalise_image(frame)  # validates (NaN, constant, size) with a clear error
+            # exactly the framing training used (train/amodal_data.py)
+            box = choose_embryo_box(frame, use_localisation=self.use_localisation)
+            crop, framing = frame_for_model(frame, box, self.config.working_size,
+                                            margin=self.margin)
+            crops.append(crop)
+            framings.append(framing)
+        return self._run(crops), framings
+
+    def raw_outputs(self, frames: Sequence[np.ndarray]) -> Generator[dict, None, None]:
+        """The detector's outputs at the working resolution, one dict per frame, before any
+        thresholding or NMS (for calibration)."""
+        for start in range(0, len(frames), self.batch_size):
+            outputs, _ = self._frame_batch(frames[start:start + self.batch_size])
+            yield from outputs
+
     def iter_predict(self, frames: Sequence[np.ndarray]
                      ) -> Generator[tuple[int, int], None, list[FrameInstances]]:
         """Segment frames in batches, yielding (done, total) after each batch (so a GUI
@@ -155,17 +174,8 @@ class AmodalPredictor:
         total = len(frames)
         results: list[FrameInstances] = []
         for start in range(0, total, self.batch_size):
-            chunk = frames[start:start + self.batch_size]
-            crops, framings = [], []
-            for frame in chunk:
-                normalise_image(frame)  # validates (NaN, constant, size) with a clear error
-                # exactly the framing training used (train/amodal_data.py)
-                box = choose_embryo_box(frame, use_localisation=self.use_localisation)
-                crop, framing = frame_for_model(frame, box, self.config.working_size,
-                                                margin=self.margin)
-                crops.append(crop)
-                framings.append(framing)
-            for out, framing in zip(self._run(crops), framings, strict=True):
+            outputs, framings = self._frame_batch(frames[start:start + self.batch_size])
+            for out, framing in zip(outputs, framings, strict=True):
                 results.append(self._to_instances(out, framing))
             yield len(results), total
         return results

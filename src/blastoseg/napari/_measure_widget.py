@@ -57,6 +57,13 @@ def _cell(v) -> str:
     return str(v)
 
 
+def _plain_text(table: Table) -> None:
+    """Show cells as the text we put in (magicgui's delegate re-formats numbers: 3.3000)."""
+    from qtpy.QtWidgets import QStyledItemDelegate
+
+    table.native.setItemDelegate(QStyledItemDelegate(table.native))
+
+
 def _set_table(table: Table, columns: list[str], rows: list[list]) -> None:
     """Fill the table with formatted text (magicgui's Table would re-parse numbers)."""
     from qtpy.QtWidgets import QTableWidgetItem
@@ -102,6 +109,7 @@ class MeasureWidget(Container):
         for t in (self.frames_table, self.cells_table):
             t.native.setMinimumHeight(120)
             t.native.verticalHeader().setVisible(False)
+            _plain_text(t)
             t.read_only = True
 
         self._layers: list = []   # the watched amodal layers

@@ -287,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     from blastoseg.errors import BlastosegError
     from blastoseg.metrics import evaluate_amodal, format_report
     from blastoseg.predict.amodal import AmodalPredictor
+    from blastoseg.progress import run_with_progress
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -374,15 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             stack = np.stack(stack)
             memory[f"rendering {T}-frame time-lapse"] = peak_rss_mb()
             rep = progress_printer(f"segmenting {T}-frame time-lapse")
-            gen = predictor.iter_predict(list(stack))
             t0 = time.perf_counter()
-            while True:
-                try:
-                    done, total = next(gen)
-                except StopIteration as stop:
-                    results = stop.value
-                    break
-                rep(done, total)
+            results = run_with_progress(predictor.iter_predict(list(stack)), rep)
             timelapse["measured_s"] = time.perf_counter() - t0
             counts = [int(np.count_nonzero(r.scores >= args.count_threshold)) for r in results]
             timelapse["results_mb"] = instances_mb(results)

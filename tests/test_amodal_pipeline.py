@@ -9,32 +9,6 @@ import pytest
 from blastoseg.cli import main
 from blastoseg.errors import BlastosegError, InvalidImageError
 
-TINY_MODEL = {"working_size": 96, "anchor_sizes": [[8, 12], [16, 24], [32, 48], [64, 96]],
-              "fpn_channels": 16, "occlusion_channels": 8, "box_representation": 32,
-              "mask_head_channels": 16, "refine_channels": 8}
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("amodal")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BLASTOSEG_HOME", str(tmp / "home"))
-    data = tmp / "data"
-    assert main(["synth", "embryos", "--n", "6", "--seed", "5", "--size", "128",
-                 "--out", str(data)]) == 0
-    sp = tmp / "sp.json"
-    sp.write_text(json.dumps({"hyper": {"max_steps": 10, "batch_size": 16, "log_every": 5}}))
-    assert main(["train", "shape_prior", "--data", str(data), "--out", str(tmp / "j1"),
-                 "--config", str(sp), "--name", "tiny-prior", "--quiet"]) == 0
-    am = tmp / "am.json"
-    am.write_text(json.dumps({"shape_prior": "tiny-prior", "model": TINY_MODEL,
-                              "hyper": {"max_steps": 3, "batch_size": 2, "val_frames": 2}}))
-    assert main(["train", "amodal", "--data", str(data), "--val", str(data),
-                 "--out", str(tmp / "j2"), "--config", str(am), "--name", "tiny-amodal",
-                 "--quiet"]) == 0
-    yield tmp, data
-    mp.undo()
-
 
 def test_trained_model_is_registered_and_segments_a_stack(tiny_models, capsys):
     from blastoseg.io import read_dataset

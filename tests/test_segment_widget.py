@@ -3,18 +3,12 @@ a headless viewer with a tiny model (trained through the CLI in about a minute);
 with the shipped ``amodal-default`` when it exists."""
 
 import csv
-import json
 
 import numpy as np
 import pytest
 from skimage.draw import disk
 
 from blastoseg.instances import FrameInstances
-
-TINY_MODEL = {"working_size": 96, "anchor_sizes": [[8, 12], [16, 24], [32, 48], [64, 96]],
-              "fpn_channels": 16, "occlusion_channels": 8, "box_representation": 32,
-              "mask_head_channels": 16, "refine_channels": 8}
-
 
 # --- no Qt ------------------------------------------------------------------------------------
 
@@ -86,29 +80,10 @@ def test_result_layers_round_trip_and_placement():
 # --- with a viewer ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A tiny amodal model registered under BLASTOSEG_HOME in a temp folder (as in
-    test_amodal_pipeline.py); the widget settings file goes there too."""
-    from blastoseg.cli import main
-
-    tmp = tmp_path_factory.mktemp("segwidget")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BLASTOSEG_HOME", str(tmp / "home"))
-    data = tmp / "data"
-    assert main(["synth", "embryos", "--n", "6", "--seed", "5", "--size", "128",
-                 "--out", str(data)]) == 0
-    sp = tmp / "sp.json"
-    sp.write_text(json.dumps({"hyper": {"max_steps": 10, "batch_size": 16, "log_every": 5}}))
-    assert main(["train", "shape_prior", "--data", str(data), "--out", str(tmp / "j1"),
-                 "--config", str(sp), "--name", "tiny-prior", "--quiet"]) == 0
-    am = tmp / "am.json"
-    am.write_text(json.dumps({"shape_prior": "tiny-prior", "model": TINY_MODEL,
-                              "hyper": {"max_steps": 3, "batch_size": 2, "val_frames": 2}}))
-    assert main(["train", "amodal", "--data", str(data), "--val", str(data),
-                 "--out", str(tmp / "j2"), "--config", str(am), "--name", "tiny-amodal",
-                 "--quiet"]) == 0
-    yield "tiny-amodal"
-    mp.undo()
+def tiny_model(tiny_models):
+    """The shared tiny amodal model (tests/conftest.py); the widget settings file goes to the
+    same temporary BLASTOSEG_HOME."""
+    return "tiny-amodal"
 
 
 def _run(widget, qtbot, timeout=120_000):

@@ -23,6 +23,7 @@ from blastoseg.models.amodal_rcnn import AmodalMaskRCNN
 from blastoseg.predict.device import describe_device, resolve_device
 from blastoseg.predict.framing import DEFAULT_MARGIN, Framing, frame_for_model, normalise_image
 from blastoseg.predict.localise import choose_embryo_box
+from blastoseg.progress import run_with_progress
 from blastoseg.weights import ModelEntry, load_into_model, resolve_model
 
 DEFAULT_MODEL = "amodal-default"
@@ -185,15 +186,7 @@ class AmodalPredictor:
                 ) -> FrameInstances | list[FrameInstances]:
         """Segment a 2D frame (returns FrameInstances) or a (T, Y, X) stack (returns a list)."""
         frames, stack = frames_of(image)
-        gen = self.iter_predict(frames)
-        while True:
-            try:
-                done, total = next(gen)
-            except StopIteration as stop:
-                results = stop.value
-                break
-            if progress is not None:
-                progress(done, total)
+        results = run_with_progress(self.iter_predict(frames), progress)
         return results if stack else results[0]
 
 

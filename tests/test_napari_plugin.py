@@ -117,6 +117,13 @@ def test_writer_round_trips_labels_layers(make_napari_viewer, tmp_path):
     backups = list(out.glob("annotations.json.*.bak"))
     assert len(backups) == 1 and backups[0].read_text() == previous
     assert len(read_dataset(out).instances(0)) == 4
+    # the label layers also went out as TIFFs (the previous ones kept as backups)
+    import tifffile
+
+    tiffs = sorted((out / "labels").glob("*.tif"))
+    assert [t.name for t in tiffs] == [f"amodal_{k + 1}.tif" for k in range(len(tiffs))]
+    np.testing.assert_array_equal(tifffile.imread(tiffs[0]), viewer.layers["amodal 1"].data)
+    assert list((out / "labels").glob("amodal_1.tif.*.bak"))
 
 
 def test_synth_widget_generates_and_replaces(make_napari_viewer, qtbot):

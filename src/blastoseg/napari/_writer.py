@@ -56,11 +56,36 @@ def layers_to_samples(image: np.ndarray, image_meta: dict, labels: list[tuple]) 
     return samples
 
 
-def write_dataset_layers(path: str, layer_data: list[tuple]) -> list[str]:
-    """napari writer hook: writes the first image layer and all Labels layers to ``path``.
+def write_label_tiffs(folder: Path, labels: list[tuple]) -> list[Path]:
+    """Each Labels layer as an ImageJ-readable TIFF under ``folder/labels/`` (name from the
+    layer); an existing file is kept as a timestamped backup, never silently replaced."""
+    import re
 
-    An existing dataset at ``path`` is not lost: its ``annotations.json`` is kept as a
-    timestamped backup before the new one replaces it.
+    import tifffile
+
+    from blastoseg.io.atomic import backup_existing
+
+    out_dir = Path(folder) / "labels"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, (data, meta) in enumerate(labels):
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(meta.get("name") or f"labels_{k + 1}"))
+        target = out_dir / f"{name.strip('_') or f'labels_{k + 1}'}.tif"
+        arr = np.asarray(data)
+        if target.exists():
+            backup_existing(target, move=True)
+        tifffile.imwrite(target, arr, imagej=arr.dtype in (np.uint8, np.uint16),
+                         metadata={"axes": "TYX" if arr.ndim == 3 else "YX"})
+        written.append(target)
+    return written
+
+
+def write_dataset_layers(path: str, layer_data: list[tuple]) -> list[str]:
+    """napari writer hook: writes the first image layer and all Labels layers to ``path``
+    as a dataset folder, plus each Labels layer as a label TIFF in ``path/labels/``.
+
+    An existing dataset at ``path`` is not lost: its ``annotations.json`` and label TIFFs are
+    kept as timestamped backups before new ones replace them.
     """
     images = [(d, m) for d, m, kind in layer_data if kind == "image"]
     labels = [(d, m) for d, m, kind in layer_data if kind == "labels"]
@@ -69,4 +94,6 @@ def write_dataset_layers(path: str, layer_data: list[tuple]) -> list[str]:
     image, meta = images[0]
     samples = layers_to_samples(image, {**meta, "rgb": meta.get("rgb", False)}, labels)
     out = write_dataset(Path(path), samples, overwrite=True)
+    if labels:
+        write_label_tiffs(Path(path), labels)
     return [str(out.parent)]

@@ -282,4 +282,12 @@ def test_end_to_end_with_the_shipped_model(make_napari_viewer, qtbot, monkeypatc
 
     group = viewer.layers[0].name
     _, frames, _ = instances_from_layers(amodal_groups(viewer.layers)[group])
-    assert len(frames[0]) == _embryo().instances.count  # the sample's 4 cells
+    truth = _embryo().instances
+    pred = frames[0]
+    # the shipped model's measured limits (docs/benchmarks.md): it may miss a cell lying
+    # under the others, so the count must be within one and every outline must be a real cell
+    assert abs(len(pred) - truth.count) <= 1 and len(pred) >= 1
+    for mask in pred.masks:
+        inter = (truth.masks & mask).sum(axis=(1, 2))
+        union = (truth.masks | mask).sum(axis=(1, 2))
+        assert (inter / union).max() > 0.6

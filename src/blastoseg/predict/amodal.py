@@ -21,7 +21,7 @@ from blastoseg.instances import FrameInstances
 from blastoseg.models.amodal_config import AmodalConfig
 from blastoseg.models.amodal_rcnn import AmodalMaskRCNN
 from blastoseg.predict.device import describe_device, resolve_device
-from blastoseg.predict.framing import DEFAULT_MARGIN, Framing, frame_for_model, normalise_image
+from blastoseg.predict.framing import DEFAULT_MARGIN, Framing, frame_for_model, to_grey
 from blastoseg.predict.localise import choose_embryo_box
 from blastoseg.progress import run_with_progress
 from blastoseg.weights import ModelEntry, load_into_model, resolve_model
@@ -33,7 +33,7 @@ def frames_of(image: np.ndarray) -> tuple[list[np.ndarray], bool]:
     """Split an input into 2D frames; returns (frames, was_a_stack)."""
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
-        return [arr], False  # (Y, X, C): one colour frame, normalise_image makes it grey
+        return [arr], False  # (Y, X, C): one colour frame, to_grey makes it grey
     if arr.ndim == 2:
         return [arr], False
     if arr.ndim == 3:
@@ -152,10 +152,12 @@ class AmodalPredictor:
     def _frame_batch(self, chunk: Sequence[np.ndarray]) -> tuple[list[dict], list[Framing]]:
         crops, framings = [], []
         for frame in chunk:
-            normalise_image(frame)  # validates (NaN, constant, size) with a clear error
+            # one conversion per frame; it raises the clear errors (NaN, shape, size) and
+            # frame_for_model raises for a constant frame
+            grey = to_grey(frame)
             # exactly the framing training used (train/amodal_data.py)
-            box = choose_embryo_box(frame, use_localisation=self.use_localisation)
-            crop, framing = frame_for_model(frame, box, self.config.working_size,
+            box = choose_embryo_box(grey, use_localisation=self.use_localisation)
+            crop, framing = frame_for_model(grey, box, self.config.working_size,
                                             margin=self.margin)
             crops.append(crop)
             framings.append(framing)

@@ -13,6 +13,7 @@ from blastoseg.errors import BlastosegError, InvalidImageError
 def test_trained_model_is_registered_and_segments_a_stack(tiny_models, capsys):
     from blastoseg.io import read_dataset
     from blastoseg.predict.amodal import AmodalPredictor
+    from blastoseg.progress import run_with_progress
     from blastoseg.synth import render_timelapse
 
     tmp, _ = tiny_models
@@ -23,6 +24,12 @@ def test_trained_model_is_registered_and_segments_a_stack(tiny_models, capsys):
     seen = []
     results = predictor.predict(lapse.images, progress=lambda d, t: seen.append((d, t)))
     assert len(results) == 3 and seen[-1] == (3, 3)
+    # streaming: each frame is handed over in order and not kept
+    streamed = []
+    gen = predictor.iter_predict(list(lapse.images), on_result=lambda i, r: streamed.append((i, r)))
+    kept = run_with_progress(gen)
+    assert kept == [] and [i for i, _ in streamed] == [0, 1, 2]
+    assert [len(r) for _, r in streamed] == [len(r) for r in results]
     for inst in results:
         assert inst.shape == lapse.images.shape[1:]
         assert inst.occlusion is not None and inst.occlusion.shape == inst.shape

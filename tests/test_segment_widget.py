@@ -99,6 +99,7 @@ def _segment_widget(viewer, model, **settings):
     widget.image.value = viewer.layers[0]
     widget.model.value = model
     widget.device.value = "cpu"
+    widget.calibrated.value = False
     widget.threshold.value = settings.get("threshold", 0.0)
     if "mode" in settings:
         widget.mode.value = settings["mode"]
@@ -142,6 +143,18 @@ def test_segment_sample_embryo_and_rerun_replaces(make_napari_viewer, qtbot, tin
     assert load_settings()["model"] == tiny_model
     again = SegmentWidget(viewer)
     assert again.device.value == "cpu" and again.threshold.value == 0.0
+    assert again.calibrated.value is False and again.threshold.enabled
+
+    # the model's calibrated threshold: shown, locked, and what the predictor uses
+    from blastoseg.napari._segment_widget import calibrated_threshold
+
+    widget.calibrated.value = True
+    assert not widget.threshold.enabled
+    assert widget.threshold.value == pytest.approx(calibrated_threshold(tiny_model), abs=0.01)
+    _run(widget, qtbot)
+    assert widget._predictor.score_threshold == widget._predictor.calibrated_threshold
+    meta = viewer.layers[f"{group}: visible"].metadata["blastoseg"]
+    assert meta["score_threshold"] == widget._predictor.calibrated_threshold
 
 
 @pytest.mark.gui
@@ -161,6 +174,9 @@ def test_segment_timelapse_then_measure_edit_and_export(make_napari_viewer, qtbo
     _run(widget, qtbot)
     amodal = [la for la in viewer.layers if la.metadata.get("blastoseg", {}).get("role") == "amodal"]
     assert amodal and all(la.data.shape == (6, *lapse.images.shape[1:]) for la in amodal)
+    from blastoseg.napari.compressed_stack import CompressedStack
+
+    assert all(isinstance(la.data, CompressedStack) for la in amodal)  # stacks stay compressed
     occ = viewer.layers["lapse: occlusion"]
     assert occ.data.shape == lapse.images.shape and occ.blending == "additive"
 

@@ -30,7 +30,7 @@ from blastoseg.napari.layer_conversion import label_layers_to_instances
 from blastoseg.napari.result_layers import (
     amodal_groups,
     centroid_points,
-    instances_from_layers,
+    iter_instances_from_layers,
     placement_of,
 )
 
@@ -245,13 +245,7 @@ class MeasureWidget(Container):
 
     def _planes(self, local: int) -> list[np.ndarray]:
         placement = placement_of(self._layers[0])
-        out = []
-        for la in self._layers:
-            data = la.data
-            plane = data if placement.axes == "" else (
-                data[local, 0] if placement.axes == "TZ" else data[local])
-            out.append(np.asarray(plane))
-        return out
+        return [placement.plane(la.data, local) for la in self._layers]
 
     def _fix_rows(self, rows: list[InstanceMeasurements]) -> list[InstanceMeasurements]:
         # instance = the label value napari shows; track ids only for tracked results
@@ -269,13 +263,18 @@ class MeasureWidget(Container):
         self._dirty_all = self._dirty_current = False
         if self._layers:
             try:
-                self._first_frame, frames, self._tracked = instances_from_layers(self._layers)
+                # one frame at a time: a long (compressed) stack is never materialised
+                self._first_frame, frames, self._tracked = iter_instances_from_layers(
+                    self._layers)
             except BlastosegError as exc:
                 self._error(exc)
                 frames = []
-            for i, inst in enumerate(frames):
-                self._measure(self._first_frame + i, inst)
-                self._hash[i] = _fingerprint(self._planes(i))
+            try:
+                for i, inst in enumerate(frames):
+                    self._measure(self._first_frame + i, inst)
+                    self._hash[i] = _fingerprint(self._planes(i))
+            except BlastosegError as exc:
+                self._error(exc)
         self._show()
 
     def recompute_current(self) -> bool:

@@ -14,13 +14,21 @@ import sys
 from collections.abc import Callable, Generator
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+)
 
 from blastoseg.errors import BlastosegError, InvalidImageError
 from blastoseg.napari.result_layers import (
     Placement,
+    ResultLayerBuilder,
     apply_display,
-    result_layer_data,
     result_layers_of,
 )
 
@@ -47,12 +55,15 @@ def image_axes(shape: tuple[int, ...], rgb: bool = False, axes_hint: str | None 
 
 
 def segment_job(data, axes: str, frame_range: tuple[int, int], plane: int | str,
-                get_predictor: Callable[[], object]
+                get_predictor: Callable[[], object], group: str = "result",
+                placement: Placement | None = None
                 ) -> Generator[tuple[str, int, int], None, dict]:
     """Choose planes, load the model, segment; yields (message, done, total).
 
-    Returns a dict with ``frames`` (list of FrameInstances), ``planes`` (plane index per frame or
-    None) and ``predictor``.
+    Each frame's result goes straight into a :class:`ResultLayerBuilder` (compressed arrays
+    for stacks) and is dropped, so a long time-lapse is never held as instance masks.
+    Returns a dict with ``builder`` (call ``layer_data()`` for the layers), ``planes`` (plane
+    index per frame or None) and ``predictor``.
     """
     from blastoseg.predict.focus import best_focus_planes
 
@@ -73,15 +84,16 @@ def segment_job(data, axes: str, frame_range: tuple[int, int], plane: int | str,
     yield "loading the model", 0, n
     predictor = get_predictor()
     yield f"segmenting on {predictor.device_name}", 0, n
-    gen = predictor.iter_predict(frames)
-    while True:
-        try:
-            done, total = next(gen)
-        except StopIteration as stop:
-            results = stop.value
-            break
-        yield f"segmenting on {predictor.device_name}", done, total
-    return {"frames": results, "planes": planes, "predictor": predictor}
+    built: list[ResultLayerBuilder] = []
+
+    def keep(i: int, inst) -> None:
+        if not built:
+            built.append(ResultLayerBuilder(n, inst.shape, group, placement))
+        built[0].add(i, inst)
+
+    yield from ((f"segmenting on {predictor.device_name}", done, total)
+                for done, total in predictor.iter_predict(frames, on_result=keep))
+    return {"builder": built[0], "planes": planes, "predictor": predictor}
 
 
 def _user_errors_returned(*args) -> Generator[tuple[str, int, int], None, dict]:
@@ -148,6 +160,17 @@ def _amodal_model_names() -> list[str]:
         return []
 
 
+def calibrated_threshold(model: str) -> float:
+    """The score threshold stored in a model's card (0.5 when it has none or cannot be read)."""
+    from blastoseg.weights.registry import resolve_model
+
+    try:
+        post = resolve_model(model, kind="amodal").card.config.get("postprocess", {})
+        return float(post.get("score_threshold", 0.5))
+    except Exception:  # a missing or broken model is reported when Segment is clicked
+        return 0.5
+
+
 # --- the form ---------------------------------------------------------------------------------
 
 class SegmentWidget(Container):
@@ -163,6 +186,11 @@ class SegmentWidget(Container):
         self.device = ComboBox(label="device", choices=DEVICES,
                                value=saved.get("device") if saved.get("device") in DEVICES
                                else "auto")
+        self.calibrated = CheckBox(text="model's calibrated threshold",
+                                   value=bool(saved.get("calibrated", True)))
+        self.calibrated.tooltip = (
+            "use the score threshold stored with the model (chosen by 'blastoseg calibrate "
+            "amodal' for the best cell counts); untick to set your own")
         self.threshold = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05,
                                       value=float(saved.get("score_threshold", 0.5)))
         self.mode = ComboBox(label="frames", choices=MODES,
@@ -174,7 +202,8 @@ class SegmentWidget(Container):
         self.status = Label(value="", label="status")
         self.status.native.setWordWrap(True)
         self.status.native.setMinimumWidth(200)
-        self.extend([self.image, self.plane, self.model, self.device, self.threshold, self.mode,
+        self.extend([self.image, self.plane, self.model, self.device, self.calibrated,
+                     self.threshold, self.mode,
                      self.run_button, self.cancel_button, self.progress, self.device_used,
                      self.status])
         self._saved = saved
@@ -186,6 +215,9 @@ class SegmentWidget(Container):
         self._predictor_key = None
         self._pending: dict = {}
         self.image.changed.connect(self._on_image_changed)
+        self.model.changed.connect(self._on_threshold_source_changed)
+        self.calibrated.changed.connect(self._on_threshold_source_changed)
+        self._on_threshold_source_changed()
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self._on_image_changed()
@@ -237,6 +269,12 @@ class SegmentWidget(Container):
         self.plane.enabled = "Z" in axes
         self.mode.enabled = "T" in axes
 
+    def _on_threshold_source_changed(self, *_args) -> None:
+        """With "calibrated" ticked, show the model's own threshold and lock the box."""
+        self.threshold.enabled = not self.calibrated.value
+        if self.calibrated.value and self.model.value:
+            self.threshold.value = calibrated_threshold(self.model.value)
+
     @staticmethod
     def _axes_of(layer) -> str:
         hint = (layer.metadata or {}).get("blastoseg", {}).get("axes")
@@ -252,18 +290,21 @@ class SegmentWidget(Container):
     # --- actions ------------------------------------------------------------------------------
     def settings(self) -> dict:
         return {"model": self.model.value, "device": self.device.value,
+                "calibrated": bool(self.calibrated.value),
                 "score_threshold": float(self.threshold.value), "mode": self.mode.value,
                 "plane": self.plane.value}
 
-    def _get_predictor(self, model: str, device: str, threshold: float):
-        """Runs in the worker thread: load (or reuse) the predictor."""
+    def _get_predictor(self, model: str, device: str, threshold: float | None):
+        """Runs in the worker thread: load (or reuse) the predictor; threshold None takes the
+        model's calibrated one."""
         from blastoseg.predict.amodal import AmodalPredictor
 
         key = (model, device)
         if self._predictor is None or self._predictor_key != key:
             self._predictor = AmodalPredictor(model, device=device, score_threshold=threshold)
             self._predictor_key = key
-        self._predictor.score_threshold = float(threshold)
+        self._predictor.score_threshold = float(
+            self._predictor.calibrated_threshold if threshold is None else threshold)
         return self._predictor
 
     def start(self) -> None:
@@ -319,9 +360,11 @@ class SegmentWidget(Container):
                                    scale=tuple(layer.scale), translate=tuple(layer.translate)),
             "model": self.model.value,
         }
-        model, device, thr = self.model.value, self.device.value, float(self.threshold.value)
+        model, device = self.model.value, self.device.value
+        thr = None if self.calibrated.value else float(self.threshold.value)
         return (layer.data, axes, frame_range, plane,
-                lambda: self._get_predictor(model, device, thr))
+                lambda: self._get_predictor(model, device, thr), layer.name,
+                self._pending["placement"])
 
     def cancel(self) -> None:
         if self.worker is not None:
@@ -348,7 +391,7 @@ class SegmentWidget(Container):
         if "error" in result:
             self._report_error(result["error"])
             return
-        pending, frames = self._pending, result["frames"]
+        pending, builder = self._pending, result["builder"]
         predictor = result["predictor"]
         self.device_used.value = predictor.device_name
         extra = {"source_image": pending["group"], "model": predictor.entry.name,
@@ -356,7 +399,8 @@ class SegmentWidget(Container):
                  "score_threshold": float(predictor.score_threshold)}
         if result["planes"] is not None:
             extra["focal_planes_used"] = [int(z) for z in result["planes"]]
-        data = result_layer_data(frames, pending["group"], pending["placement"], extra)
+        builder.extra.update(extra)
+        data = builder.layer_data()
         for old in result_layers_of(list(self.viewer.layers), pending["group"]):
             self.viewer.layers.remove(old)  # re-running replaces, it does not pile up
         added = []
@@ -368,13 +412,13 @@ class SegmentWidget(Container):
         amodal = [la for la in added if la.metadata["blastoseg"]["role"] == "amodal"]
         if amodal:
             self.viewer.layers.selection.active = amodal[0]
-        counts = [len(f) for f in frames]
+        counts = builder.counts
         n_layers = f"{len(amodal)} amodal layer" + ("s" if len(amodal) != 1 else "")
         where = (f"frame {pending['placement'].first_frame}: " if "T" in pending["placement"].axes
-                 and len(frames) == 1 else "")
+                 and len(counts) == 1 else "")
         self.status.value = (
-            f"{len(frames)} frames, {min(counts)} to {max(counts)} cells, {n_layers}"
-            if len(frames) > 1 else f"{where}{counts[0]} cells in {n_layers}")
+            f"{len(counts)} frames, {min(counts)} to {max(counts)} cells, {n_layers}"
+            if len(counts) > 1 else f"{where}{counts[0]} cells in {n_layers}")
 
     def _report_error(self, exc: Exception) -> None:
         from napari.utils.notifications import show_error

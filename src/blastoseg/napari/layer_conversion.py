@@ -49,6 +49,66 @@ def _assign_layers(inst: FrameInstances, preferred: dict[int, int]) -> list[int]
     return layer_of
 
 
+class LabelLayerPacker:
+    """Packs frames one at a time into label stacks (streaming twin of
+    :func:`instances_to_label_layers`): a segmentation worker adds each frame as it is
+    predicted and drops it, so a long time-lapse is never held as instance masks.
+
+    Parameters
+    ----------
+    n_frames, shape
+        Number of frames and the (H, W) of each.
+    new_stack
+        ``new_stack(shape, dtype)`` makes one empty (T, H, W) label stack: ``np.zeros`` (the
+        default) or e.g. :class:`blastoseg.napari.compressed_stack.CompressedStack`.
+    """
+
+    def __init__(self, n_frames: int, shape: tuple[int, int], new_stack=np.zeros) -> None:
+        self.n_frames, self.shape = int(n_frames), tuple(int(s) for s in shape)
+        self._new_stack = new_stack
+        self._preferred: dict[int, int] = {}
+        self.dtype = np.dtype(np.uint8)  # uint8 while ids fit: a quarter of int32, half of uint16
+        self.layers: list = []
+
+    def _ensure_layers(self, n: int) -> None:
+        while len(self.layers) < n:
+            self.layers.append(self._new_stack((self.n_frames, *self.shape), self.dtype))
+
+    def _promote(self, max_value: int) -> None:
+        if max_value > np.iinfo(np.uint16).max:
+            raise InvalidImageError(f"instance id {max_value} does not fit a label layer")
+        if max_value <= np.iinfo(self.dtype).max:
+            return
+        self.dtype = np.dtype(np.uint16)
+        for k, stack in enumerate(self.layers):
+            if hasattr(stack, "promote"):
+                stack.promote(self.dtype)
+            else:
+                self.layers[k] = stack.astype(self.dtype)
+
+    def add(self, t: int, inst: FrameInstances) -> None:
+        """Pack frame ``t``; a cell keeps the layer it had in the previous added frame."""
+        if inst.shape != self.shape:
+            raise InvalidImageError(
+                f"frame {t} has shape {inst.shape}, not {self.shape}: all frames of a stack "
+                "must have the same shape")
+        values = _label_values(inst)
+        self._promote(int(values.max()) if len(values) else 0)
+        layer_of = _assign_layers(inst, self._preferred)
+        self._ensure_layers(max(layer_of, default=-1) + 1)
+        planes = [np.zeros(self.shape, dtype=self.dtype) for _ in self.layers]
+        for mask, value, k in zip(inst.masks, values, layer_of, strict=True):
+            planes[k][mask] = value
+        for k, plane in enumerate(planes):  # all layers: re-adding a frame leaves nothing stale
+            self.layers[k][t] = plane
+        self._preferred = {int(v): k for v, k in zip(values, layer_of, strict=True)}
+
+    def result(self) -> list:
+        """The label stacks, at least one."""
+        self._ensure_layers(1)
+        return self.layers
+
+
 def instances_to_label_layers(frames: list[FrameInstances]) -> list[np.ndarray]:
     """Pack the instances of each frame into non-overlapping label arrays.
 
@@ -60,31 +120,50 @@ def instances_to_label_layers(frames: list[FrameInstances]) -> list[np.ndarray]:
     Returns
     -------
     list of np.ndarray
-        Label arrays of shape (T, H, W) (uint8, or uint16 for ids above 255), at least one, fewest such that no two
-        instances of a frame share a layer.
+        Label arrays of shape (T, H, W) (uint8, or uint16 for ids above 255), at least one,
+        fewest such that no two instances of a frame share a layer.
     """
     if not frames:
         raise InvalidImageError("no frames to convert")
-    shape = frames[0].shape
-    if any(f.shape != shape for f in frames):
-        raise InvalidImageError("all frames must have the same shape to form a stack")
-    max_value = max((int(_label_values(f).max()) for f in frames if len(f)), default=0)
-    if max_value > np.iinfo(np.uint16).max:
-        raise InvalidImageError(f"instance id {max_value} does not fit a label layer")
-    assignments: list[list[int]] = []
-    preferred: dict[int, int] = {}
-    for inst in frames:
-        layer_of = _assign_layers(inst, preferred)
-        assignments.append(layer_of)
-        preferred = {int(v): k for v, k in zip(_label_values(inst), layer_of, strict=True)}
-    n_layers = max([max(a, default=-1) + 1 for a in assignments] + [1])
-    # uint8 when ids allow: a 500-frame 500x500 stack then costs 125 MB per layer, not 250
-    dtype = np.uint8 if max_value <= np.iinfo(np.uint8).max else np.uint16
-    layers = [np.zeros((len(frames), *shape), dtype=dtype) for _ in range(n_layers)]
-    for t, (inst, layer_of) in enumerate(zip(frames, assignments, strict=True)):
-        for mask, value, k in zip(inst.masks, _label_values(inst), layer_of, strict=True):
-            layers[k][t][mask] = value
-    return layers
+    packer = LabelLayerPacker(len(frames), frames[0].shape)
+    for t, inst in enumerate(frames):
+        packer.add(t, inst)
+    return packer.result()
+
+
+def iter_label_layers_to_instances(layers: list, labels_are_track_ids: bool = False):
+    """Like :func:`label_layers_to_instances`, one frame at a time (a generator), reading each
+    layer frame by frame, so long (possibly compressed) stacks are never materialised."""
+    if not layers:
+        raise InvalidImageError("no label layers given")
+    shapes = [tuple(np.shape(a)) for a in layers]
+    if any(len(s) not in (2, 3) for s in shapes) or len(set(shapes)) != 1:
+        raise InvalidImageError(
+            "label layers must all be (H, W) or all (T, H, W) of the same shape; got "
+            + ", ".join(str(s) for s in shapes))
+    single = len(shapes[0]) == 2
+    for t in range(1 if single else shapes[0][0]):
+        planes = [np.asarray(a) if single else np.asarray(a[t]) for a in layers]
+        yield _frame_from_planes(planes, t, labels_are_track_ids)
+
+
+def _frame_from_planes(planes: list[np.ndarray], t: int,
+                       labels_are_track_ids: bool) -> FrameInstances:
+    masks: dict[int, np.ndarray] = {}
+    for k, plane in enumerate(planes):
+        for value in np.unique(plane):
+            if value == 0:
+                continue
+            if int(value) in masks:
+                raise InvalidImageError(
+                    f"label {int(value)} appears in two label layers (layer {k + 1}) in "
+                    f"frame {t}: give each cell its own label value")
+            masks[int(value)] = plane == value
+    values = sorted(masks)
+    stacked = (np.stack([masks[v] for v in values]) if values
+               else np.zeros((0, *planes[0].shape), dtype=bool))
+    track = np.array(values, dtype=np.int64) - 1 if labels_are_track_ids else None
+    return FrameInstances(masks=stacked, track_ids=track)
 
 
 def label_layers_to_instances(
@@ -96,34 +175,4 @@ def label_layers_to_instances(
     one becomes the track id. A label value used in two layers of one frame is an error (it
     would merge two cells silently).
     """
-    if not layers:
-        raise InvalidImageError("no label layers given")
-    arrays = [np.asarray(a) for a in layers]
-    arrays = [a[None] if a.ndim == 2 else a for a in arrays]
-    if any(a.ndim != 3 for a in arrays) or len({a.shape for a in arrays}) != 1:
-        raise InvalidImageError(
-            "label layers must all be (H, W) or all (T, H, W) of the same shape; got "
-            + ", ".join(str(np.shape(a)) for a in layers)
-        )
-    frames: list[FrameInstances] = []
-    for t in range(arrays[0].shape[0]):
-        masks: dict[int, np.ndarray] = {}
-        for k, arr in enumerate(arrays):
-            plane = arr[t]
-            for value in np.unique(plane):
-                if value == 0:
-                    continue
-                if int(value) in masks:
-                    raise InvalidImageError(
-                        f"label {int(value)} appears in two label layers (layer {k + 1}) in "
-                        f"frame {t}: give each cell its own label value"
-                    )
-                masks[int(value)] = plane == value
-        values = sorted(masks)
-        stacked = (
-            np.stack([masks[v] for v in values]) if values
-            else np.zeros((0, *arrays[0].shape[1:]), dtype=bool)
-        )
-        track = np.array(values, dtype=np.int64) - 1 if labels_are_track_ids else None
-        frames.append(FrameInstances(masks=stacked, track_ids=track))
-    return frames
+    return list(iter_label_layers_to_instances(layers, labels_are_track_ids))

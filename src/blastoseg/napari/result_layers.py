@@ -30,16 +30,23 @@ import numpy as np
 
 from blastoseg.errors import InvalidImageError
 from blastoseg.instances import FrameInstances
-from blastoseg.napari.layer_conversion import instances_to_label_layers, label_layers_to_instances
+from blastoseg.napari.compressed_stack import CompressedStack
+from blastoseg.napari.layer_conversion import (
+    LabelLayerPacker,
+    _label_values,
+    iter_label_layers_to_instances,
+)
 
 __all__ = [
     "AMODAL_CONTOUR",
     "ROLES",
     "Placement",
+    "ResultLayerBuilder",
     "amodal_groups",
     "apply_display",
     "centroid_points",
     "instances_from_layers",
+    "iter_instances_from_layers",
     "result_layer_data",
     "result_layers_of",
 ]
@@ -104,6 +111,26 @@ class Placement:
             return stack[:, None]
         return stack  # "T": (T, H, W); "Z": (1, H, W), the one plane stretched over Z
 
+    def new_stack(self, n_frames: int, hw: tuple[int, int], dtype, compressed: bool):
+        """An empty result array for ``n_frames`` frames in this placement's layer layout
+        (a leading frame axis even for a single 2D frame: see :meth:`finish`)."""
+        shape = (n_frames, 1, *hw) if self.axes == "TZ" else (n_frames, *hw)
+        return CompressedStack(shape, dtype) if compressed else np.zeros(shape, dtype=dtype)
+
+    def finish(self, stack):
+        """The layer data of a stack made by :meth:`new_stack`."""
+        return np.asarray(stack)[0] if self.axes == "" else stack
+
+    def plane(self, data, local: int) -> np.ndarray:
+        """The (H, W) plane of result frame ``local`` in layer data of this placement, read
+        without materialising the other frames."""
+        if self.axes == "":
+            return np.asarray(data)
+        return np.asarray(data[local, 0] if self.axes == "TZ" else data[local])
+
+    def n_frames(self, data) -> int:
+        return 1 if self.axes == "" else int(np.shape(data)[0])
+
     def from_layer(self, data: np.ndarray) -> np.ndarray:
         """Layer data of this placement -> (T, H, W)."""
         data = np.asarray(data)
@@ -127,20 +154,108 @@ class Placement:
         return cls(**{k: (tuple(v) if k in ("scale", "translate") else v) for k, v in d.items()})
 
 
-def _label_values(inst: FrameInstances) -> np.ndarray:
-    if inst.track_ids is not None:
-        return inst.track_ids.astype(np.int64) + 1
-    return np.arange(1, len(inst) + 1, dtype=np.int64)
-
-
 def _meta(group: str, role: str, placement: Placement, tracked: bool, extra: dict) -> dict:
     return {"blastoseg": {**extra, "group": group, "role": role,
                           "placement": placement.to_dict(), "labels_are_track_ids": tracked}}
 
 
+class ResultLayerBuilder:
+    """Builds the result layers frame by frame, so a segmentation worker can add each frame as
+    it is predicted and drop it (a 500-frame time-lapse is never held as instance masks).
+
+    Stacks of more than one frame are held as :class:`CompressedStack` arrays (each frame
+    zlib-compressed; napari reads and paints them frame by frame), so the result layers cost a
+    few percent of the image instead of several times it (docs/napari_layers.md, Memory).
+
+    Parameters
+    ----------
+    n_frames, shape
+        Number of result frames and the (H, W) of each.
+    group, placement, extra_meta
+        As for :func:`result_layer_data`.
+    compressed
+        Force compressed (True) or plain (False) arrays; default: compressed for stacks.
+    """
+
+    def __init__(self, n_frames: int, shape: tuple[int, int], group: str,
+                 placement: Placement | None = None, extra_meta: dict | None = None,
+                 compressed: bool | None = None) -> None:
+        if n_frames < 1:
+            raise InvalidImageError("no frames in the result")
+        self.placement = placement or Placement(axes="" if n_frames == 1 else "T")
+        if self.placement.axes in ("", "Z") and n_frames != 1:
+            raise InvalidImageError(
+                f"{n_frames} result frames cannot sit on a single image frame")
+        self.n_frames, self.shape, self.group = int(n_frames), tuple(shape), group
+        self.extra = dict(extra_meta or {})
+        self.compressed = n_frames > 1 if compressed is None else bool(compressed)
+        pl, c = self.placement, self.compressed
+        self._occ = pl.new_stack(n_frames, self.shape, np.uint8, c)  # uint8: 1/4 of float32
+        self._vis = pl.new_stack(n_frames, self.shape, np.uint8, c)
+        self._packer = LabelLayerPacker(
+            n_frames, self.shape, new_stack=lambda shp, dt: pl.new_stack(shp[0], shp[1:], dt, c))
+        self._tracked: list[bool] = []
+        self._points: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.counts: list[int] = [0] * n_frames
+
+    def add(self, t: int, inst: FrameInstances) -> None:
+        """Add result frame ``t`` (0-based within this result)."""
+        if inst.shape != self.shape:
+            raise InvalidImageError(f"result frame {t} has shape {inst.shape}, not {self.shape}")
+        values = _label_values(inst)
+        if inst.occlusion is not None:
+            self._occ[t] = np.clip(np.rint(np.asarray(inst.occlusion) * 255), 0, 255
+                                   ).astype(np.uint8)
+        if len(values) and int(values.max()) > np.iinfo(self._vis.dtype).max:
+            if self.compressed:
+                self._vis.promote(np.uint16)
+            else:
+                self._vis = self._vis.astype(np.uint16)
+        vis = np.zeros(self.shape, dtype=self._vis.dtype)
+        masks = inst.visible_masks if inst.visible_masks is not None else inst.masks
+        for mask, value in zip(masks, values, strict=True):
+            vis[mask & (vis == 0)] = value
+        self._vis[t] = vis
+        self._packer.add(t, inst)
+        self._tracked.append(inst.track_ids is not None)
+        c = inst.centroids
+        ok = ~np.isnan(c).any(axis=1) if len(c) else np.zeros(0, dtype=bool)
+        self._points.append((np.full(int(ok.sum()), t), c[ok].reshape(-1, 2), values[ok]))
+        self.counts[t] = len(inst)
+
+    def layer_data(self) -> list[tuple]:
+        """napari LayerData tuples, bottom to top: occlusion (image), visible (labels), amodal
+        1..k (labels), centroids (points)."""
+        group, pl = self.group, self.placement
+        tracked = bool(self._tracked) and all(self._tracked)
+        common = pl.layer_kwargs()
+
+        def meta(role: str) -> dict:
+            return _meta(group, role, pl, tracked, self.extra)
+
+        out: list[tuple] = [
+            (pl.finish(self._occ), {
+                **common, "name": f"{group}: occlusion", "colormap": "magma",
+                "blending": "additive", "opacity": 0.4, "contrast_limits": (0, 255),
+                "metadata": meta("occlusion")}, "image"),
+            (pl.finish(self._vis), {
+                **common, "name": f"{group}: visible", "opacity": 0.35, "visible": False,
+                "metadata": meta("visible")}, "labels")]
+        for k, labels in enumerate(self._packer.result()):
+            out.append((pl.finish(labels), {
+                **common, "name": f"{group}: amodal {k + 1}", "opacity": 1.0,
+                "metadata": meta("amodal")}, "labels"))
+        parts = self._points or [(np.zeros(0), np.zeros((0, 2)), np.zeros(0, dtype=np.int64))]
+        out.append(centroid_points(np.concatenate([p[0] for p in parts]),
+                                   np.concatenate([p[1] for p in parts]),
+                                   np.concatenate([p[2] for p in parts]), group, pl,
+                                   meta("centroids")))
+        return out
+
+
 def result_layer_data(frames: Sequence[FrameInstances], group: str,
-                      placement: Placement | None = None, extra_meta: dict | None = None
-                      ) -> list[tuple]:
+                      placement: Placement | None = None, extra_meta: dict | None = None,
+                      compressed: bool | None = None) -> list[tuple]:
     """napari LayerData tuples of a segmentation result, bottom to top.
 
     Parameters
@@ -154,6 +269,8 @@ def result_layer_data(frames: Sequence[FrameInstances], group: str,
         stack when there are several frames).
     extra_meta
         Added to every layer's ``metadata["blastoseg"]`` (model, device, focal planes, ...).
+    compressed
+        See :class:`ResultLayerBuilder` (default: compressed arrays for stacks).
 
     Returns
     -------
@@ -164,52 +281,13 @@ def result_layer_data(frames: Sequence[FrameInstances], group: str,
     """
     if not frames:
         raise InvalidImageError("no frames in the result")
-    if placement is None:
-        placement = Placement(axes="" if len(frames) == 1 else "T")
-    if placement.axes in ("", "Z") and len(frames) != 1:
-        raise InvalidImageError(f"{len(frames)} result frames cannot sit on a single image frame")
-    extra = dict(extra_meta or {})
-    tracked = all(f.track_ids is not None for f in frames)
-    common = placement.layer_kwargs()
     shape = frames[0].shape
-    out: list[tuple] = []
-
-    occ = np.zeros((len(frames), *shape), dtype=np.uint8)  # uint8: a quarter of float32
+    if any(f.shape != shape for f in frames):
+        raise InvalidImageError("all frames must have the same shape to form a stack")
+    builder = ResultLayerBuilder(len(frames), shape, group, placement, extra_meta, compressed)
     for t, f in enumerate(frames):
-        if f.occlusion is not None:
-            occ[t] = np.clip(np.rint(f.occlusion * 255), 0, 255).astype(np.uint8)
-    out.append((placement.to_layer(occ), {
-        **common, "name": f"{group}: occlusion", "colormap": "magma", "blending": "additive",
-        "opacity": 0.4, "contrast_limits": (0, 255),
-        "metadata": _meta(group, "occlusion", placement, tracked, extra)}, "image"))
-
-    max_value = max((int(_label_values(f).max()) for f in frames if len(f)), default=0)
-    dtype = np.uint8 if max_value <= 255 else np.uint16
-    vis = np.zeros((len(frames), *shape), dtype=dtype)
-    for t, f in enumerate(frames):
-        masks = f.visible_masks if f.visible_masks is not None else f.masks
-        for mask, value in zip(masks, _label_values(f), strict=True):
-            vis[t][mask & (vis[t] == 0)] = value
-    out.append((placement.to_layer(vis), {
-        **common, "name": f"{group}: visible", "opacity": 0.35, "visible": False,
-        "metadata": _meta(group, "visible", placement, tracked, extra)}, "labels"))
-
-    for k, labels in enumerate(instances_to_label_layers(list(frames))):
-        out.append((placement.to_layer(labels), {
-            **common, "name": f"{group}: amodal {k + 1}", "opacity": 1.0,
-            "metadata": _meta(group, "amodal", placement, tracked, extra)}, "labels"))
-
-    t_local, yx, values = [], [], []
-    for t, f in enumerate(frames):
-        c = f.centroids
-        ok = ~np.isnan(c).any(axis=1)
-        t_local.append(np.full(int(ok.sum()), t))
-        yx.append(c[ok])
-        values.append(_label_values(f)[ok])
-    out.append(centroid_points(np.concatenate(t_local), np.concatenate(yx),
-                               np.concatenate(values), group, placement,
-                               _meta(group, "centroids", placement, tracked, extra)))
-    return out
+        builder.add(t, f)
+    return builder.layer_data()
 
 
 def centroid_points(t_local: np.ndarray, yx: np.ndarray, values: np.ndarray, group: str,
@@ -268,19 +346,36 @@ def placement_of(layer) -> Placement:
     return Placement(axes={2: "", 3: "T"}.get(ndim, "TZ"))
 
 
+def iter_instances_from_layers(amodal_layers: Sequence):
+    """Like :func:`instances_from_layers` but returns a generator of FrameInstances that reads
+    the layers one frame at a time (long, compressed stacks are never materialised)."""
+    if not amodal_layers:
+        raise InvalidImageError("no amodal label layers to read")
+    placement = placement_of(amodal_layers[0])
+    tracked = bool(_tag(amodal_layers[0]).get("labels_are_track_ids", False))
+    n = placement.n_frames(amodal_layers[0].data)
+
+    class _Frames:  # (T, H, W)-like view of one layer through the placement, frame by frame
+        def __init__(self, data):
+            self.data = data
+            self.shape = (n, *placement.plane(data, 0).shape)
+
+        def __getitem__(self, t):
+            return placement.plane(self.data, t)
+
+    views = [_Frames(la.data) for la in amodal_layers]
+    return placement.first_frame, iter_label_layers_to_instances(
+        views, labels_are_track_ids=True), tracked
+
+
 def instances_from_layers(amodal_layers: Sequence) -> tuple[int, list[FrameInstances], bool]:
     """Unpack a group's amodal layers into (first frame index, FrameInstances per frame, tracked).
 
     Instance order follows the label values; track ids are ``label - 1`` for every result, so
     a cell's label value (what napari shows) is recoverable as ``track_id + 1``.
     """
-    if not amodal_layers:
-        raise InvalidImageError("no amodal label layers to read")
-    placement = placement_of(amodal_layers[0])
-    tracked = bool(_tag(amodal_layers[0]).get("labels_are_track_ids", False))
-    arrays = [placement.from_layer(la.data) for la in amodal_layers]
-    frames = label_layers_to_instances(arrays, labels_are_track_ids=True)
-    return placement.first_frame, frames, tracked
+    first, frames, tracked = iter_instances_from_layers(amodal_layers)
+    return first, list(frames), tracked
 
 
 def apply_display(layer) -> None:

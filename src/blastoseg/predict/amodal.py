@@ -170,17 +170,29 @@ class AmodalPredictor:
             outputs, _ = self._frame_batch(frames[start:start + self.batch_size])
             yield from outputs
 
-    def iter_predict(self, frames: Sequence[np.ndarray]
+    def iter_predict(self, frames: Sequence[np.ndarray],
+                     on_result: Callable[[int, FrameInstances], None] | None = None
                      ) -> Generator[tuple[int, int], None, list[FrameInstances]]:
         """Segment frames in batches, yielding (done, total) after each batch (so a GUI
-        worker can show progress and cancel between batches); returns the results."""
+        worker can show progress and cancel between batches); returns the results.
+
+        With ``on_result(index, instances)`` each frame's result is handed over as soon as it
+        is ready and not kept (the return value is then an empty list): a long time-lapse is
+        never held as instance masks (the napari widget streams into its layers this way).
+        """
         total = len(frames)
         results: list[FrameInstances] = []
+        done = 0
         for start in range(0, total, self.batch_size):
             outputs, framings = self._frame_batch(frames[start:start + self.batch_size])
             for out, framing in zip(outputs, framings, strict=True):
-                results.append(self._to_instances(out, framing))
-            yield len(results), total
+                inst = self._to_instances(out, framing)
+                if on_result is None:
+                    results.append(inst)
+                else:
+                    on_result(done, inst)
+                done += 1
+            yield done, total
         return results
 
     def predict(self, image: np.ndarray,

@@ -214,10 +214,31 @@ def test_segment_timelapse_then_measure_edit_and_export(make_napari_viewer, qtbo
     with pytest.raises(BlastosegError, match="exists"):
         measure.export_csv(tmp_path / "m.csv")  # never silently overwritten
 
+    # one-click export: dataset (the edit included) + label TIFFs + CSVs
+    import tifffile
+
+    from blastoseg.io import read_dataset
+
+    out = measure.export_results(tmp_path / "exp")
+    ds = read_dataset(tmp_path / "exp")
+    assert len(ds) == 6 and len(ds.instances(2)) == before + 1
+    np.testing.assert_array_equal(ds.load_image(2), lapse.images[2])
+    assert ds.images[2]["pixel_size_um"] == 0.25
+    assert len(out["tiffs"]) == len(amodal)
+    assert tifffile.imread(out["tiffs"][0]).shape == lapse.images.shape
+    assert (tmp_path / "exp" / "measurements_frames.csv").exists()
+    with pytest.raises(BlastosegError, match="exists already"):
+        measure.export_results(tmp_path / "exp")  # never silently overwritten
+    measure.pixel_size.value = 0.5  # a changed result replaces the export, keeping a backup
+    measure.export_results(tmp_path / "exp", overwrite=True)
+    assert read_dataset(tmp_path / "exp").images[0]["pixel_size_um"] == 0.5
+    assert list((tmp_path / "exp").glob("annotations.json.*.bak"))
+    assert list((tmp_path / "exp").glob("measurements_frames.csv.*.bak"))
+
 
 @pytest.mark.gui
 @pytest.mark.slow
-def test_current_frame_of_a_focal_stack(make_napari_viewer, qtbot, tiny_model):
+def test_current_frame_of_a_focal_stack(make_napari_viewer, qtbot, tiny_model, tmp_path):
     from blastoseg.synth import render_timelapse
 
     lapse = render_timelapse(3, seed=4)
@@ -236,6 +257,16 @@ def test_current_frame_of_a_focal_stack(make_napari_viewer, qtbot, tiny_model):
     assert amodal.data.shape == (1, 1, *lapse.images.shape[1:])
     assert amodal.metadata["blastoseg"]["focal_planes_used"] == [1]
     assert tuple(amodal.translate[:2]) == (1, 1)  # on frame 1, stretched over the 3 planes
+
+    # exporting writes frame 1 only, on the plane it was segmented on
+    from blastoseg.io import read_dataset
+    from blastoseg.napari.export_results import export_result
+    from blastoseg.napari.result_layers import amodal_groups
+
+    export_result(tmp_path / "exp", viewer.layers["planes"], amodal_groups(viewer.layers)["planes"])
+    ds = read_dataset(tmp_path / "exp")
+    assert len(ds) == 1 and ds.images[0]["frame_index"] == 1
+    np.testing.assert_array_equal(ds.load_image(0), stack[1, 1])
 
 
 @pytest.mark.gui

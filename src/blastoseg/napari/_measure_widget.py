@@ -101,11 +101,16 @@ class MeasureWidget(Container):
         self.cells_label = Label(value="blastomeres")
         self.cells_table = Table()
         self.export_button = PushButton(text="Export CSV...")
+        self.export_all_button = PushButton(text="Export results...")
+        self.export_all_button.tooltip = (
+            "a folder with the dataset (images + amodal masks, your corrections included), "
+            "label TIFFs and the measurement CSVs")
         self.status = Label(value="")
         self.plot_box = Container(labels=False)
         self._make_plot()
         self.extend([form, self.summary, self.frames_table, self.plot_box, self.cells_label,
-                     self.cells_table, self.export_button, self.status])
+                     self.cells_table, Container(layout="horizontal", labels=False, widgets=[
+                         self.export_button, self.export_all_button]), self.status])
         for t in (self.frames_table, self.cells_table):
             t.native.setMinimumHeight(120)
             t.native.verticalHeader().setVisible(False)
@@ -124,6 +129,7 @@ class MeasureWidget(Container):
         self.group.changed.connect(self._on_group_changed)
         self.pixel_size.changed.connect(self._on_pixel_size_changed)
         self.export_button.changed.connect(self._export_dialog)
+        self.export_all_button.changed.connect(self._export_results_dialog)
         self.viewer.dims.events.current_step.connect(self._on_step)
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
@@ -452,3 +458,46 @@ class MeasureWidget(Container):
             self._error(exc)
             return
         self.status.value = "wrote " + " and ".join(p.name for p in written)
+
+    def export_results(self, folder: str | Path, overwrite: bool = False) -> dict:
+        """Dataset folder + label TIFFs (:func:`export_result`) and ``measurements_frames.csv``
+        / ``measurements_cells.csv`` in ``folder``. An existing export is refused unless
+        ``overwrite``; then every replaced file is kept as a timestamped ``.bak``."""
+        from blastoseg.io.atomic import backup_existing
+        from blastoseg.napari.export_results import export_result
+
+        if self._dirty_all or self._dirty_current:
+            self.flush()
+        out = export_result(folder, self._image_layer(), self._layers, self.pixel_size_um,
+                            overwrite=overwrite)
+        csv_base = Path(folder) / "measurements.csv"
+        for p in self.export_paths(csv_base):
+            if p.exists():
+                backup_existing(p, move=True)
+        out["csv"] = self.export_csv(csv_base)
+        return out
+
+    def _export_results_dialog(self, *_args) -> None:
+        from qtpy.QtWidgets import QFileDialog, QMessageBox
+
+        from blastoseg.napari.export_results import export_exists
+
+        folder = QFileDialog.getExistingDirectory(
+            self.native, "Export results to a folder (create a new one for each export)")
+        if not folder:
+            return
+        existing = export_exists(folder)
+        if existing:
+            answer = QMessageBox.question(
+                self.native, "Replace the export?",
+                f"{folder} already holds an export ({existing[0].name}). Replace it? The "
+                "previous files are kept as .bak files.")
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+        try:
+            out = self.export_results(folder, overwrite=bool(existing))
+        except (BlastosegError, OSError) as exc:
+            self._error(exc)
+            return
+        self.status.value = (f"exported {out['frames']} frame(s) to {folder}: dataset, "
+                             f"{len(out['tiffs'])} label TIFF(s), 2 CSV files")

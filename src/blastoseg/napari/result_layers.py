@@ -39,6 +39,7 @@ from blastoseg.napari.layer_conversion import (
 
 __all__ = [
     "AMODAL_CONTOUR",
+    "FrameView",
     "ROLES",
     "Placement",
     "ResultLayerBuilder",
@@ -346,6 +347,24 @@ def placement_of(layer) -> Placement:
     return Placement(axes={2: "", 3: "T"}.get(ndim, "TZ"))
 
 
+class FrameView:
+    """(T, H, W)-like read-only view of a result layer's data, frame by frame, whatever its
+    placement ((H, W), (T, H, W) or (T, 1, H, W)); nothing is materialised until indexed."""
+
+    def __init__(self, data, placement: Placement) -> None:
+        self.data, self.placement = data, placement
+        n = placement.n_frames(data)
+        self.shape = (n, *placement.plane(data, 0).shape)
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, t) -> np.ndarray:
+        return self.placement.plane(self.data, int(t))
+
+
 def iter_instances_from_layers(amodal_layers: Sequence):
     """Like :func:`instances_from_layers` but returns a generator of FrameInstances that reads
     the layers one frame at a time (long, compressed stacks are never materialised)."""
@@ -353,17 +372,7 @@ def iter_instances_from_layers(amodal_layers: Sequence):
         raise InvalidImageError("no amodal label layers to read")
     placement = placement_of(amodal_layers[0])
     tracked = bool(_tag(amodal_layers[0]).get("labels_are_track_ids", False))
-    n = placement.n_frames(amodal_layers[0].data)
-
-    class _Frames:  # (T, H, W)-like view of one layer through the placement, frame by frame
-        def __init__(self, data):
-            self.data = data
-            self.shape = (n, *placement.plane(data, 0).shape)
-
-        def __getitem__(self, t):
-            return placement.plane(self.data, t)
-
-    views = [_Frames(la.data) for la in amodal_layers]
+    views = [FrameView(la.data, placement) for la in amodal_layers]
     return placement.first_frame, iter_label_layers_to_instances(
         views, labels_are_track_ids=True), tracked
 

@@ -38,7 +38,7 @@ def segment(viewer: napari.Viewer, mode: str):
     seg.image.value = viewer.layers[0]
     seg.model.value = MODEL
     seg.device.value = "auto"
-    seg.threshold.value = 0.5
+    seg.calibrated.value = True  # the model's own threshold, as a new user gets it
     seg.mode.value = mode
     run(seg)
     return seg

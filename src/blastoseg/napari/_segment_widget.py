@@ -10,7 +10,6 @@ stops between batches. The result becomes layers through :mod:`.result_layers`.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Generator
 
 import numpy as np
@@ -31,6 +30,7 @@ from blastoseg.napari.result_layers import (
     apply_display,
     result_layers_of,
 )
+from blastoseg.napari.torch_import import import_predictor_safely
 
 MODES = ("current frame", "whole stack")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -104,27 +104,6 @@ def _user_errors_returned(*args) -> Generator[tuple[str, int, int], None, dict]:
         return (yield from segment_job(*args))
     except BlastosegError as exc:
         return {"error": exc}
-
-
-def import_predictor_safely() -> None:
-    """Import torch/torchvision (via the predictor) on the GUI thread, without triton.
-
-    torchvision imports torch._dynamo, which imports triton when it is installed (CUDA wheels on
-    Linux). triton's libtriton bundles LLVM and segfaults on import once an OpenGL context runs
-    on Mesa's LLVM-based drivers (llvmpipe under Xvfb, radeonsi): exactly napari's situation.
-    The predictor never uses triton (no torch.compile), so it is hidden while torch is
-    imported; torch caches "no triton" and nothing else changes.
-    """
-    if "blastoseg.predict.amodal" in sys.modules:
-        return
-    hide = "triton" not in sys.modules
-    if hide:
-        sys.modules["triton"] = None  # type: ignore[assignment]  # import triton -> ImportError
-    try:
-        import blastoseg.predict.amodal  # noqa: F401
-    finally:
-        if hide and sys.modules.get("triton", 0) is None:
-            del sys.modules["triton"]
 
 
 def _settings_path():

@@ -49,6 +49,22 @@ def _assign_layers(inst: FrameInstances, preferred: dict[int, int]) -> list[int]
     return layer_of
 
 
+def pack_frame(inst: FrameInstances, preferred: dict[int, int] | None = None,
+               dtype=np.uint16) -> tuple[list[np.ndarray], dict[int, int]]:
+    """One frame's instances as the fewest non-overlapping (H, W) label planes.
+
+    ``preferred`` maps label value -> plane index wanted (a cell keeps its layer over time and
+    across edits). Returns the planes (at least one) and the label value -> plane mapping used.
+    """
+    values = _label_values(inst)
+    layer_of = _assign_layers(inst, dict(preferred or {}))
+    planes = [np.zeros(inst.shape, dtype=dtype) for _ in range(max(layer_of, default=-1) + 1)]
+    planes = planes or [np.zeros(inst.shape, dtype=dtype)]
+    for mask, value, k in zip(inst.masks, values, layer_of, strict=True):
+        planes[k][mask] = value
+    return planes, {int(v): k for v, k in zip(values, layer_of, strict=True)}
+
+
 class LabelLayerPacker:
     """Packs frames one at a time into label stacks (streaming twin of
     :func:`instances_to_label_layers`): a segmentation worker adds each frame as it is
@@ -94,14 +110,10 @@ class LabelLayerPacker:
                 "must have the same shape")
         values = _label_values(inst)
         self._promote(int(values.max()) if len(values) else 0)
-        layer_of = _assign_layers(inst, self._preferred)
-        self._ensure_layers(max(layer_of, default=-1) + 1)
-        planes = [np.zeros(self.shape, dtype=self.dtype) for _ in self.layers]
-        for mask, value, k in zip(inst.masks, values, layer_of, strict=True):
-            planes[k][mask] = value
-        for k, plane in enumerate(planes):  # all layers: re-adding a frame leaves nothing stale
-            self.layers[k][t] = plane
-        self._preferred = {int(v): k for v, k in zip(values, layer_of, strict=True)}
+        planes, self._preferred = pack_frame(inst, self._preferred, self.dtype)
+        self._ensure_layers(len(planes))
+        for k, stack in enumerate(self.layers):  # all layers: re-adding leaves nothing stale
+            stack[t] = planes[k] if k < len(planes) else 0
 
     def result(self) -> list:
         """The label stacks, at least one."""

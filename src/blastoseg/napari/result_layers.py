@@ -129,6 +129,15 @@ class Placement:
             return np.asarray(data)
         return np.asarray(data[local, 0] if self.axes == "TZ" else data[local])
 
+    def set_plane(self, data, local: int, plane: np.ndarray) -> None:
+        """Write the (H, W) plane of result frame ``local`` into layer data of this placement."""
+        if self.axes == "":
+            data[...] = plane
+        elif self.axes == "TZ":
+            data[local, 0] = plane
+        else:
+            data[local] = plane
+
     def n_frames(self, data) -> int:
         return 1 if self.axes == "" else int(np.shape(data)[0])
 

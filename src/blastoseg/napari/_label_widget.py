@@ -1,0 +1,458 @@
+"""Dock widget "Label blastomeres": annotate or correct amodal blastomeres in an annotation
+project (a dataset folder that autosaves), around :class:`~blastoseg.napari.labeling.LabelingSession`.
+
+Painting uses napari's own tools (and napari's undo); the buttons run the edit operations of
+:mod:`blastoseg.annotate.edits` on the displayed frame. Points for *ellipse*, *split* and
+*propose* are clicked into the session's ``clicks`` Points layer. Edits are saved a moment after
+each stroke, when the frame changes and when the widget closes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    Select,
+)
+
+from blastoseg.errors import BlastosegError
+from blastoseg.napari.result_layers import amodal_groups, iter_instances_from_layers
+
+EMPTY = "empty (draw from scratch)"
+SHORTCUTS = {  # key -> (button attribute, what it does); Alt- keys are free in napari
+    "Alt-N": ("new_button", "new cell"),
+    "Alt-D": ("delete_button", "delete the selected cells"),
+    "Alt-M": ("merge_button", "merge the selected cells"),
+    "Alt-S": ("split_button", "split the selected cell along the last two clicks"),
+    "Alt-E": ("ellipse_button", "ellipse through the clicks"),
+    "Alt-C": ("complete_button", "complete the selected cell's shape"),
+    "Alt-P": ("propose_button", "propose the model's cell at each click"),
+    "Alt-R": ("reviewed", "mark the frame reviewed"),
+    "Alt-Z": ("undo_button", "undo the last operation"),
+}
+
+
+class LabelWidget(Container):
+    """Project (new / open), cells of the displayed frame, edit operations, reviewed flag."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(labels=False)
+        self.viewer = napari_viewer
+        self.session = None
+        self._layers: list = []
+        self._clicks = None
+        self._frame = 0
+        self._timer = None
+        self._axis_kw: dict = {}
+        self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.start_from = ComboBox(label="start from", choices=self._start_choices)
+        self.new_project_button = PushButton(text="New project...")
+        self.open_project_button = PushButton(text="Open project...")
+        self.project_label = Label(value="no project: create or open one")
+        self.cells = Select(label="cells", choices=[])
+        self.cells.native.setMinimumHeight(110)
+        self.new_button = PushButton(text="New cell")
+        self.delete_button = PushButton(text="Delete")
+        self.merge_button = PushButton(text="Merge")
+        self.split_button = PushButton(text="Split")
+        self.ellipse_button = PushButton(text="Ellipse from clicks")
+        self.complete_button = PushButton(text="Complete shape")
+        self.propose_button = PushButton(text="Propose at clicks")
+        self.undo_button = PushButton(text="Undo")
+        self.model = ComboBox(label="model (propose)", choices=self._models)
+        self.reviewed = CheckBox(text="frame reviewed")
+        self.val_fraction = FloatSpinBox(label="validation share", min=0.0, max=0.9,
+                                         step=0.05, value=0.2)
+        self.export_button = PushButton(text="Export for training...")
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)
+        row = lambda *w: Container(layout="horizontal", labels=False, widgets=list(w))  # noqa: E731
+        form = Container(labels=True, widgets=[self.image, self.start_from])
+        self.extend([
+            form, row(self.new_project_button, self.open_project_button), self.project_label,
+            self.cells, row(self.new_button, self.delete_button, self.merge_button),
+            row(self.split_button, self.ellipse_button, self.undo_button),
+            row(self.complete_button, self.propose_button),
+            Container(labels=True, widgets=[self.model]), self.reviewed,
+            Container(labels=True, widgets=[self.val_fraction]), self.export_button,
+            self.status])
+        self.new_project_button.changed.connect(self._new_project_dialog)
+        self.open_project_button.changed.connect(self._open_project_dialog)
+        self.cells.changed.connect(self._on_cells_selected)
+        self.new_button.changed.connect(self.new_cell)
+        self.delete_button.changed.connect(lambda: self._op(self.delete_selected))
+        self.merge_button.changed.connect(lambda: self._op(self.merge_selected))
+        self.split_button.changed.connect(lambda: self._op(self.split_selected))
+        self.ellipse_button.changed.connect(lambda: self._op(self.ellipse_from_clicks))
+        self.complete_button.changed.connect(lambda: self._op(self.complete_selected))
+        self.propose_button.changed.connect(lambda: self._op(self.propose_at_clicks))
+        self.undo_button.changed.connect(lambda: self._op(self.undo))
+        self.reviewed.changed.connect(self._on_reviewed)
+        self.export_button.changed.connect(self._export_dialog)
+        self.image.changed.connect(lambda *_: self.start_from.reset_choices())
+        self.viewer.dims.events.current_step.connect(self._on_step)
+        for key, (attr, _what) in SHORTCUTS.items():
+            self.viewer.bind_key(key, self._shortcut(attr), overwrite=True)
+        self._set_enabled(False)
+
+    # --- choices -------------------------------------------------------------------------
+    def _image_layers(self, _widget=None) -> list:
+        from napari.layers import Image
+
+        return [(la.name, la) for la in self.viewer.layers if isinstance(la, Image)
+                and not (la.metadata or {}).get("blastoseg", {}).get("role")]
+
+    def _start_choices(self, _widget=None) -> list[str]:
+        return [EMPTY, *amodal_groups(self.viewer.layers)]
+
+    def _models(self, _widget=None) -> list[str]:
+        from blastoseg.napari._segment_widget import _amodal_model_names
+
+        return _amodal_model_names()
+
+    def _set_enabled(self, on: bool) -> None:
+        for w in (self.new_button, self.delete_button, self.merge_button, self.split_button,
+                  self.ellipse_button, self.complete_button, self.propose_button,
+                  self.undo_button, self.reviewed, self.export_button, self.cells):
+            w.enabled = on
+
+    def _shortcut(self, attr: str):
+        def press(_viewer):
+            w = getattr(self, attr)
+            if self.session is None or not w.enabled:
+                return
+            if isinstance(w, CheckBox):
+                w.value = not w.value
+            else:
+                w.changed.emit(True)
+        return press
+
+    # --- project -------------------------------------------------------------------------
+    def new_project(self, folder: str | Path, overwrite: bool = False) -> None:
+        """Create a project in ``folder`` from the chosen image and start (empty or a result)."""
+        from blastoseg.annotate import AnnotationProject
+
+        layer = self.image.value
+        if layer is None:
+            raise BlastosegError("choose the image to annotate first")
+        if (Path(folder) / "annotations.json").exists() and not overwrite:
+            raise BlastosegError(f"{folder} already holds an annotation project: open it with "
+                                 "'Open project...', or choose an empty folder")
+        data = np.asarray(layer.data)
+        if data.ndim - (1 if layer.rgb else 0) not in (2, 3):
+            raise BlastosegError(f"annotate a 2D frame or a (T, Y, X) time-lapse; this image is "
+                                 f"{data.shape}: open one focal plane as its own layer first")
+        n = 1 if data.ndim - (1 if layer.rgb else 0) == 2 else data.shape[0]
+        instances = None
+        group = self.start_from.value
+        if group and group != EMPTY:
+            first, frames, _ = iter_instances_from_layers(amodal_groups(self.viewer.layers)[group])
+            found = {first + i: f for i, f in enumerate(frames)}
+            from blastoseg.instances import FrameInstances
+
+            shape = data.shape[-3:-1] if layer.rgb else data.shape[-2:]
+            instances = [found.get(t, FrameInstances.empty(tuple(shape))) for t in range(n)]
+        pixel = (layer.metadata or {}).get("pixel_size_um")
+        project = AnnotationProject.create(folder, data, instances, pixel_size_um=pixel,
+                                           source=layer.name, overwrite=overwrite)
+        self.show_project(project, layer.name)
+
+    def open_project(self, folder: str | Path) -> None:
+        from blastoseg.annotate import AnnotationProject
+
+        project = AnnotationProject.open(folder)
+        name = Path(folder).name
+        if name not in self.viewer.layers:
+            stack = np.stack([project.image(t) for t in range(project.n_frames)])
+            self.viewer.add_image(stack if project.n_frames > 1 else stack[0], name=name,
+                                  metadata={"pixel_size_um": project.pixel_size_um}
+                                  if project.pixel_size_um else {})
+        self.show_project(project, name)
+
+    def show_project(self, project, image_name: str) -> None:
+        """Replace any previous session's layers with this project's."""
+        from blastoseg.napari.labeling import LabelingSession
+
+        self.close_project()
+        group = f"{image_name} (annotation)"
+        self.session = LabelingSession.start(project, group)
+        image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
+        ndim = 2 if project.n_frames == 1 else 3
+        # the image's axis names (e.g. "t"), so the slider keeps its label
+        labels = tuple(getattr(image, "axis_labels", ()) or ())
+        self._axis_kw = {"axis_labels": labels} if len(labels) == ndim else {}
+        for k in range(len(self.session.layers)):
+            self._add_layer(k)
+        self._clicks = self.viewer.add_points(
+            ndim=ndim, name=f"{group}: clicks", size=8, face_color="yellow", **self._axis_kw,
+            metadata={"blastoseg": {"group": group, "role": "clicks"}})
+        self._clicks.mode = "add"
+        self.viewer.layers.selection.active = self._layers[0]
+        self._frame = self._current_frame()
+        self._set_enabled(True)
+        self.project_label.value = f"project: {project.root} ({project.n_frames} frame(s))"
+        self.refresh()
+
+    def close_project(self) -> None:
+        if self.session is not None:
+            self.flush()
+        for la in [*self._layers, self._clicks]:
+            if la is not None and la in self.viewer.layers:
+                self.viewer.layers.remove(la)
+        self.session, self._layers, self._clicks = None, [], None
+        self._set_enabled(False)
+
+    def _add_layer(self, k: int) -> None:
+        kw = self.session.layer_kwargs(k)
+        layer = self.viewer.add_labels(self.session.layers[k], **kw, **self._axis_kw)
+        layer.contour = 2
+        layer.events.paint.connect(self._on_paint)
+        self._layers.append(layer)
+
+    def _sync_new_layers(self, _added: int = 0) -> None:
+        """Show any layers the session appended (an edit may need one more layer)."""
+        while len(self._layers) < len(self.session.layers):
+            self._add_layer(len(self._layers))
+
+    # --- frames, cells, saving -------------------------------------------------------------
+    def _current_frame(self) -> int:
+        if self.session is None or self.session.project.n_frames == 1:
+            return 0
+        step = self.viewer.dims.current_step[0]
+        return int(np.clip(step, 0, self.session.project.n_frames - 1))
+
+    def _on_step(self, _event=None) -> None:
+        if self.session is None:
+            return
+        t = self._current_frame()
+        if t != self._frame:
+            self.flush()  # the frame being left is saved before the next one is shown
+            self._frame = t
+            self.refresh()
+
+    def _on_paint(self, _event=None) -> None:
+        from qtpy.QtCore import QTimer
+
+        if self._timer is None:
+            self._timer = QTimer()
+            self._timer.setSingleShot(True)
+            self._timer.timeout.connect(self.flush)
+        self._timer.start(1000)  # save a moment after the last stroke
+
+    def flush(self) -> None:
+        """Read the displayed frame back from the layers and save the project now."""
+        if self.session is None:
+            return
+        if self._timer is not None:
+            self._timer.stop()
+        try:
+            self.session.sync_frame(self._frame)
+        except (BlastosegError, OSError) as exc:
+            self._error(exc)
+            return
+        self.refresh(save_note=True)
+
+    def refresh(self, save_note: bool = False) -> None:
+        if self.session is None:
+            return
+        t = self._frame
+        rows = self.session.cells(t)
+        with self.cells.changed.blocked():
+            self.cells.choices = [(f"cell {r['label']}  ({r['area']} px, layer {r['layer'] + 1})",
+                                   r["id"]) for r in rows]
+        with self.reviewed.changed.blocked():
+            self.reviewed.value = self.session.project.reviewed(t)
+        proj = self.session.project
+        done = len(proj.reviewed_frames())
+        self.status.value = (f"frame {t}: {len(rows)} cells; {done} of {proj.n_frames} frames "
+                             "reviewed" + ("; saved" if save_note and not proj.is_dirty else ""))
+
+    def _selected(self) -> list[int]:
+        return [int(v) for v in (self.cells.value or [])]
+
+    def _on_cells_selected(self, *_args) -> None:
+        """Select the cell in napari: its layer becomes active with its label picked."""
+        ids = self._selected()
+        if not ids or self.session is None:
+            return
+        row = next((r for r in self.session.cells(self._frame) if r["id"] == ids[-1]), None)
+        if row is not None:
+            layer = self._layers[row["layer"]]
+            self.viewer.layers.selection.active = layer
+            layer.selected_label = row["label"]
+
+    def _on_reviewed(self, value: bool) -> None:
+        if self.session is not None:
+            self.session.project.set_reviewed(self._frame, bool(value))
+            self.flush()
+
+    # --- operations ----------------------------------------------------------------------
+    def _op(self, fn) -> None:
+        try:
+            fn()
+        except (BlastosegError, ValueError, OSError) as exc:
+            self._error(exc)
+            return
+        self.refresh(save_note=True)
+
+    def _apply(self, added: int) -> None:
+        self._sync_new_layers(added)
+        for la in self._layers:
+            la.refresh()
+
+    def _click_points(self) -> np.ndarray:
+        """(y, x) of the clicks on the displayed frame."""
+        if self._clicks is None or not len(self._clicks.data):
+            return np.zeros((0, 2))
+        pts = np.asarray(self._clicks.data)
+        if pts.shape[1] > 2:
+            pts = pts[np.round(pts[:, 0]).astype(int) == self._frame]
+        return pts[:, -2:]
+
+    def _clear_clicks(self) -> None:
+        if self._clicks is not None:
+            self._clicks.data = np.zeros((0, self._clicks.ndim))
+
+    def _one_selected(self) -> int:
+        ids = self._selected()
+        if len(ids) != 1:
+            raise BlastosegError("select exactly one cell in the list")
+        return ids[0]
+
+    def new_cell(self, *_args) -> None:
+        """Pick a fresh label in a layer that is empty on this frame and switch to painting."""
+        if self.session is None:
+            return
+        self.flush()
+        k, added = self.session.empty_layer_for(self._frame)
+        self._sync_new_layers(added)
+        layer = self._layers[k]
+        layer.selected_label = self.session.free_id(self._frame) + 1
+        self.viewer.layers.selection.active = layer
+        layer.mode = "paint"
+        self.status.value = (f"paint cell {layer.selected_label} in '{layer.name}' (the polygon "
+                             "tool works too); it is saved when you stop")
+
+    def delete_selected(self) -> None:
+        ids = self._selected()
+        if not ids:
+            raise BlastosegError("select the cells to delete in the list")
+        self._apply(self.session.delete(self._frame, ids))
+
+    def merge_selected(self) -> None:
+        ids = self._selected()
+        if len(ids) < 2:
+            raise BlastosegError("select two or more cells to merge")
+        self._apply(self.session.merge(self._frame, ids))
+
+    def split_selected(self) -> None:
+        cell, pts = self._one_selected(), self._click_points()
+        if len(pts) < 2:
+            raise BlastosegError("click two points (clicks layer) on the line to cut along")
+        self._apply(self.session.split(self._frame, cell, (tuple(pts[-2]), tuple(pts[-1]))))
+        self._clear_clicks()
+
+    def ellipse_from_clicks(self) -> None:
+        """A new cell (or the selected one redrawn) as the ellipse through >= 3 edge clicks."""
+        from blastoseg.annotate.shapes import ellipse_from_points
+
+        pts = self._click_points()
+        if len(pts) < 3:
+            raise BlastosegError("click at least 3 points on the cell's edge (5+ for an ellipse)")
+        shape = self.session.planes(self._frame)[0].shape
+        mask = ellipse_from_points(pts).mask(shape)
+        ids = self._selected()
+        self._apply(self.session.add_mask(self._frame, mask,
+                                          replace=ids[0] if len(ids) == 1 else None))
+        self._clear_clicks()
+
+    def complete_selected(self) -> None:
+        from blastoseg.annotate.complete import complete_shape
+        from blastoseg.napari.torch_import import import_predictor_safely
+
+        cell = self._one_selected()
+        inst = self.session.read_frame(self._frame)
+        row = list(inst.track_ids).index(cell)
+        # where the hidden part can be: under the other cells (measured: IoU 0.81 -> 0.88)
+        others = np.delete(inst.masks, row, axis=0)
+        hidden = others.any(axis=0) if len(others) else None
+        import_predictor_safely()
+        full = complete_shape(inst.masks[row], hidden=hidden)
+        self._apply(self.session.add_mask(self._frame, full, replace=cell))
+
+    def propose_at_clicks(self) -> None:
+        from blastoseg.annotate.propose import propose_at
+        from blastoseg.napari.torch_import import import_predictor_safely
+
+        pts = self._click_points()
+        if not len(pts):
+            raise BlastosegError("click inside the cells to propose (clicks layer)")
+        if not self.model.value:
+            raise BlastosegError("no amodal model installed to propose cells")
+        import_predictor_safely()
+        image = self.session.project.image(self._frame)
+        found = 0
+        for p in pts:
+            mask = propose_at(self.model.value, image, tuple(p),
+                              existing=self.session.read_frame(self._frame))
+            if mask is not None:
+                self._apply(self.session.add_mask(self._frame, mask))
+                found += 1
+        self._clear_clicks()
+        if not found:
+            raise BlastosegError("the model found no new cell at the clicks")
+
+    def undo(self) -> None:
+        if self.session.undo() is None:
+            raise BlastosegError("nothing to undo (undo painting with napari's Ctrl-Z)")
+        self._apply(0)
+
+    # --- export --------------------------------------------------------------------------
+    def export_for_training(self, out_dir: str | Path, overwrite: bool = False):
+        from blastoseg.annotate import export_for_training
+
+        self.flush()
+        proj = self.session.project
+        split_by = "frame" if proj.n_frames > 1 else "video"
+        return export_for_training([proj], out_dir, val_fraction=float(self.val_fraction.value),
+                                   split_by=split_by, overwrite=overwrite)
+
+    def _export_dialog(self, *_args) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.native, "Export for training to a folder")
+        if not folder:
+            return
+        try:
+            out = self.export_for_training(folder)
+        except (BlastosegError, ValueError, OSError) as exc:
+            self._error(exc)
+            return
+        self.status.value = f"exported {out.n_train} training + {out.n_val} validation frames"
+
+    def _new_project_dialog(self, *_args) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.native, "New annotation project folder")
+        if folder:
+            self._op(lambda: self.new_project(folder))
+
+    def _open_project_dialog(self, *_args) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.native, "Open an annotation project")
+        if folder:
+            self._op(lambda: self.open_project(folder))
+
+    def _error(self, exc: Exception) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"error: {exc}"
+        show_error(str(exc))

@@ -1,0 +1,131 @@
+"""The "Label blastomeres" widget under a virtual display: project from a result, operations,
+painting, autosave, reopen, export for training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.gui]
+
+
+@pytest.fixture()
+def viewer_with_result(make_napari_viewer):
+    from napari.layers import Layer
+
+    from blastoseg.napari.result_layers import apply_display, result_layer_data
+    from blastoseg.synth import EmbryoConfig, render_timelapse
+
+    lapse = render_timelapse(34, seed=2, config=EmbryoConfig(image_size=(160, 160)))
+    images, frames = lapse.images[-3:], lapse.frames[-3:]
+    viewer = make_napari_viewer()
+    viewer.add_image(images, name="lapse")
+    for tup in result_layer_data(frames, "lapse"):
+        layer = Layer.create(*tup)
+        viewer.add_layer(layer)
+        apply_display(layer)
+    return viewer, images, frames
+
+
+def _widget(viewer):
+    from blastoseg.napari._label_widget import LabelWidget
+
+    widget = LabelWidget(viewer)
+    widget.reset_choices()
+    widget.image.value = viewer.layers["lapse"]
+    return widget
+
+
+def test_project_from_a_result_edit_save_reopen_export(viewer_with_result, tmp_path, qtbot):
+    from blastoseg.annotate import AnnotationProject
+    from blastoseg.io import read_dataset
+
+    viewer, images, frames = viewer_with_result
+    widget = _widget(viewer)
+    assert not widget.delete_button.enabled  # nothing to edit before a project is open
+    widget.start_from.value = "lapse"
+    widget.new_project(tmp_path / "proj")
+    group = "lapse (annotation)"
+    amodal = [la for la in viewer.layers if la.name.startswith(f"{group}: amodal")]
+    assert amodal and all(la.data.shape == images.shape for la in amodal)
+    assert all(la.contour > 0 for la in amodal)
+    viewer.dims.set_current_step(0, 2)
+    assert widget._frame == 2
+    n = len(frames[2])
+    assert len(widget.cells.choices) == n
+
+    # merge two cells from the list; the project is saved at once
+    ids = list(widget.cells.choices)
+    widget.cells.value = ids[:2]
+    widget.merge_selected()
+    widget.refresh()
+    assert len(widget.cells.choices) == n - 1
+    assert len(AnnotationProject.open(tmp_path / "proj").instances(2)) == n - 1
+    widget.undo()
+    widget.refresh()
+    assert len(widget.cells.choices) == n
+
+    # a new cell painted with napari's brush is saved after the stroke
+    widget.new_cell()
+    layer = viewer.layers.selection.active
+    label = layer.selected_label
+    layer.brush_size = 8
+    layer.paint((2, 15, 15), label)
+    qtbot.waitUntil(lambda: not widget.session.project.is_dirty and
+                    label - 1 in AnnotationProject.open(tmp_path / "proj").instances(2).track_ids,
+                    timeout=5000)
+
+    # an ellipse through clicked edge points becomes a new cell; the shortcut deletes it again
+    widget._clicks.data = np.array([[2, 140, 130], [2, 150, 140], [2, 140, 150], [2, 130, 140],
+                                    [2, 133, 133]], dtype=float)
+    widget.ellipse_from_clicks()
+    widget.refresh()
+    assert len(widget.cells.choices) == n + 2
+    assert len(widget._clicks.data) == 0
+    newest = max(widget.cells.choices)
+    widget.cells.value = [newest]
+    widget._shortcut("delete_button")(viewer)
+    widget.refresh()
+    assert len(widget.cells.choices) == n + 1
+
+    widget.reviewed.value = True
+    assert AnnotationProject.open(tmp_path / "proj").reviewed(2)
+
+    # reopening restores every cell exactly (same label values and masks; the packing into
+    # layers is recomputed, so a cell may sit in another layer than before)
+    def cells_of(w, t):
+        inst = w.session.read_frame(t)
+        return {int(i): m for i, m in zip(inst.track_ids, inst.masks, strict=True)}
+
+    saved = [cells_of(widget, t) for t in range(3)]
+    widget.close_project()
+    assert not [la for la in viewer.layers if la.name.startswith(group)]
+    widget.open_project(tmp_path / "proj")
+    viewer.dims.set_current_step(0, 2)
+    widget._on_step()
+    for t in range(3):
+        restored = cells_of(widget, t)
+        assert restored.keys() == saved[t].keys()
+        for k, m in saved[t].items():
+            np.testing.assert_array_equal(m, restored[k])
+    assert widget.reviewed.value
+
+    out = widget.export_for_training(tmp_path / "retrain")
+    assert out.n_train + out.n_val == 3
+    assert len(read_dataset(out.train_dir)) == out.n_train
+
+
+def test_empty_project_and_clear_errors(viewer_with_result, tmp_path):
+    viewer, images, _ = viewer_with_result
+    widget = _widget(viewer)
+    widget.new_project(tmp_path / "empty")
+    assert widget.cells.choices == ()
+    from blastoseg.errors import BlastosegError
+
+    with pytest.raises(BlastosegError, match="select two"):
+        widget.merge_selected()
+    with pytest.raises(BlastosegError, match="already holds"):
+        widget.new_project(tmp_path / "empty")  # never overwritten silently
+    widget.status.value = ""
+    widget._op(widget.delete_selected)  # the form shows errors instead of raising
+    assert widget.status.value.startswith("error:")

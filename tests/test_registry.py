@@ -176,3 +176,15 @@ def test_resolve_model_by_path(tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(path.read_bytes())
     with pytest.raises(WeightsError, match="not valid JSON"):
         resolve_model(tmp_path / "broken.safetensors")
+
+
+def test_header_length_starting_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    import struct
+
+    state = {"w": torch.ones(2)}
+    for pad in range(300):  # find metadata that makes the header length end in byte 0x80
+        path = save_weights(state, tmp_path / "w.safetensors", metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80 and struct.unpack("<Q", path.read_bytes()[:8])[0] > 0
+    assert torch.equal(load_weights(path)["w"], state["w"])

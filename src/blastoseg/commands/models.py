@@ -38,9 +38,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from blastoseg.weights import register_model
+    from blastoseg.train.finetune import import_model
 
-    entry = register_model(Path(args.weights), name=args.name, overwrite=args.overwrite)
+    entry = import_model(Path(args.weights), name=args.name, overwrite=args.overwrite)
     print(f"registered {entry.name} ({entry.kind}) in {entry.weights_path.parent}")
     return 0
 
@@ -80,8 +80,10 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     ver = sub.add_parser("verify", help="check a model's weights against its card's sha256")
     ver.add_argument("name")
     ver.set_defaults(func=_verify)
-    imp = sub.add_parser("import", help="register a .safetensors (its .json card beside it)")
-    imp.add_argument("weights")
+    imp = sub.add_parser("import", help="register a .safetensors (its .json card beside it) "
+                         "or the model of a finished training job folder")
+    imp.add_argument("weights", help="a .safetensors file, or a job folder (e.g. trained on a "
+                     "GPU server and copied back)")
     imp.add_argument("--name")
     imp.add_argument("--overwrite", action="store_true")
     imp.set_defaults(func=_import)

@@ -38,6 +38,12 @@ def _train(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             raise BlastosegError(f"cannot read config file {args.config}: {exc}") from None
     hyper = config.pop("hyper", None) if isinstance(config, dict) else None
+    if args.base and not (config or {}).get("model"):
+        # fine-tuning: the base model's own architecture, or its weights would not fit
+        from blastoseg.train.finetune import base_config
+
+        config, base_hyper = base_config(args.base, args.target)
+        hyper = {**base_hyper, **(hyper or {})}
     job_dir = create_job(
         args.target, _split_paths(args.data), args.out, val_data=_split_paths(args.val),
         base=args.base, config=config, hyper=hyper, epochs=args.epochs,

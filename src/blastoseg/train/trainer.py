@@ -94,6 +94,7 @@ class Trainer:
         self.best_metric: float | None = None
         self.best_step: int | None = None
         self.last_metrics: dict = {}
+        self.metrics_before: dict = {}  # the base model's validation metrics (fine-tuning)
         self.last_val_step = -1
         self.ckpt_path = job_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
 
@@ -123,7 +124,10 @@ class Trainer:
             )
         self.resume_from = find_checkpoint(self.job_dir) if self.resume else None
         if job.base and self.resume_from is None:
-            entry = resolve_model(job.base, kind=job.kind)
+            base = job.base
+            if base.endswith(".safetensors") and job.resolve_path(base).is_file():
+                base = str(job.resolve_path(base))  # an exported job carries its base inside
+            entry = resolve_model(base, kind=job.kind)
             verify(entry)
             task.load_base(self.model, entry)
         self.model.to(self.device)
@@ -189,6 +193,7 @@ class Trainer:
         self.best_metric = state.get("best_metric")
         self.best_step = state.get("best_step")
         self.last_metrics = dict(state.get("metrics") or {})
+        self.metrics_before = dict(state.get("metrics_before") or {})
         if "rng" in state:
             restore_rng_state(state["rng"])
 
@@ -207,6 +212,7 @@ class Trainer:
             "best_metric": self.best_metric,
             "best_step": self.best_step,
             "metrics": {k: float(v) for k, v in self.last_metrics.items()},
+            "metrics_before": {k: float(v) for k, v in self.metrics_before.items()},
             "rng": capture_rng_state(),
             "finished": finished,
         }
@@ -226,17 +232,31 @@ class Trainer:
         higher = self.task.higher_is_better and "loss" not in key
         return key, higher
 
-    def validate(self) -> dict:
-        if self.val_ds is None or self.n_val == 0:
-            return {}
-        t = time.monotonic()
+    def evaluate(self) -> dict:
         self.model.eval()
         try:
             with torch.no_grad(), self.autocast():
                 metrics = self.task.validate(self.model, self.val_ds)
         finally:
             self.model.train()
-        metrics = {str(k): float(v) for k, v in dict(metrics).items()}
+        return {str(k): float(v) for k, v in dict(metrics).items()}
+
+    def validate_base(self) -> None:
+        """Validate the base model before the first step: the card's ``metrics_before``, so a
+        fine-tuned model's card shows what fine-tuning changed. Does not compete for "best"."""
+        t = time.monotonic()
+        self.metrics_before = self.evaluate()
+        chosen = self.main_metric(self.metrics_before)
+        self.emit("validation", metrics=self.metrics_before, before=True,
+                  main_metric=chosen[0] if chosen else None, best=False,
+                  best_metric=self.best_metric, best_step=self.best_step,
+                  duration_s=round(time.monotonic() - t, 3))
+
+    def validate(self) -> dict:
+        if self.val_ds is None or self.n_val == 0:
+            return {}
+        t = time.monotonic()
+        metrics = self.evaluate()
         self.last_metrics, self.last_val_step = metrics, self.step
         best = False
         chosen = self.main_metric(metrics)
@@ -409,6 +429,7 @@ class Trainer:
                 "device": str(self.device), "elapsed_s": round(self.elapsed(), 1),
                 "weights_from_step": self.best_step if use_best else self.step,
                 "best_metric": self.best_metric,
+                **({"metrics_before": dict(self.metrics_before)} if self.metrics_before else {}),
                 **extra.pop("training", {}),
             },
             description=job.description,
@@ -431,8 +452,8 @@ class Trainer:
         self.emit("done", weights=str(weights_path), card=str(card_path),
                   model=entry.name if entry else None,
                   registered_path=str(entry.weights_path) if entry else None,
-                  metrics=self.last_metrics, best_metric=self.best_metric,
-                  elapsed_s=round(self.elapsed(), 2), message=message)
+                  metrics=self.last_metrics, metrics_before=self.metrics_before or None,
+                  best_metric=self.best_metric, elapsed_s=round(self.elapsed(), 2), message=message)
         return TrainResult("done", self.step, self.epoch, dict(self.last_metrics), weights_path,
                            card_path, entry, ckpt, message)
 
@@ -455,6 +476,9 @@ class Trainer:
                      + (f", resuming from step {self.step}" if resumed else "")),
         )
         try:
+            if (self.job.base and not resumed and self.n_val
+                    and self.job.hyper.get("validate_base", True)):
+                self.validate_base()
             stop = self.loop()
         except torch.cuda.OutOfMemoryError:
             raise TrainingError(

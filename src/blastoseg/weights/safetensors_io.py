@@ -134,13 +134,15 @@ def _read_header(path: Path) -> dict:
             raise WeightsError(
                 f"{path} is not a safetensors weights file: it is only {size} bytes long"
             )
-        if head[:1] == b"\x80" or head[:2] == b"PK":
+        (n,) = struct.unpack("<Q", head)
+        # a pickle starts with 0x80 and a torch.save zip with "PK"; a real safetensors header
+        # length may start with 0x80 too, so only call it a pickle when that length cannot fit
+        if (head[:1] == b"\x80" or head[:2] == b"PK") and (n > size - 8 or n > _MAX_HEADER):
             raise WeightsError(
                 f"{path} looks like a pickle / torch.save file, not safetensors; blastoseg "
                 "never loads pickled weights. Convert it with "
                 "blastoseg.weights.save_weights(torch.load(path, weights_only=True), new_path)"
             )
-        (n,) = struct.unpack("<Q", head)
         if n == 0 or n > _MAX_HEADER or n > size - 8:
             raise WeightsError(
                 f"{path} is not a valid safetensors file (header length {n} does not fit a "

@@ -1,0 +1,415 @@
+"""Dock widget "Fine-tune a model": a form around :mod:`blastoseg.train.finetune` and
+:mod:`blastoseg.train.monitor` (CLI twins: ``blastoseg train KIND --base ...``,
+``blastoseg train JOB_DIR``, ``blastoseg models import``).
+
+Start checks the datasets and the base model, writes a job folder and launches
+``python -m blastoseg train JOB_DIR`` as a detached subprocess: training never runs in napari's
+process, and closing napari does not stop it. A QTimer polls the job's ``events.jsonl`` once a
+second for the live loss / mAP plot, the progress bar and the status line. The last job folder
+is remembered, so a new napari session shows a running job again and can resume a stopped one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+
+from blastoseg.errors import BlastosegError
+
+SETTINGS_FILE = "napari_train_widget.json"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+UNITS = ("epochs", "minutes")
+POLL_MS = 1000
+LOG_EVERY = 2  # steps between loss points (the first step is always logged)
+
+
+def _settings_path() -> Path:
+    from blastoseg.weights import data_home
+
+    return data_home() / SETTINGS_FILE
+
+
+def load_settings() -> dict:
+    try:
+        return json.loads(_settings_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_settings(settings: dict) -> None:
+    from blastoseg.io.atomic import atomic_write_text
+
+    try:
+        path = _settings_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(settings, indent=1))
+    except OSError:
+        pass  # settings are a convenience; never fail a run over them
+
+
+def default_job_dir() -> str:
+    from blastoseg.weights import data_home
+
+    return str(data_home() / "jobs" / time.strftime("finetune-%Y%m%d-%H%M%S"))
+
+
+def _amodal_model_names() -> list[str]:
+    from blastoseg.weights import list_models
+
+    try:
+        return [m.name for m in list_models(kind="amodal")]
+    except Exception:  # a broken user folder must not break the form
+        return []
+
+
+def _row(label: str, *widgets) -> Container:
+    row = Container(layout="horizontal", labels=False, widgets=list(widgets), label=label)
+    row.margins = (0, 0, 0, 0)
+    return row
+
+
+class TrainWidget(Container):
+    """Form (data, base model, length, learning rate, augmentation, device, name, job folder),
+    Start / Cancel / Resume / Export job / Import model, progress, status and a live plot."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(labels=False)
+        self.viewer = napari_viewer
+        saved = load_settings()
+        self.train_data = LineEdit(value=saved.get("train_data", ""))
+        self.train_data.tooltip = ("dataset folder(s) with annotations.json; separate several "
+                                   "by commas")
+        self.val_data = LineEdit(value=saved.get("val_data", ""))
+        self.val_data.tooltip = ("optional: a dataset folder for the validation mAP (the "
+                                 "plot's orange line)")
+        self.train_browse = PushButton(text="Browse...")
+        self.val_browse = PushButton(text="Browse...")
+        self.base = ComboBox(label="base model", choices=self._models)
+        self.length = SpinBox(min=1, max=1_000_000, value=int(saved.get("length", 20)))
+        self.unit = ComboBox(choices=UNITS, value=saved.get("unit") if saved.get("unit") in UNITS
+                             else UNITS[0])
+        self.lr = LineEdit(label="learning rate", value=str(saved.get("lr", "1e-4")))
+        self.aug = FloatSpinBox(label="augmentation", min=0.0, max=3.0, step=0.1,
+                                value=float(saved.get("aug_strength", 1.0)))
+        self.aug.tooltip = "strength of random flips, rotations, blur, noise and contrast (0 = off)"
+        self.device = ComboBox(label="device", choices=DEVICES,
+                               value=saved.get("device") if saved.get("device") in DEVICES
+                               else "auto")
+        self.name = LineEdit(label="new model name", value="")
+        self.name.tooltip = ("name of the fine-tuned model in the registry (empty: from the "
+                             "job folder)")
+        self.job_dir = LineEdit(value=saved.get("job_dir") or default_job_dir())
+        self.job_browse = PushButton(text="Browse...")
+        self.start_button = PushButton(text="Start")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.cancel_button.tooltip = "stop after the current step; a checkpoint is kept for Resume"
+        self.resume_button = PushButton(text="Resume", enabled=False)
+        self.resume_button.tooltip = "continue the job in 'job folder' from its last checkpoint"
+        self.export_button = PushButton(text="Export job...")
+        self.export_button.tooltip = ("copy the job with its data to a folder; run it elsewhere "
+                                      "(a GPU server) with: blastoseg train JOB_DIR")
+        self.import_button = PushButton(text="Import model...")
+        self.import_button.tooltip = "register a .safetensors model or a finished job's model"
+        self.progress = ProgressBar(value=0, min=0, max=1000, label="progress")
+        self.progress_text = Label(value="", label="")
+        self.status = Label(value="", label="status")
+        self.status.native.setWordWrap(True)
+        self.status.native.setMinimumWidth(200)
+        from qtpy.QtWidgets import QSizePolicy
+
+        for text in (self.status, self.progress_text):  # fill the row: left-aligned text
+            text.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        form = Container(labels=True)  # extend() (not widgets=) aligns the labels
+        form.extend([
+            _row("training data", self.train_data, self.train_browse),
+            _row("validation data", self.val_data, self.val_browse),
+            self.base, _row("train for", self.length, self.unit), self.lr, self.aug,
+            self.device, self.name, _row("job folder", self.job_dir, self.job_browse)])
+        buttons = Container(layout="horizontal", labels=False, widgets=[
+            self.start_button, self.cancel_button, self.resume_button])
+        more = Container(layout="horizontal", labels=False, widgets=[
+            self.export_button, self.import_button])
+        state = Container(labels=True)
+        state.extend([self.progress, self.progress_text, self.status])
+        self._progress = None
+        self._popen = None
+        self._shown = (0, 0)
+        self._announced_done = False
+        self._timer = None
+        self.plot_box = Container(labels=False)
+        self._make_plot()
+        self.extend([form, buttons, more, state, self.plot_box])
+        if saved.get("base") in self.base.choices:
+            self.base.value = saved["base"]
+        self.train_browse.changed.connect(lambda: self._browse_into(self.train_data, True))
+        self.val_browse.changed.connect(lambda: self._browse_into(self.val_data, False))
+        self.job_browse.changed.connect(self._browse_job)
+        self.job_dir.native.editingFinished.connect(self.attach)
+        self.start_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.cancel)
+        self.resume_button.changed.connect(self.resume)
+        self.export_button.changed.connect(self._export_dialog)
+        self.import_button.changed.connect(self._import_dialog)
+        self._refresh_on_show()
+        self.attach()
+
+    # --- choices ------------------------------------------------------------------------------
+    def _models(self, _widget=None) -> list[str]:
+        return _amodal_model_names()
+
+    def _refresh_on_show(self) -> None:
+        """Re-list the models whenever the dock widget is shown (one may have been trained)."""
+        from qtpy.QtCore import QEvent, QObject
+
+        widget = self
+
+        class _OnShow(QObject):
+            def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+                if event.type() == QEvent.Type.Show:
+                    widget.base.reset_choices()
+                return False
+
+        self._show_filter = _OnShow(self.native)
+        self.native.installEventFilter(self._show_filter)
+
+    def _browse_into(self, edit: LineEdit, append: bool) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.native, "Choose a dataset folder")
+        if folder:
+            edit.value = f"{edit.value}, {folder}" if append and edit.value.strip() else folder
+
+    def _browse_job(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(
+            self.native, "Choose a job folder (an existing job to follow or resume, or an "
+            "empty folder for a new job)")
+        if folder:
+            self.job_dir.value = folder
+            self.attach()
+
+    # --- settings -----------------------------------------------------------------------------
+    def settings(self) -> dict:
+        return {"train_data": self.train_data.value, "val_data": self.val_data.value,
+                "base": self.base.value, "length": int(self.length.value),
+                "unit": self.unit.value, "lr": self.lr.value,
+                "aug_strength": float(self.aug.value), "device": self.device.value,
+                "job_dir": self.job_dir.value}
+
+    @property
+    def job_path(self) -> Path:
+        return Path(self.job_dir.value.strip()).expanduser()
+
+    # --- actions ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Check the data and the base model, write the job folder, launch the training."""
+        from blastoseg.napari._segment_widget import import_predictor_safely
+        from blastoseg.train.finetune import create_finetune_job
+        from blastoseg.train.monitor import launch_job
+
+        try:
+            try:
+                lr = float(self.lr.value)
+            except ValueError:
+                raise BlastosegError(f"learning rate {self.lr.value!r} is not a number "
+                                     "(e.g. 1e-4)") from None
+            if not self.base.value:
+                raise BlastosegError("no amodal model to fine-tune: register one first")
+            if not self.job_dir.value.strip():
+                self.job_dir.value = default_job_dir()
+            import_predictor_safely()  # torchvision without triton (see there), before any task
+            self.status.value = "checking the datasets..."
+            minutes = self.unit.value == "minutes"
+            job = create_finetune_job(
+                self.train_data.value, self.job_path, base=self.base.value,
+                val_data=self.val_data.value or None,
+                epochs=None if minutes else int(self.length.value),
+                minutes=float(self.length.value) if minutes else None, lr=lr,
+                aug_strength=float(self.aug.value), device=self.device.value,
+                name=self.name.value.strip() or None, hyper={"log_every": LOG_EVERY})
+            self._popen = launch_job(job)
+        except (BlastosegError, OSError) as exc:  # OSError: disk full, no permission
+            self._report_error(exc)
+            return
+        save_settings(self.settings())
+        self.attach()
+
+    def cancel(self) -> None:
+        from blastoseg.train.monitor import cancel_job
+
+        target = self._popen if self._popen is not None and self._popen.poll() is None \
+            else self.job_path
+        if cancel_job(target):
+            self.status.value = "cancelling: a checkpoint is saved after the current step..."
+            self.cancel_button.enabled = False
+
+    def resume(self) -> None:
+        from blastoseg.train.monitor import resume_job
+
+        try:
+            self._popen = resume_job(self.job_path)
+        except (BlastosegError, OSError) as exc:
+            self._report_error(exc)
+            return
+        save_settings(self.settings())
+        self.attach()
+
+    def export_to(self, folder: str | Path) -> Path:
+        """Export the job to ``folder/<job name>`` (datasets, user base model, checkpoint)."""
+        from blastoseg.train.finetune import export_job_folder
+
+        out = export_job_folder(self.job_path, Path(folder) / self.job_path.name)
+        self.status.value = (f"exported to {out}: copy it to the GPU machine and run "
+                             f"'blastoseg train {out.name}' there, then Import model")
+        return out
+
+    def import_from(self, path: str | Path):
+        """Register a .safetensors model or a finished job folder's model."""
+        from blastoseg.train.finetune import import_model
+
+        entry = import_model(path)
+        self.base.reset_choices()
+        self.status.value = f"registered as {entry.name}"
+        return entry
+
+    def _export_dialog(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(
+            self.native, "Export the job into a folder (it is copied with its data)")
+        if folder:
+            try:
+                self.export_to(folder)
+            except (BlastosegError, OSError) as exc:
+                self._report_error(exc)
+
+    def _import_dialog(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(
+            self.native, "Import a model: a .safetensors file, or a finished job's job.json",
+            "", "Model weights or training job (*.safetensors job.json)")
+        if path:
+            try:
+                self.import_from(path)
+            except (BlastosegError, OSError) as exc:
+                self._report_error(exc)
+
+    def _report_error(self, exc: Exception) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"error: {exc}"
+        show_error(str(exc))
+
+    # --- following the job --------------------------------------------------------------------
+    def attach(self) -> None:
+        """Follow the job in 'job folder' (called on start, resume, and when it changes)."""
+        from qtpy.QtCore import QTimer
+
+        self._progress, self._shown, self._announced_done = None, (-1, -1), False
+        if self._timer is None:
+            self._timer = QTimer(self.native)
+            self._timer.setInterval(POLL_MS)
+            self._timer.timeout.connect(self.poll)
+        self.poll()
+        if self._progress is not None and self._progress.state == "done":
+            self._announced_done = True  # finished before we looked: no popup
+        save_settings(self.settings())
+
+    def poll(self) -> None:
+        from blastoseg.train.monitor import read_progress
+
+        if not self.job_dir.value.strip():
+            return
+        was = self._progress.state if self._progress is not None else None
+        self._progress = p = read_progress(self.job_path, self._progress)
+        running = p.state == "running"
+        if running and not self._timer.isActive():
+            self._timer.start()
+        elif not running and self._timer.isActive():
+            self._timer.stop()
+        has_job = (self.job_path / "job.json").is_file()
+        self.start_button.enabled = not running
+        self.cancel_button.enabled = running
+        self.resume_button.enabled = has_job and p.resumable
+        self.export_button.enabled = has_job
+        fraction = p.fraction
+        self.progress.value = int(1000 * fraction) if fraction is not None else 0
+        total = f" / {p.total_steps}" if p.total_steps else ""
+        self.progress_text.value = (f"step {p.step}{total}" + (f", {p.eta_text()}" if
+                                    p.eta_text() else "")) if p.state != "not started" else ""
+        self.status.value = self._status_text(p)
+        if (len(p.loss), len(p.validation)) != self._shown:
+            self._draw()
+        if p.state == "done" and was != "done" and not self._announced_done:
+            self._announced_done = True
+            self.base.reset_choices()
+            from napari.utils.notifications import show_info
+
+            show_info(self.status.value)
+
+    def _status_text(self, p) -> str:
+        key = p.main_metric or "mAP"
+        if p.state == "done":
+            text = f"done: registered as {p.model}" if p.model else f"done: {p.message}"
+            before, after = (p.metrics_before or {}).get(key), (p.metrics or {}).get(key)
+            if before is not None and after is not None:
+                text += f" ({key} {before:.3f} -> {after:.3f})"
+            return text
+        if p.state == "running":
+            return p.message or "running"
+        return f"{p.state}: {p.message}" if p.message else p.state
+
+    # --- plot ---------------------------------------------------------------------------------
+    def _make_plot(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.6, 2.4), dpi=100, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(200)
+        self.axes = self.figure.add_subplot(111)
+        self.axes_metric = self.axes.twinx()
+        self.plot_box.native.layout().addWidget(self.canvas)
+        self._draw()
+
+    def _draw(self) -> None:
+        ax, ax2 = self.axes, self.axes_metric
+        ax.clear()
+        ax2.clear()
+        p = self._progress
+        loss = p.loss if p is not None else []
+        val = p.validation if p is not None else []
+        self._shown = (len(loss), len(val))
+        key = (p.main_metric if p is not None else None) or "mAP"
+        if loss:
+            ax.plot([s for s, _ in loss], [v for _, v in loss], color="tab:blue", lw=1.2)
+        points = [(s, m[key]) for s, m in val if m.get(key) is not None]
+        if points:
+            ax2.plot([s for s, _ in points], [v for _, v in points], "o-", color="tab:orange",
+                     ms=4, lw=1.2)
+        if not loss and not points:
+            ax.text(0.5, 0.5, "the training loss and validation\nmAP appear here",
+                    ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss", color="tab:blue")
+        ax2.set_ylabel(f"validation {key}", color="tab:orange")
+        if all(0 <= v <= 1 for _, v in points):  # mAP, AP50, accuracies: the whole scale
+            ax2.set_ylim(0, 1)
+        ax2.yaxis.set_label_position("right")
+        ax2.yaxis.tick_right()
+        ax.grid(alpha=0.3)
+        self.canvas.draw_idle()

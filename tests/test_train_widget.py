@@ -33,6 +33,7 @@ def test_train_widget_start_plot_cancel_reopen_resume(make_napari_viewer, qtbot,
     widget.lr.value = "1e-4"
     widget.val_data.value = str(data)
     widget.length.value, widget.unit.value = 100, "epochs"
+    widget.replay.value = 0  # only the test frames: 6 frames / batch 4 = 2 steps per epoch
     widget.device.value = "cpu"
     widget.name.value = "tiny-ft-widget"
     widget.start()

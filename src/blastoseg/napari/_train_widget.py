@@ -104,6 +104,10 @@ class TrainWidget(Container):
         self.aug = FloatSpinBox(label="augmentation", min=0.0, max=3.0, step=0.1,
                                 value=float(saved.get("aug_strength", 1.0)))
         self.aug.tooltip = "strength of random flips, rotations, blur, noise and contrast (0 = off)"
+        self.replay = SpinBox(label="synthetic frames / epoch", min=0, max=10_000,
+                              value=int(saved.get("synth_per_epoch", 8)))
+        self.replay.tooltip = ("fresh synthetic embryos mixed into every epoch so the model keeps "
+                               "what it learned on them (0 = only your frames)")
         self.device = ComboBox(label="device", choices=DEVICES,
                                value=saved.get("device") if saved.get("device") in DEVICES
                                else "auto")
@@ -135,7 +139,7 @@ class TrainWidget(Container):
         form.extend([
             _row("training data", self.train_data, self.train_browse),
             _row("validation data", self.val_data, self.val_browse),
-            self.base, _row("train for", self.length, self.unit), self.lr, self.aug,
+            self.base, _row("train for", self.length, self.unit), self.lr, self.aug, self.replay,
             self.device, self.name, _row("job folder", self.job_dir, self.job_browse)])
         buttons = Container(layout="horizontal", labels=False, widgets=[
             self.start_button, self.cancel_button, self.resume_button])
@@ -207,7 +211,7 @@ class TrainWidget(Container):
                 "base": self.base.value, "length": int(self.length.value),
                 "unit": self.unit.value, "lr": self.lr.value,
                 "aug_strength": float(self.aug.value), "device": self.device.value,
-                "job_dir": self.job_dir.value}
+                "synth_per_epoch": int(self.replay.value), "job_dir": self.job_dir.value}
 
     @property
     def job_path(self) -> Path:
@@ -239,7 +243,8 @@ class TrainWidget(Container):
                 epochs=None if minutes else int(self.length.value),
                 minutes=float(self.length.value) if minutes else None, lr=lr,
                 aug_strength=float(self.aug.value), device=self.device.value,
-                name=self.name.value.strip() or None, hyper={"log_every": LOG_EVERY})
+                name=self.name.value.strip() or None,
+                hyper={"log_every": LOG_EVERY, "synth_per_epoch": int(self.replay.value)})
             self._popen = launch_job(job)
         except (BlastosegError, OSError) as exc:  # OSError: disk full, no permission
             self._report_error(exc)

@@ -23,6 +23,7 @@ from magicgui.widgets import (
 )
 
 from blastoseg.errors import BlastosegError
+from blastoseg.napari import _ui
 from blastoseg.napari.result_layers import amodal_groups, iter_instances_from_layers
 
 EMPTY = "empty (draw from scratch)"
@@ -452,7 +453,4 @@ class LabelWidget(Container):
             self._op(lambda: self.open_project(folder))
 
     def _error(self, exc: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"error: {exc}"
-        show_error(str(exc))
+        _ui.report_error(self.status, exc)

@@ -26,6 +26,7 @@ from blastoseg.measure import (
     measure_frame,
     write_measurements_csv,
 )
+from blastoseg.napari import _ui
 from blastoseg.napari.layer_conversion import label_layers_to_instances
 from blastoseg.napari.result_layers import (
     amodal_groups,
@@ -404,10 +405,7 @@ class MeasureWidget(Container):
                      r.eccentricity, r.overlap_fraction] for r in rows])
 
     def _error(self, exc: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"error: {exc}"
-        show_error(str(exc))
+        _ui.report_error(self.status, exc)
 
     # --- export -------------------------------------------------------------------------------
     def export_paths(self, path: str | Path) -> tuple[Path, Path]:

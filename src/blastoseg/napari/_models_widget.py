@@ -14,6 +14,7 @@ from pathlib import Path
 from magicgui.widgets import Container, Label, LineEdit, PushButton, Table, TextEdit
 
 from blastoseg.errors import BlastosegError
+from blastoseg.napari import _ui
 
 COLUMNS = ["name", "kind", "source", "base model", "metrics", "size", "created"]
 # the card's keys in the order a person looks for them (the rest follow)
@@ -234,11 +235,7 @@ class ModelsWidget(Container):
         return entry
 
     def _import_dialog(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getOpenFileName(
-            self.native, "Import a model: a .safetensors file, or a finished job's job.json",
-            "", "Model weights or training job (*.safetensors job.json)")
+        path = _ui.ask_model_file(self.native)
         if path:
             try:
                 self.import_from(path)
@@ -246,7 +243,4 @@ class ModelsWidget(Container):
                 self._report_error(exc)
 
     def _report_error(self, exc: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"error: {exc}"
-        show_error(str(exc))
+        _ui.report_error(self.status, exc)

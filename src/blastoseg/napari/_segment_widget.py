@@ -9,7 +9,6 @@ stops between batches. The result becomes layers through :mod:`.result_layers`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Generator
 
 import numpy as np
@@ -24,6 +23,7 @@ from magicgui.widgets import (
 )
 
 from blastoseg.errors import BlastosegError, InvalidImageError
+from blastoseg.napari import _ui
 from blastoseg.napari.result_layers import (
     Placement,
     ResultLayerBuilder,
@@ -106,28 +106,12 @@ def _user_errors_returned(*args) -> Generator[tuple[str, int, int], None, dict]:
         return {"error": exc}
 
 
-def _settings_path():
-    from blastoseg.weights import data_home
-
-    return data_home() / SETTINGS_FILE
-
-
 def load_settings() -> dict:
-    try:
-        return json.loads(_settings_path().read_text())
-    except (OSError, ValueError):
-        return {}
+    return _ui.load_settings(SETTINGS_FILE)
 
 
 def save_settings(settings: dict) -> None:
-    from blastoseg.io.atomic import atomic_write_text
-
-    try:
-        path = _settings_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(settings, indent=1))
-    except OSError:
-        pass  # settings are a convenience; never fail a run over them
+    _ui.save_settings(SETTINGS_FILE, settings)
 
 
 def _amodal_model_names() -> list[str]:
@@ -400,10 +384,7 @@ class SegmentWidget(Container):
             if len(counts) > 1 else f"{where}{counts[0]} cells in {n_layers}")
 
     def _report_error(self, exc: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"error: {exc}"
-        show_error(str(exc))
+        _ui.report_error(self.status, exc)
 
     def _on_error(self, exc: Exception) -> None:
         # a bug: napari's worker already shows it with its traceback

@@ -21,6 +21,7 @@ from magicgui.widgets import (
 )
 
 from blastoseg.errors import BlastosegError
+from blastoseg.napari import _ui
 from blastoseg.napari.layer_conversion import instances_to_label_layers
 from blastoseg.synth import EmbryoConfig, iter_timelapse, render_embryo
 
@@ -131,13 +132,9 @@ class SynthEmbryoWidget(Container):
         )
 
     def _on_error(self, exc: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"error: {exc}"
-        if isinstance(exc, BlastosegError):
-            show_error(str(exc))
-        else:
-            raise exc
+        if not isinstance(exc, BlastosegError):
+            raise exc  # a bug: napari shows it with its traceback
+        _ui.report_error(self.status, exc)
 
     def _on_finished(self) -> None:
         self.run_button.enabled = True

@@ -11,7 +11,6 @@ is remembered, so a new napari session shows a running job again and can resume 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from magicgui.widgets import (
 )
 
 from blastoseg.errors import BlastosegError
+from blastoseg.napari import _ui
 
 SETTINGS_FILE = "napari_train_widget.json"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -35,28 +35,12 @@ POLL_MS = 1000
 LOG_EVERY = 2  # steps between loss points (the first step is always logged)
 
 
-def _settings_path() -> Path:
-    from blastoseg.weights import data_home
-
-    return data_home() / SETTINGS_FILE
-
-
 def load_settings() -> dict:
-    try:
-        return json.loads(_settings_path().read_text())
-    except (OSError, ValueError):
-        return {}
+    return _ui.load_settings(SETTINGS_FILE)
 
 
 def save_settings(settings: dict) -> None:
-    from blastoseg.io.atomic import atomic_write_text
-
-    try:
-        path = _settings_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(settings, indent=1))
-    except OSError:
-        pass  # settings are a convenience; never fail a run over them
+    _ui.save_settings(SETTINGS_FILE, settings)
 
 
 def default_job_dir() -> str:
@@ -302,11 +286,7 @@ class TrainWidget(Container):
                 self._report_error(exc)
 
     def _import_dialog(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getOpenFileName(
-            self.native, "Import a model: a .safetensors file, or a finished job's job.json",
-            "", "Model weights or training job (*.safetensors job.json)")
+        path = _ui.ask_model_file(self.native)
         if path:
             try:
                 self.import_from(path)
@@ -314,10 +294,7 @@ class TrainWidget(Container):
                 self._report_error(exc)
 
     def _report_error(self, exc: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"error: {exc}"
-        show_error(str(exc))
+        _ui.report_error(self.status, exc)
 
     # --- following the job --------------------------------------------------------------------
     def attach(self) -> None:

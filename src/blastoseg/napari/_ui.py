@@ -1,0 +1,51 @@
+"""Small pieces every blastoseg widget shares: settings that persist between sessions, and
+how a user error is shown (status line + napari notification, never a traceback)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def settings_path(file_name: str) -> Path:
+    from blastoseg.weights import data_home
+
+    return data_home() / file_name
+
+
+def load_settings(file_name: str) -> dict:
+    """A widget's saved settings ({} when none or unreadable)."""
+    try:
+        data = json.loads(settings_path(file_name).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_settings(file_name: str, settings: dict) -> None:
+    from blastoseg.io.atomic import atomic_write_text
+
+    try:
+        path = settings_path(file_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(settings, indent=1))
+    except OSError:
+        pass  # settings are a convenience; never fail a run over them
+
+
+def report_error(status, exc: Exception) -> None:
+    """Show a user error in a widget's status label and as a napari notification."""
+    from napari.utils.notifications import show_error
+
+    status.value = f"error: {exc}"
+    show_error(str(exc))
+
+
+def ask_model_file(parent) -> str | None:
+    """File dialog for a model to import: a .safetensors file or a finished job's job.json."""
+    from qtpy.QtWidgets import QFileDialog
+
+    path, _ = QFileDialog.getOpenFileName(
+        parent, "Import a model: a .safetensors file, or a finished job's job.json",
+        "", "Model weights or training job (*.safetensors job.json)")
+    return path or None

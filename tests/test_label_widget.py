@@ -129,3 +129,23 @@ def test_empty_project_and_clear_errors(viewer_with_result, tmp_path):
     widget.status.value = ""
     widget._op(widget.delete_selected)  # the form shows errors instead of raising
     assert widget.status.value.startswith("error:")
+
+
+def test_import_into_a_project_and_pick_on_the_canvas(viewer_with_result, tmp_path):
+    from blastoseg.annotate import AnnotationProject
+    from blastoseg.io import Sample, write_dataset
+
+    viewer, images, frames = viewer_with_result
+    write_dataset(tmp_path / "ds", [Sample(image=im, instances=f)
+                                    for im, f in zip(images, frames, strict=True)])
+    widget = _widget(viewer)
+    widget.import_annotations(tmp_path / "ds" / "annotations.json", tmp_path / "imported")
+    assert AnnotationProject.open(tmp_path / "imported").n_frames == 3
+    assert "imported" in viewer.layers  # its images, opened as a layer
+    viewer.dims.set_current_step(0, 1)
+    widget._on_step()
+    assert len(widget.cells.choices) == len(frames[1])
+    # picking a cell on the canvas (napari's picker sets selected_label) selects it in the list
+    row = widget.session.cells(1)[-1]
+    widget._layers[row["layer"]].selected_label = row["label"]
+    assert widget.cells.value == [row["id"]]

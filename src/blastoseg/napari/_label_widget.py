@@ -56,6 +56,9 @@ class LabelWidget(Container):
         self.start_from = ComboBox(label="start from", choices=self._start_choices)
         self.new_project_button = PushButton(text="New project...")
         self.open_project_button = PushButton(text="Open project...")
+        self.import_button = PushButton(text="Import...")
+        self.import_button.tooltip = ("annotations from a dataset folder, a COCO json or LabelMe "
+                                      "files, into a new project")
         self.project_label = Label(value="no project: create or open one")
         self.cells = Select(label="cells", choices=[])
         self.cells.native.setMinimumHeight(110)
@@ -77,7 +80,8 @@ class LabelWidget(Container):
         row = lambda *w: Container(layout="horizontal", labels=False, widgets=list(w))  # noqa: E731
         form = Container(labels=True, widgets=[self.image, self.start_from])
         self.extend([
-            form, row(self.new_project_button, self.open_project_button), self.project_label,
+            form, row(self.new_project_button, self.open_project_button, self.import_button),
+            self.project_label,
             self.cells, row(self.new_button, self.delete_button, self.merge_button),
             row(self.split_button, self.ellipse_button, self.undo_button),
             row(self.complete_button, self.propose_button),
@@ -86,6 +90,7 @@ class LabelWidget(Container):
             self.status])
         self.new_project_button.changed.connect(self._new_project_dialog)
         self.open_project_button.changed.connect(self._open_project_dialog)
+        self.import_button.changed.connect(self._import_dialog)
         self.cells.changed.connect(self._on_cells_selected)
         self.new_button.changed.connect(self.new_cell)
         self.delete_button.changed.connect(lambda: self._op(self.delete_selected))
@@ -177,6 +182,17 @@ class LabelWidget(Container):
                                   if project.pixel_size_um else {})
         self.show_project(project, name)
 
+    def import_annotations(self, source: str | Path, folder: str | Path) -> None:
+        """Annotations from our dataset format, COCO or LabelMe, as a new project in ``folder``
+        (its images are opened as a layer)."""
+        from blastoseg.annotate import import_project
+
+        if (Path(folder) / "annotations.json").exists():
+            raise BlastosegError(f"{folder} already holds an annotation project: choose an "
+                                 "empty folder for the import")
+        import_project(source, folder)
+        self.open_project(folder)
+
     def show_project(self, project, image_name: str) -> None:
         """Replace any previous session's layers with this project's."""
         from blastoseg.napari.labeling import LabelingSession
@@ -215,6 +231,7 @@ class LabelWidget(Container):
         layer = self.viewer.add_labels(self.session.layers[k], **kw, **self._axis_kw)
         layer.contour = 2
         layer.events.paint.connect(self._on_paint)
+        layer.events.selected_label.connect(self._on_label_picked)
         self._layers.append(layer)
 
     def _sync_new_layers(self, _added: int = 0) -> None:
@@ -288,6 +305,14 @@ class LabelWidget(Container):
             layer = self._layers[row["layer"]]
             self.viewer.layers.selection.active = layer
             layer.selected_label = row["label"]
+
+    def _on_label_picked(self, event=None) -> None:
+        """A cell picked on the canvas (napari's picker) is selected in the list too."""
+        layer = getattr(event, "source", None)
+        value = int(getattr(layer, "selected_label", 0) or 0)
+        if value and value - 1 in self.cells.choices and [value - 1] != self._selected():
+            with self.cells.changed.blocked():
+                self.cells.value = [value - 1]
 
     def _on_reviewed(self, value: bool) -> None:
         if self.session is not None:
@@ -444,6 +469,18 @@ class LabelWidget(Container):
         folder = QFileDialog.getExistingDirectory(self.native, "New annotation project folder")
         if folder:
             self._op(lambda: self.new_project(folder))
+
+    def _import_dialog(self, *_args) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        source, _ = QFileDialog.getOpenFileName(
+            self.native, "Import annotations: annotations.json (ours or COCO) or a LabelMe .json",
+            "", "Annotations (*.json)")
+        if not source:
+            return
+        folder = QFileDialog.getExistingDirectory(self.native, "New project folder for them")
+        if folder:
+            self._op(lambda: self.import_annotations(source, folder))
 
     def _open_project_dialog(self, *_args) -> None:
         from qtpy.QtWidgets import QFileDialog

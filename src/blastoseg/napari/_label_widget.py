@@ -310,7 +310,7 @@ class LabelWidget(Container):
         """A cell picked on the canvas (napari's picker) is selected in the list too."""
         layer = getattr(event, "source", None)
         value = int(getattr(layer, "selected_label", 0) or 0)
-        if value and value - 1 in self.cells.choices and [value - 1] != self._selected():
+        if value and value - 1 in self.cells.choices and value - 1 not in self._selected():
             with self.cells.changed.blocked():
                 self.cells.value = [value - 1]
 

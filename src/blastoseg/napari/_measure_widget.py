@@ -27,6 +27,7 @@ from blastoseg.measure import (
     write_measurements_csv,
 )
 from blastoseg.napari import _ui
+from blastoseg.napari._count_plot import CountPlot
 from blastoseg.napari.layer_conversion import label_layers_to_instances
 from blastoseg.napari.result_layers import (
     amodal_groups,
@@ -108,7 +109,7 @@ class MeasureWidget(Container):
             "label TIFFs and the measurement CSVs")
         self.status = Label(value="")
         self.plot_box = Container(labels=False)
-        self._make_plot()
+        self.plot = CountPlot(self.plot_box)
         self.extend([form, self.summary, self.frames_table, self.plot_box, self.cells_label,
                      self.cells_table, Container(layout="horizontal", labels=False, widgets=[
                          self.export_button, self.export_all_button]), self.status])
@@ -136,34 +137,8 @@ class MeasureWidget(Container):
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
         self._on_group_changed()
 
-    # --- plot ---------------------------------------------------------------------------------
-    def _make_plot(self) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(3.2, 1.8), dpi=100, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(150)
-        self.axes = self.figure.add_subplot(111)
-        self.plot_box.native.layout().addWidget(self.canvas)
-
     def _draw_plot(self) -> None:
-        ax = self.axes
-        ax.clear()
-        frames = sorted(self._embryo)
-        show = len(frames) > 1
-        self.plot_box.visible = show
-        if not show:
-            return
-        counts = [self._embryo[t].cell_count for t in frames]
-        ax.step(frames, counts, where="mid", color="tab:blue")
-        ax.axvline(self._current_frame(), color="tab:orange", lw=1)
-        ax.set_xlabel("frame")
-        ax.set_ylabel("cells")
-        ax.set_ylim(0, max(counts + [1]) + 1)
-        ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-        self.canvas.draw_idle()
+        self.plot.draw({t: e.cell_count for t, e in self._embryo.items()}, self._current_frame())
 
     # --- choices and wiring -------------------------------------------------------------------
     def _groups(self, _widget=None) -> list[str]:

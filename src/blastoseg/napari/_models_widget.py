@@ -84,7 +84,7 @@ class ModelsWidget(Container):
         self.delete_button.changed.connect(self.delete_selected)
         self.refresh_button.changed.connect(self.refresh)
         self.import_button.changed.connect(self._import_dialog)
-        self._refresh_on_show()
+        _ui.refresh_on_show(self, self.refresh)
         self.refresh()
 
     def _setup_table(self) -> None:
@@ -104,21 +104,6 @@ class ModelsWidget(Container):
         self.card.native.setFont(font)
         self.card.native.setMinimumHeight(180)
         self.card.native.setLineWrapMode(self.card.native.LineWrapMode.NoWrap)
-
-    def _refresh_on_show(self) -> None:
-        """Re-list whenever the dock widget is shown (a model may have been trained since)."""
-        from qtpy.QtCore import QEvent, QObject
-
-        widget = self
-
-        class _OnShow(QObject):
-            def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
-                if event.type() == QEvent.Type.Show:
-                    widget.refresh()
-                return False
-
-        self._show_filter = _OnShow(self.native)
-        self.native.installEventFilter(self._show_filter)
 
     # --- listing ------------------------------------------------------------------------------
     def refresh(self, select: str | None = None) -> None:
@@ -235,12 +220,7 @@ class ModelsWidget(Container):
         return entry
 
     def _import_dialog(self) -> None:
-        path = _ui.ask_model_file(self.native)
-        if path:
-            try:
-                self.import_from(path)
-            except (BlastosegError, OSError) as exc:
-                self._report_error(exc)
+        _ui.import_model_dialog(self)
 
     def _report_error(self, exc: Exception) -> None:
         _ui.report_error(self.status, exc)

@@ -184,7 +184,7 @@ class SegmentWidget(Container):
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self._on_image_changed()
-        self._refresh_on_show()
+        _ui.refresh_on_show(self, self.model.reset_choices)
 
     # --- choices ------------------------------------------------------------------------------
     def _image_layers(self, _widget=None) -> list:
@@ -195,21 +195,6 @@ class SegmentWidget(Container):
 
     def _models(self, _widget=None) -> list[str]:
         return _amodal_model_names()
-
-    def _refresh_on_show(self) -> None:
-        """Re-list the models whenever the dock widget is shown (a new model may be trained)."""
-        from qtpy.QtCore import QEvent, QObject
-
-        widget = self
-
-        class _OnShow(QObject):
-            def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
-                if event.type() == QEvent.Type.Show:
-                    widget.model.reset_choices()
-                return False
-
-        self._show_filter = _OnShow(self.native)
-        self.native.installEventFilter(self._show_filter)
 
     def _on_image_changed(self, *_args) -> None:
         layer = self.image.value

@@ -150,27 +150,12 @@ class TrainWidget(Container):
         self.resume_button.changed.connect(self.resume)
         self.export_button.changed.connect(self._export_dialog)
         self.import_button.changed.connect(self._import_dialog)
-        self._refresh_on_show()
+        _ui.refresh_on_show(self, self.base.reset_choices)
         self.attach()
 
     # --- choices ------------------------------------------------------------------------------
     def _models(self, _widget=None) -> list[str]:
         return _amodal_model_names()
-
-    def _refresh_on_show(self) -> None:
-        """Re-list the models whenever the dock widget is shown (one may have been trained)."""
-        from qtpy.QtCore import QEvent, QObject
-
-        widget = self
-
-        class _OnShow(QObject):
-            def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
-                if event.type() == QEvent.Type.Show:
-                    widget.base.reset_choices()
-                return False
-
-        self._show_filter = _OnShow(self.native)
-        self.native.installEventFilter(self._show_filter)
 
     def _browse_into(self, edit: LineEdit, append: bool) -> None:
         from qtpy.QtWidgets import QFileDialog
@@ -286,12 +271,7 @@ class TrainWidget(Container):
                 self._report_error(exc)
 
     def _import_dialog(self) -> None:
-        path = _ui.ask_model_file(self.native)
-        if path:
-            try:
-                self.import_from(path)
-            except (BlastosegError, OSError) as exc:
-                self._report_error(exc)
+        _ui.import_model_dialog(self)
 
     def _report_error(self, exc: Exception) -> None:
         _ui.report_error(self.status, exc)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from blastoseg.errors import BlastosegError
+
 
 def settings_path(file_name: str) -> Path:
     from blastoseg.weights import data_home
@@ -49,3 +51,28 @@ def ask_model_file(parent) -> str | None:
         parent, "Import a model: a .safetensors file, or a finished job's job.json",
         "", "Model weights or training job (*.safetensors job.json)")
     return path or None
+
+
+def refresh_on_show(widget, refresh) -> None:
+    """Call ``refresh()`` whenever ``widget``'s dock is shown (e.g. to re-list the models: one
+    may have been trained or imported meanwhile)."""
+    from qtpy.QtCore import QEvent, QObject
+
+    class _OnShow(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+            if event.type() == QEvent.Type.Show:
+                refresh()
+            return False
+
+    widget._show_filter = _OnShow(widget.native)  # kept alive with the widget
+    widget.native.installEventFilter(widget._show_filter)
+
+
+def import_model_dialog(widget) -> None:
+    """Ask for a model file and hand it to ``widget.import_from``; errors go to its status."""
+    path = ask_model_file(widget.native)
+    if path:
+        try:
+            widget.import_from(path)
+        except (BlastosegError, OSError) as exc:
+            report_error(widget.status, exc)

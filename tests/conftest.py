@@ -35,3 +35,32 @@ def tiny_models(tmp_path_factory):
                  "--quiet"]) == 0
     yield tmp, data
     mp.undo()
+
+
+#: an SE-U-Net small enough to train a few steps in seconds on a CPU
+TINY_SEUNET = {"base_width": 4, "depth": 2, "se_reduction": 2}
+
+
+@pytest.fixture(scope="session")
+def tiny_overlap(tmp_path_factory):
+    """A tiny SE-U-Net overlap model ("tiny-overlap") trained a few steps through the CLI on
+    synthetic brightfield scenes, registered under a temporary BLASTOSEG_HOME; yields
+    (folder, dataset folder)."""
+    from blastoseg.cli import main
+
+    tmp = tmp_path_factory.mktemp("overlap")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BLASTOSEG_HOME", str(tmp / "home"))
+    data = tmp / "bf"
+    assert main(["synth", "brightfield", "--n", "3", "--seed", "2", "--size", "96",
+                 "--out", str(data)]) == 0
+    cfg = tmp / "ov.json"
+    cfg.write_text(json.dumps({
+        "seunet": TINY_SEUNET, "probability": {"variant": "combined_border_overlap"},
+        "data": {"crop": 64, "repeats": 2},
+        "hyper": {"max_steps": 4, "batch_size": 2, "lr": 0.01, "val_frames": 2}}))
+    assert main(["train", "overlap", "--data", str(data), "--val", str(data),
+                 "--out", str(tmp / "job"), "--config", str(cfg), "--name", "tiny-overlap",
+                 "--quiet"]) == 0
+    yield tmp, data
+    mp.undo()

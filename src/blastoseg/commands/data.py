@@ -20,6 +20,56 @@ def _synth_embryos(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_range(text: str, what: str) -> tuple[float, float]:
+    from blastoseg.errors import BlastosegError
+
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise BlastosegError(f"{what} must be two numbers LO,HI (e.g. 0,0.2); got {text!r}"
+                             ) from None
+    return lo, hi
+
+
+def _load_translator(name: str):
+    from blastoseg.errors import BlastosegError
+
+    try:
+        from blastoseg.synth.brightfield.translate import PhaseTranslator
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and exc.name.startswith("blastoseg"):
+            raise BlastosegError(
+                "the pix2pix phase-to-brightfield translator is not available in this "
+                "installation (blastoseg.synth.brightfield.translate is missing); run without "
+                "--translator to use the physical optics model") from None
+        raise
+    return PhaseTranslator(name)
+
+
+def _synth_brightfield(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from blastoseg.errors import BlastosegError
+    from blastoseg.synth.brightfield import BrightfieldConfig, write_synthetic_brightfield
+
+    config = BrightfieldConfig().for_size(args.size)
+    if args.overlap is not None:
+        config = replace(config, overlap=_parse_range(args.overlap, "--overlap"))
+    translator = None
+    if args.translator is not None:
+        if args.copy_paste <= 0:
+            raise BlastosegError("--translator turns copy-paste phase scenes into brightfield "
+                                 "planes; give --copy-paste FRACTION > 0 as well")
+        translator = _load_translator(args.translator)
+    path = write_synthetic_brightfield(
+        args.out, n=args.n, seed=args.seed, config=config, copy_paste=args.copy_paste,
+        translator=translator, overwrite=args.overwrite,
+        progress=progress_printer("rendering"),
+    )
+    print(f"wrote {path}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from blastoseg.demo import format_table, run_demo
 
@@ -54,6 +104,26 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     emb.add_argument("--overwrite", action="store_true",
                      help="replace an existing annotations.json (the old one is kept as a backup)")
     emb.set_defaults(func=_synth_embryos)
+
+    bf = kinds.add_parser(
+        "brightfield", help="synthetic brightfield cells: phase image, two defocused focal "
+                            "planes, amodal cell masks, nuclei")
+    bf.add_argument("--n", type=int, default=100, help="number of scenes (two planes each)")
+    bf.add_argument("--out", required=True, type=Path, help="output dataset folder")
+    bf.add_argument("--size", type=int, default=512, help="frame size in pixels (square)")
+    bf.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+    bf.add_argument("--copy-paste", type=float, default=0.0, metavar="FRACTION",
+                    help="fraction of scenes made by copy-paste of cut, warped cells in the "
+                         "phase domain (0..1)")
+    bf.add_argument("--overlap", metavar="LO,HI", default=None,
+                    help="overlap ratio range of each new cell with those placed "
+                         "(default 0,0.2)")
+    bf.add_argument("--translator", metavar="MODEL", default=None,
+                    help="registered pix2pix model that turns copy-paste phase scenes into "
+                         "brightfield planes (default: the physical optics model)")
+    bf.add_argument("--overwrite", action="store_true",
+                    help="replace an existing annotations.json (the old one is kept as a backup)")
+    bf.set_defaults(func=_synth_brightfield)
 
     demo = verbs.add_parser(
         "demo", help="generate a synthetic cleaving-embryo time-lapse, measure it, write outputs")

@@ -134,6 +134,8 @@ _TASKS: dict[str, Callable[[], TrainTask]] = {}
 BUILTIN_TASK_MODULES: dict[str, str] = {
     "shape_prior": "blastoseg.train.shape_prior_task",
     "amodal": "blastoseg.train.amodal_task",
+    "overlap": "blastoseg.train.overlap_task",
+    "pix2pix": "blastoseg.train.pix2pix_task",
 }
 
 

@@ -1,0 +1,69 @@
+"""``blastoseg segment overlap INPUT --out DIR`` and ``blastoseg eval overlap --data DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from blastoseg.commands.progress import progress_printer
+
+
+def _segment_overlap(args: argparse.Namespace) -> int:
+    from blastoseg.io import read_images
+    from blastoseg.predict.overlap import OverlapPredictor
+    from blastoseg.predict.overlap_export import write_overlap_result
+
+    stack = read_images(args.input)
+    data = stack.data if stack.axes != "TZYX" else stack.data[:, args.plane]
+    predictor = OverlapPredictor(args.model, device=args.device)
+    print(f"model {predictor.entry.name} on {predictor.device_name}")
+    result = predictor.predict(data, progress=progress_printer("predicting"))
+    for name, path in write_overlap_result(args.out, result, overwrite=args.overwrite).items():
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+def _eval_overlap(args: argparse.Namespace) -> int:
+    from blastoseg.metrics.pixel import format_pixel_report
+    from blastoseg.predict.overlap_eval import evaluate_overlap_model
+
+    result = evaluate_overlap_model(args.model, args.data, device=args.device,
+                                    max_images=args.max_images,
+                                    progress=progress_printer("evaluating"))
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        print(f"model {result['model']} on {result['n_images']} images of {result['data']}")
+        print(format_pixel_report(result))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="overlap-default", help="registered name or .safetensors")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+
+def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "overlap", help="SE-U-Net probability maps (cytoplasm, nuclei, border, background, "
+                        "overlap) and the thresholded overlap mask")
+    p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output folder: one float32 TIFF per head and overlap_mask.tif")
+    p.add_argument("--plane", type=int, default=0,
+                   help="focal-plane index for (T, Z, Y, X) input (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _common(p)
+    p.set_defaults(func=_segment_overlap)
+
+
+def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "overlap", help="pixel accuracy, precision, recall, F1, IoU of cytoplasm, nuclei and "
+                        "overlap (overlap thresholded at 0.3)")
+    p.add_argument("--data", required=True, type=Path, help="dataset folder with ground truth")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    _common(p)
+    p.set_defaults(func=_eval_overlap)

@@ -281,7 +281,7 @@ def test_cli(tmp_path, monkeypatch, capsys) -> None:
     made = []
 
     class FakeTranslator:
-        def __init__(self, model, device="auto"):
+        def __init__(self, model, device="auto", render_config=None):
             made.append(model)
             self.name = model
 

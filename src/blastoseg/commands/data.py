@@ -31,7 +31,7 @@ def _parse_range(text: str, what: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _load_translator(name: str):
+def _load_translator(name: str, config=None):
     from blastoseg.errors import BlastosegError
 
     try:
@@ -43,7 +43,7 @@ def _load_translator(name: str):
                 "installation (blastoseg.synth.brightfield.translate is missing); run without "
                 "--translator to use the physical optics model") from None
         raise
-    return PhaseTranslator(name)
+    return PhaseTranslator(name, render_config=config)
 
 
 def _synth_brightfield(args: argparse.Namespace) -> int:
@@ -60,7 +60,7 @@ def _synth_brightfield(args: argparse.Namespace) -> int:
         if args.copy_paste <= 0:
             raise BlastosegError("--translator turns copy-paste phase scenes into brightfield "
                                  "planes; give --copy-paste FRACTION > 0 as well")
-        translator = _load_translator(args.translator)
+        translator = _load_translator(args.translator, config)
     path = write_synthetic_brightfield(
         args.out, n=args.n, seed=args.seed, config=config, copy_paste=args.copy_paste,
         translator=translator, overwrite=args.overwrite,

@@ -136,6 +136,7 @@ BUILTIN_TASK_MODULES: dict[str, str] = {
     "amodal": "blastoseg.train.amodal_task",
     "overlap": "blastoseg.train.overlap_task",
     "pix2pix": "blastoseg.train.pix2pix_task",
+    "brightfield": "blastoseg.train.brightfield_task",
 }
 
 

@@ -183,6 +183,9 @@ class SEBlock(nn.Module):
         hidden = max(channels // reduction, 2)
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
+        # a small positive bias keeps the few hidden ReLUs of a narrow block alive at the start
+        # (with 2 hidden units both can start dead, and the gate then never learns)
+        nn.init.constant_(self.fc1.bias, 0.1)
 
     def gates(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, 1, 1) channel weights in (0, 1)."""

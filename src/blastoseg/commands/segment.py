@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from blastoseg.commands import overlap
+from blastoseg.commands import brightfield, overlap
 from blastoseg.commands.progress import progress_printer
 
 
@@ -103,6 +103,7 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     _common(am)
     am.set_defaults(func=_segment_amodal)
     overlap.add_segment_parser(kinds)
+    brightfield.add_segment_parser(kinds)
 
     ev = verbs.add_parser("eval", help="evaluate a model on a dataset folder")
     ekinds = ev.add_subparsers(dest="kind", metavar="KIND")
@@ -112,6 +113,7 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     _common(ea)
     ea.set_defaults(func=_eval_amodal)
     overlap.add_eval_parser(ekinds)
+    brightfield.add_eval_parser(ekinds)
 
     cal = verbs.add_parser("calibrate", help="choose post-processing thresholds on validation data")
     ckinds = cal.add_subparsers(dest="kind", metavar="KIND")

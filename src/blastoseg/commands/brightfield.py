@@ -1,0 +1,125 @@
+"""``blastoseg segment brightfield INPUT --out DIR`` and ``blastoseg eval brightfield --data
+DIR [--json] [--model M] [--baseline watershed --overlap-model M]``."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+from blastoseg.commands.progress import progress_printer
+from blastoseg.errors import BlastosegError
+
+
+def _tiff_bytes(array) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, array, imagej=True, metadata={"axes": "TYX" if array.ndim == 3
+                                                       else "YX"})
+    return buf.getvalue()
+
+
+def _write_maps(out: Path, frames, overwrite: bool) -> dict[str, Path]:
+    """The nuclei / overlap probability maps of the frames as float32 (T, Y, X) TIFFs."""
+    import numpy as np
+
+    from blastoseg.io.atomic import atomic_write_bytes
+
+    written = {}
+    for key in ("nuclei", "overlap"):
+        maps = [f.meta.get(key) for f in frames]
+        if any(m is None for m in maps):
+            continue
+        path = out / f"{key}_probability.tif"
+        if path.exists() and not overwrite:
+            raise BlastosegError(f"{path} exists; pass --overwrite to replace it")
+        stack = np.stack([np.asarray(m, np.float32) for m in maps])
+        written[f"{key}_probability"] = atomic_write_bytes(
+            path, _tiff_bytes(stack if len(stack) > 1 else stack[0]))
+    return written
+
+
+def _segment_brightfield(args: argparse.Namespace) -> int:
+    from blastoseg.io import read_images
+    from blastoseg.predict.brightfield import BrightfieldPredictor
+    from blastoseg.predict.export import write_segmentation
+
+    stack = read_images(args.input)
+    data = stack.data if stack.axes != "TZYX" else stack.data[:, args.plane]
+    predictor = BrightfieldPredictor(args.model, device=args.device,
+                                     score_threshold=args.threshold)
+    print(f"model {predictor.entry.name} on {predictor.device_name}")
+    result = predictor.predict(data, progress=progress_printer("segmenting"))
+    frames = result if isinstance(result, list) else [result]
+    images = data if isinstance(result, list) else data[None]
+    paths = write_segmentation(args.out, images, frames, pixel_size_um=stack.pixel_size_um,
+                               overwrite=args.overwrite)
+    paths.update(_write_maps(Path(args.out), frames, args.overwrite))
+    for name, path in paths.items():
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+def _eval_brightfield(args: argparse.Namespace) -> int:
+    from blastoseg.metrics import format_report
+
+    report = progress_printer("evaluating")
+    if args.baseline == "watershed":
+        from blastoseg.predict.brightfield_eval import evaluate_watershed_baseline
+
+        result = evaluate_watershed_baseline(args.overlap_model, args.data, device=args.device,
+                                             max_images=args.max_images, progress=report)
+    else:
+        from blastoseg.predict.brightfield_eval import evaluate_brightfield_model
+
+        result = evaluate_brightfield_model(args.model, args.data, device=args.device,
+                                            max_images=args.max_images,
+                                            score_threshold=args.threshold, progress=report)
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        print(f"{result['method']} ({result['model']}) on {result['n_images']} images of "
+              f"{result['data']}")
+        print(format_report(result))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="brightfield-default",
+                   help="registered name or .safetensors")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="score threshold for cells (default: the model card's)")
+
+
+def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "brightfield", help="whole-cell, overlapping instances in brightfield images "
+                            "(SparseSEU-Net)")
+    p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output folder: dataset (images + amodal masks), counts.csv, "
+                        "cells.csv, nuclei/overlap probability TIFFs")
+    p.add_argument("--plane", type=int, default=0,
+                   help="focal-plane index for (T, Z, Y, X) input (default 0)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (previous annotations kept as a backup)")
+    _common(p)
+    p.set_defaults(func=_segment_brightfield)
+
+
+def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "brightfield", help="amodal mask mAP, AP50, AP75, AP_S/M/L and counting of brightfield "
+                            "cell instances (or of the watershed baseline)")
+    p.add_argument("--data", required=True, type=Path, help="dataset folder with ground truth")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    p.add_argument("--baseline", choices=["watershed"], default=None,
+                   help="evaluate the SE-U-Net + watershed baseline instead of --model")
+    p.add_argument("--overlap-model", default="overlap-default",
+                   help="the overlap model whose maps the watershed baseline splits")
+    _common(p)
+    p.set_defaults(func=_eval_brightfield)

@@ -148,3 +148,22 @@ def test_half_resolution_model_maps_back_to_input_size(tiny_overlap, tmp_path):
     result = predictor.predict(image)
     assert result.probabilities["cytoplasm"].shape == image.shape[:2]
     assert predictor.count_windows(image) == 1
+
+
+def test_finetune_an_overlap_model_keeps_its_architecture_and_scale(tiny_overlap, tmp_path):
+    from blastoseg.napari._train_widget import _base_kind, _model_names
+    from blastoseg.train import run_job
+    from blastoseg.train.finetune import create_finetune_job
+    from blastoseg.weights import resolve_model
+
+    tmp, data = tiny_overlap
+    assert "tiny-overlap" in _model_names() and _base_kind("tiny-overlap") == "overlap"
+    job = create_finetune_job(str(data), tmp_path / "ft", base="tiny-overlap", kind="overlap",
+                              epochs=1, lr=1e-3, name="tiny-overlap-ft",
+                              hyper={"max_steps": 2, "batch_size": 2})
+    assert run_job(job, stdout=False) == 0
+    card = resolve_model("tiny-overlap-ft").card
+    base = resolve_model("tiny-overlap").card
+    assert card.kind == "overlap" and card.base_model == "tiny-overlap"
+    assert card.config["seunet"] == base.config["seunet"]
+    assert card.config["preprocess"]["scale"] == base.config["preprocess"]["scale"]

@@ -49,13 +49,23 @@ def default_job_dir() -> str:
     return str(data_home() / "jobs" / time.strftime("finetune-%Y%m%d-%H%M%S"))
 
 
-def _amodal_model_names() -> list[str]:
+#: model kinds this widget fine-tunes (the job's kind is the base model's)
+FINETUNE_KINDS = ("amodal", "brightfield", "overlap")
+
+
+def _model_names() -> list[str]:
     from blastoseg.weights import list_models
 
     try:
-        return [m.name for m in list_models(kind="amodal")]
+        return [m.name for m in list_models() if m.kind in FINETUNE_KINDS]
     except Exception:  # a broken user folder must not break the form
         return []
+
+
+def _base_kind(name: str) -> str:
+    from blastoseg.weights import resolve_model
+
+    return resolve_model(name).kind
 
 
 def _row(label: str, *widgets) -> Container:
@@ -155,7 +165,7 @@ class TrainWidget(Container):
 
     # --- choices ------------------------------------------------------------------------------
     def _models(self, _widget=None) -> list[str]:
-        return _amodal_model_names()
+        return _model_names()
 
     def _browse_into(self, edit: LineEdit, append: bool) -> None:
         from qtpy.QtWidgets import QFileDialog
@@ -200,20 +210,24 @@ class TrainWidget(Container):
                 raise BlastosegError(f"learning rate {self.lr.value!r} is not a number "
                                      "(e.g. 1e-4)") from None
             if not self.base.value:
-                raise BlastosegError("no amodal model to fine-tune: register one first")
+                raise BlastosegError("no model to fine-tune: register one first")
             if not self.job_dir.value.strip():
                 self.job_dir.value = default_job_dir()
             import_predictor_safely()  # torchvision without triton (see there), before any task
             self.status.value = "checking the datasets..."
             minutes = self.unit.value == "minutes"
+            kind = _base_kind(self.base.value)
+            hyper = {"log_every": LOG_EVERY}
+            if kind == "amodal":  # synthetic replay exists for embryos only
+                hyper["synth_per_epoch"] = int(self.replay.value)
             job = create_finetune_job(
                 self.train_data.value, self.job_path, base=self.base.value,
-                val_data=self.val_data.value or None,
+                val_data=self.val_data.value or None, kind=kind,
                 epochs=None if minutes else int(self.length.value),
                 minutes=float(self.length.value) if minutes else None, lr=lr,
                 aug_strength=float(self.aug.value), device=self.device.value,
                 name=self.name.value.strip() or None,
-                hyper={"log_every": LOG_EVERY, "synth_per_epoch": int(self.replay.value)})
+                hyper=hyper)
             self._popen = launch_job(job)
         except (BlastosegError, OSError) as exc:  # OSError: disk full, no permission
             self._report_error(exc)

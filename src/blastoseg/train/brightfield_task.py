@@ -14,6 +14,7 @@ Config (``--config`` JSON)::
                         "gamma": 2.0, "alpha": null}},
      "data": {"crop": 256, "repeats": 4, "scale": 1.0, "max_instances": null,
               "border_width": 2},
+     "init_seunet": null,  (or a trained overlap model: the SE-U-Net part starts from it)
      "postprocess": {"score_threshold": 0.3, "mask_threshold": 0.5, "nms_iou": 0.8},
      "hyper": {"batch_size": 4, "grad_accum": 1, "lr": 1e-3, ...}}
 
@@ -62,7 +63,31 @@ from blastoseg.train.job import TrainJob
 from blastoseg.train.overlap_losses import seunet_loss
 from blastoseg.train.overlap_task import split_batch
 
-__all__ = ["DEFAULT_HEAD_LOSS", "DEFAULT_SPARSE_LOSS", "BrightfieldTask", "model_config"]
+__all__ = ["DEFAULT_HEAD_LOSS", "DEFAULT_SPARSE_LOSS", "BrightfieldTask",
+           "init_seunet_from_overlap", "model_config"]
+
+
+def init_seunet_from_overlap(model: nn.Module, name_or_path: str) -> int:
+    """Start the SparseSEU-Net's SE-U-Net (encoder and the decoders of the heads it has) from
+    a trained ``overlap`` model (config key ``init_seunet``): the instance decoder then
+    trains on features that already separate cells, borders and overlaps, which is how the
+    thesis builds SparseSEU-Net on the SE-U-Net. Returns the number of tensors loaded;
+    the two architectures must agree (same base width, depth and decoder width)."""
+    from blastoseg.weights import resolve_model
+    from blastoseg.weights.safetensors_io import load_weights
+
+    entry = resolve_model(name_or_path, kind="overlap")
+    state = load_weights(entry.weights_path)
+    own = model.seunet.state_dict()
+    take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing_encoder = [k for k in own if k.startswith("encoder") and k not in take]
+    if missing_encoder or not take:
+        raise TrainingError(
+            f"init_seunet: {entry.name} does not fit this model's SE-U-Net (encoder tensors "
+            f"that differ: {len(missing_encoder)}); use the same base_width, depth and "
+            f"decoder_width as that model")
+    model.seunet.load_state_dict({k: v.to(own[k].dtype) for k, v in take.items()}, strict=False)
+    return len(take)
 
 DEFAULT_PROBABILITY = {"variant": "none"}
 #: keyword arguments of sparse_losses (the contract's defaults)
@@ -94,7 +119,10 @@ class BrightfieldTask(TrainTask):
     def build_model(self, config: dict) -> nn.Module:
         from blastoseg.models.sparse_seunet import SparseSEUNet
 
-        return SparseSEUNet(model_config(config))
+        model = SparseSEUNet(model_config(config))
+        if config.get("init_seunet") and not self.job.base:
+            init_seunet_from_overlap(model, str(config["init_seunet"]))
+        return model
 
     # options ---------------------------------------------------------------------------
     def _data_options(self, job: TrainJob) -> dict:

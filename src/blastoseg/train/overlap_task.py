@@ -61,9 +61,11 @@ class OverlapTask(TrainTask):
 
     def _data_options(self, job: TrainJob) -> dict:
         data = dict(job.config.get("data", {}))
+        # a fine-tuning job carries its base card's config: keep the base's working scale
+        pre_scale = dict(job.config.get("preprocess", {}) or {}).get("scale", 1.0)
         return {"crop": int(data.get("crop", 256)), "repeats": int(data.get("repeats", 4)),
                 "border_width": int(data.get("border_width", 2)),
-                "scale": float(data.get("scale", 1.0))}
+                "scale": float(data.get("scale", pre_scale))}
 
     def make_datasets(self, job: TrainJob):
         cfg = seunet_config(job.config)

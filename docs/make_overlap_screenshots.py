@@ -105,7 +105,11 @@ def model_name() -> str:
 def scene():
     from blastoseg.synth.brightfield import BrightfieldConfig, render_brightfield
 
-    return render_brightfield(SEED, BrightfieldConfig().for_size(SIZE))
+    # the look of overlap-default's training data (larger cells than the renderer's default;
+    # benchmarks/make_brightfield_data.py), on a seed no training scene used
+    cfg = BrightfieldConfig.from_dict({**BrightfieldConfig().for_size(SIZE).to_dict(),
+                                       "cell_length_px": [90.0, 220.0], "n_cells": [4.0, 11.0]})
+    return render_brightfield(SEED, cfg)
 
 
 def overlap_shot(model: str, sc) -> None:

@@ -105,6 +105,10 @@ def test_trained_model_predicts_and_evaluates(tiny_overlap, capsys):
                  "--json", "--max-images", "1", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["overlap"]["threshold"] == 0.3 and out["model"] == "tiny-overlap"
+    assert main(["eval", "overlap", "--data", str(data), "--model", "tiny-overlap", "--json",
+                 "--max-images", "1", "--device", "cpu", "--overlap-threshold", "0.45"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["overlap"]["threshold"] == 0.45
 
 
 def test_segment_overlap_cli_writes_maps(tiny_overlap, tmp_path):

@@ -30,6 +30,8 @@ def _eval_overlap(args: argparse.Namespace) -> int:
 
     result = evaluate_overlap_model(args.model, args.data, device=args.device,
                                     max_images=args.max_images,
+                                    overlap_threshold=(None if args.overlap_threshold == "card"
+                                                       else float(args.overlap_threshold)),
                                     progress=progress_printer("evaluating"))
     if args.json:
         print(json.dumps(result, allow_nan=False))
@@ -65,5 +67,8 @@ def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, help="dataset folder with ground truth")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    p.add_argument("--overlap-threshold", default="0.3",
+                   help="overlap threshold: 0.3 (default, the thesis's protocol), another "
+                        "number, or 'card' for the model's own calibrated threshold")
     _common(p)
     p.set_defaults(func=_eval_overlap)

@@ -20,14 +20,19 @@ __all__ = ["EVAL_HEADS", "evaluate_overlap_model"]
 
 #: the heads the thesis reports (Tables 5.1-5.6)
 EVAL_HEADS = ("cytoplasm", "nuclei", "overlap")
+#: the thesis evaluates the overlap head thresholded at 0.3 (section 5.4)
+THESIS_OVERLAP_THRESHOLD = 0.3
 
 
 def evaluate_overlap_model(model: str | OverlapPredictor, data: str | os.PathLike, *,
                            device: str = "auto", max_images: int | None = None,
+                           overlap_threshold: float | None = THESIS_OVERLAP_THRESHOLD,
                            progress: Callable[[int, int], None] | None = None) -> dict:
     """Pixel metrics per head (accuracy, precision, recall, F1, IoU) of ``model`` on ``data``.
 
-    Returns ``{"model": name, "data": path, "n_images": n, "cytoplasm": {...},
+    ``overlap_threshold`` is 0.3 by default, the thesis's evaluation protocol, whatever the
+    model card's own (calibrated) threshold is, so models are compared alike; None uses the
+    card's. Returns ``{"model": name, "data": path, "n_images": n, "cytoplasm": {...},
     "nuclei": {...}, "overlap": {...}}``; heads the model lacks are left out.
     """
     predictor = model if isinstance(model, OverlapPredictor) else OverlapPredictor(
@@ -37,6 +42,8 @@ def evaluate_overlap_model(model: str | OverlapPredictor, data: str | os.PathLik
     heads = [h for h in EVAL_HEADS if h in predictor.heads]
     thresholds = {h: float(predictor.thresholds.get(h, 0.3 if h == "overlap" else 0.5))
                   for h in heads}
+    if overlap_threshold is not None and "overlap" in thresholds:
+        thresholds["overlap"] = float(overlap_threshold)
     metrics = PixelMetrics(heads, thresholds)
     for i in range(n):
         result = predictor.predict(ds.load_image(i))

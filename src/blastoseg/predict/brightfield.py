@@ -57,10 +57,9 @@ from blastoseg.instances import FrameInstances
 from blastoseg.models.seunet import SEUNetConfig
 from blastoseg.predict.device import describe_device, resolve_device
 from blastoseg.predict.overlap import (
-    DEFAULT_PERCENTILES,
     MIN_SIDE,
-    _card_numbers,
     _grey,
+    card_preprocess,
     normalise_percentiles,
     resize_map,
     split_frames,
@@ -323,17 +322,7 @@ class BrightfieldPredictor:
             self.seunet = seunet_config_of(self.config)
         except (BlastosegError, TypeError, ValueError) as exc:
             raise WeightsError(f"model card of {source}: {exc}") from None
-        pre = config.get("preprocess", {}) or {}
-        self.percentiles = _card_numbers(pre.get("percentiles", DEFAULT_PERCENTILES),
-                                         "preprocess.percentiles", source)
-        if (len(self.percentiles) != 2
-                or not 0.0 <= self.percentiles[0] < self.percentiles[1] <= 100.0):
-            raise WeightsError(f"model card of {source}: preprocess.percentiles must be two "
-                               f"increasing numbers in 0..100, got {list(self.percentiles)}")
-        self.scale = _card_numbers([pre.get("scale", 1.0)], "preprocess.scale", source)[0]
-        if not 0.05 <= self.scale <= 4.0:
-            raise WeightsError(f"model card of {source}: preprocess.scale must be in "
-                               f"[0.05, 4], got {self.scale}")
+        self.percentiles, self.scale = card_preprocess(config, source)
         post = {**DEFAULT_POSTPROCESS, **(config.get("postprocess", {}) or {})}
         if score_threshold is not None:
             post["score_threshold"] = score_threshold

@@ -218,6 +218,22 @@ def _card_numbers(value, what: str, source: str) -> tuple[float, ...]:
     return out
 
 
+def card_preprocess(config: dict, source: str) -> tuple[tuple[float, float], float]:
+    """``(percentiles, scale)`` from a model card's ``preprocess`` block, checked (shared by
+    the overlap and brightfield predictors, whose cards use the same block)."""
+    pre = config.get("preprocess", {}) or {}
+    percentiles = _card_numbers(pre.get("percentiles", DEFAULT_PERCENTILES),
+                                "preprocess.percentiles", source)
+    if len(percentiles) != 2 or not 0.0 <= percentiles[0] < percentiles[1] <= 100.0:
+        raise WeightsError(f"model card of {source}: preprocess.percentiles must be two "
+                           f"increasing numbers in 0..100, got {list(percentiles)}")
+    scale = _card_numbers([pre.get("scale", 1.0)], "preprocess.scale", source)[0]
+    if not 0.05 <= scale <= 4.0:
+        raise WeightsError(f"model card of {source}: preprocess.scale must be in [0.05, 4], "
+                           f"got {scale}")
+    return (percentiles[0], percentiles[1]), scale
+
+
 class OverlapPredictor:
     """A loaded SE-U-Net overlap model, ready to compute probability maps.
 
@@ -247,19 +263,9 @@ class OverlapPredictor:
             self.config = SEUNetConfig.from_dict(config.get("seunet", {}))
         except SEUNetConfigError as exc:
             raise WeightsError(f"model card of {source}: {exc}") from None
-        pre = config.get("preprocess", {}) or {}
-        self.percentiles = _card_numbers(pre.get("percentiles", DEFAULT_PERCENTILES),
-                                         "preprocess.percentiles", source)
-        if (len(self.percentiles) != 2
-                or not 0.0 <= self.percentiles[0] < self.percentiles[1] <= 100.0):
-            raise WeightsError(f"model card of {source}: preprocess.percentiles must be two "
-                               f"increasing numbers in 0..100, got {list(self.percentiles)}")
         #: the model works at ``scale`` x the image's pixel size (a CPU-sized model trained on
         #: half-resolution images); maps are resized back to the input's size
-        self.scale = _card_numbers([pre.get("scale", 1.0)], "preprocess.scale", source)[0]
-        if not 0.05 <= self.scale <= 4.0:
-            raise WeightsError(f"model card of {source}: preprocess.scale must be in "
-                               f"[0.05, 4], got {self.scale}")
+        self.percentiles, self.scale = card_preprocess(config, source)
         thresholds = {**DEFAULT_THRESHOLDS, **(config.get("threshold", {}) or {})}
         if overlap_threshold is not None:
             thresholds["overlap"] = overlap_threshold

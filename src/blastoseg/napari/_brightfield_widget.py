@@ -27,6 +27,7 @@ from magicgui.widgets import (
 
 from blastoseg.errors import BlastosegError, InvalidImageError
 from blastoseg.napari import _ui
+from blastoseg.napari._job_runner import JobRunnerMixin
 from blastoseg.napari._measure_widget import _fingerprint, _plain_text, _set_table
 from blastoseg.napari.brightfield_job import (
     DEFAULT_THRESHOLD,
@@ -74,9 +75,11 @@ def load_predictor(model: str, device: str):
     return BrightfieldPredictor(model, device=device)
 
 
-class BrightfieldWidget(Container):
+class BrightfieldWidget(JobRunnerMixin, Container):
     """Form (image, model, device, frames, score threshold); Run / Cancel; progress; cell
     count and measurements table; Export..."""
+
+    _cancel_message = "cancelling (stops after the current network pass)..."
 
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=False)
@@ -209,9 +212,6 @@ class BrightfieldWidget(Container):
         return args, kwargs
 
     def start(self) -> None:
-        from napari.qt.threading import create_worker
-        from napari.utils import progress
-
         if self.worker is not None:
             return
         try:
@@ -222,40 +222,10 @@ class BrightfieldWidget(Container):
             _ui.report_error(self.status, exc)
             return
         _ui.save_settings(SETTINGS_FILE, self.settings())
-        self.worker = create_worker(_user_errors_returned, *args, **kwargs, _start_thread=False,
-                                    _ignore_errors=True)
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(self._on_error)
-        self.worker.aborted.connect(self._on_aborted)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.progress.value = 0
-        self.status.value = "starting..."
-        self._pbar = progress(total=1, desc="Segmenting brightfield cells")
-        self.worker.start()
-
-    def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.value = "cancelling (stops after the current network pass)..."
+        self.start_job(_user_errors_returned, *args, desc="Segmenting brightfield cells",
+                       **kwargs)
 
     # --- worker callbacks (GUI thread) --------------------------------------------------------
-    def _on_progress(self, update: tuple[str, int, int]) -> None:
-        message, done, total = update
-        self.progress.max = max(total, 1)
-        self.progress.value = done
-        self.status.value = message
-        if self._predictor is not None:
-            self.device_used.value = self._predictor.device_name
-        pbar = self._pbar
-        if pbar is not None:
-            pbar.total = max(total, 1)
-            pbar.set_description(message)
-            pbar.n = done
-            pbar.refresh()
-
     def _on_done(self, result: dict) -> None:
         from napari.layers import Layer
 
@@ -290,21 +260,6 @@ class BrightfieldWidget(Container):
         self._show()
         self.status.value = (f"done: correct the cells in the '{group}: amodal' layers with "
                              "napari's label tools; the table follows")
-
-    def _on_error(self, exc: Exception) -> None:
-        # a bug: napari's worker already shows it with its traceback
-        self.status.value = f"error: {exc}"
-
-    def _on_aborted(self) -> None:
-        self.status.value = "cancelled: no layers were changed"
-
-    def _on_finished(self) -> None:
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False
-        self.worker = None
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
 
     # --- measurements that follow the user's edits --------------------------------------------
     def _alive(self) -> bool:

@@ -24,6 +24,7 @@ from magicgui.widgets import (
 
 from blastoseg.errors import BlastosegError, InvalidImageError
 from blastoseg.napari import _ui
+from blastoseg.napari._job_runner import JobRunnerMixin
 from blastoseg.napari.overlap_job import (
     LABELS_ROLE,
     PROBABILITY_ROLE,
@@ -80,8 +81,10 @@ def _tag(layer) -> dict:
     return tag if isinstance(tag, dict) else {}
 
 
-class OverlapWidget(Container):
+class OverlapWidget(JobRunnerMixin, Container):
     """Form: image, model, device, frames, overlap threshold; Run / Cancel; progress."""
+
+    _cancel_message = "cancelling (stops after the current batch of windows)..."
 
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
@@ -204,9 +207,6 @@ class OverlapWidget(Container):
         return args, kwargs
 
     def start(self) -> None:
-        from napari.qt.threading import create_worker
-        from napari.utils import progress
-
         if self.worker is not None:
             return
         try:
@@ -217,40 +217,9 @@ class OverlapWidget(Container):
             self._report_error(exc)
             return
         _ui.save_settings(SETTINGS_FILE, self.settings())
-        self.worker = create_worker(_user_errors_returned, *args, **kwargs, _start_thread=False,
-                                    _ignore_errors=True)
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(self._on_error)
-        self.worker.aborted.connect(self._on_aborted)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.progress.value = 0
-        self.status.value = "starting..."
-        self._pbar = progress(total=1, desc="Overlap map")
-        self.worker.start()
-
-    def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.value = "cancelling (stops after the current batch of windows)..."
+        self.start_job(_user_errors_returned, *args, desc="Overlap map", **kwargs)
 
     # --- worker callbacks (GUI thread) --------------------------------------------------------
-    def _on_progress(self, update: tuple[str, int, int]) -> None:
-        message, done, total = update
-        self.progress.max = max(total, 1)
-        self.progress.value = done
-        self.status.value = message
-        if self._predictor is not None:
-            self.device_used.value = self._predictor.device_name
-        pbar = self._pbar
-        if pbar is not None:
-            pbar.total = max(total, 1)
-            pbar.set_description(message)
-            pbar.n = done
-            pbar.refresh()
-
     def _ours(self, group: str) -> dict[tuple[str, str], object]:
         """This widget's layers of one image: (role, head) -> layer."""
         return {(_tag(la)["role"], _tag(la).get("head", "")): la for la in self.viewer.layers
@@ -332,18 +301,3 @@ class OverlapWidget(Container):
 
     def _report_error(self, exc: Exception) -> None:
         _ui.report_error(self.status, exc)
-
-    def _on_error(self, exc: Exception) -> None:
-        # a bug: napari's worker already shows it with its traceback
-        self.status.value = f"error: {exc}"
-
-    def _on_aborted(self) -> None:
-        self.status.value = "cancelled: no layers were changed"
-
-    def _on_finished(self) -> None:
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False
-        self.worker = None
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None

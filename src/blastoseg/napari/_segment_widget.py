@@ -24,6 +24,7 @@ from magicgui.widgets import (
 
 from blastoseg.errors import BlastosegError, InvalidImageError
 from blastoseg.napari import _ui
+from blastoseg.napari._job_runner import JobRunnerMixin
 from blastoseg.napari.result_layers import (
     Placement,
     ResultLayerBuilder,
@@ -136,8 +137,11 @@ def calibrated_threshold(model: str) -> float:
 
 # --- the form ---------------------------------------------------------------------------------
 
-class SegmentWidget(Container):
+class SegmentWidget(JobRunnerMixin, Container):
     """Form: image, focal plane, model, device, threshold, frames; Segment / Cancel; progress."""
+
+    _cancel_message = "cancelling (stops after the current batch)..."
+    _pbar_follows_total = False  # napari's bar keeps the frame count it started with
 
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
@@ -256,9 +260,6 @@ class SegmentWidget(Container):
         return self._predictor
 
     def start(self) -> None:
-        from napari.qt.threading import create_worker
-        from napari.utils import progress
-
         if self.worker is not None:
             return
         import_predictor_safely()
@@ -269,20 +270,8 @@ class SegmentWidget(Container):
             return
         self._saved = self.settings()
         save_settings(self._saved)
-        self.worker = create_worker(_user_errors_returned, *job, _start_thread=False,
-                                    _ignore_errors=True)
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(self._on_error)
-        self.worker.aborted.connect(self._on_aborted)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.progress.value = 0
-        self.status.value = "starting..."
         n = job[2][1] - job[2][0]
-        self._pbar = progress(total=n, desc="Segmenting blastomeres")
-        self.worker.start()
+        self.start_job(_user_errors_returned, *job, desc="Segmenting blastomeres", total=n)
 
     def _make_job(self) -> tuple:
         layer = self.image.value
@@ -314,24 +303,10 @@ class SegmentWidget(Container):
                 lambda: self._get_predictor(model, device, thr), layer.name,
                 self._pending["placement"])
 
-    def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.value = "cancelling (stops after the current batch)..."
-
     # --- worker callbacks (GUI thread) --------------------------------------------------------
-    def _on_progress(self, update: tuple[str, int, int]) -> None:
-        message, done, total = update
-        self.progress.max = max(total, 1)
-        self.progress.value = done
-        self.status.value = message
+    def _show_device(self, message: str) -> None:
         if self._predictor is not None and message.startswith("segmenting"):
             self.device_used.value = self._predictor.device_name
-        pbar = self._pbar  # set_description may process events, and a finish with them
-        if pbar is not None:
-            pbar.set_description(message)
-            pbar.n = done
-            pbar.refresh()
 
     def _on_done(self, result: dict) -> None:
         from napari.layers import Layer
@@ -370,18 +345,3 @@ class SegmentWidget(Container):
 
     def _report_error(self, exc: Exception) -> None:
         _ui.report_error(self.status, exc)
-
-    def _on_error(self, exc: Exception) -> None:
-        # a bug: napari's worker already shows it with its traceback
-        self.status.value = f"error: {exc}"
-
-    def _on_aborted(self) -> None:
-        self.status.value = "cancelled: no layers were changed"
-
-    def _on_finished(self) -> None:
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False
-        self.worker = None
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None

@@ -10,16 +10,28 @@ TINY_MODEL = {"working_size": 96, "anchor_sizes": [[8, 12], [16, 24], [32, 48], 
               "mask_head_channels": 16, "refine_channels": 8}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory):
+    """One temporary BLASTOSEG_HOME for the whole session, set before any other fixture: the
+    session's tiny models live there, and a module or test that sets its own home (and undoes
+    it afterwards) falls back to this one, so no model of another fixture goes missing."""
+    home = tmp_path_factory.mktemp("session") / "home"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BLASTOSEG_HOME", str(home))
+    yield home
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
+def tiny_models(tmp_path_factory, session_home):
     """A tiny shape prior and a tiny amodal model ("tiny-prior", "tiny-amodal"), trained a few
-    steps through the CLI and registered under a temporary BLASTOSEG_HOME; yields
+    steps through the CLI and registered in the session's BLASTOSEG_HOME; yields
     (folder, dataset folder)."""
     from blastoseg.cli import main
 
     tmp = tmp_path_factory.mktemp("amodal")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BLASTOSEG_HOME", str(tmp / "home"))
+    mp = pytest.MonkeyPatch()  # register in the session home, whatever the caller's home is
+    mp.setenv("BLASTOSEG_HOME", str(session_home))
     data = tmp / "data"
     assert main(["synth", "embryos", "--n", "6", "--seed", "5", "--size", "128",
                  "--out", str(data)]) == 0
@@ -33,8 +45,8 @@ def tiny_models(tmp_path_factory):
     assert main(["train", "amodal", "--data", str(data), "--val", str(data),
                  "--out", str(tmp / "j2"), "--config", str(am), "--name", "tiny-amodal",
                  "--quiet"]) == 0
-    yield tmp, data
     mp.undo()
+    yield tmp, data
 
 
 #: an SE-U-Net small enough to train a few steps in seconds on a CPU
@@ -42,15 +54,15 @@ TINY_SEUNET = {"base_width": 4, "depth": 2, "se_reduction": 2}
 
 
 @pytest.fixture(scope="session")
-def tiny_overlap(tmp_path_factory):
+def tiny_overlap(tmp_path_factory, session_home):
     """A tiny SE-U-Net overlap model ("tiny-overlap") trained a few steps through the CLI on
-    synthetic brightfield scenes, registered under a temporary BLASTOSEG_HOME; yields
+    synthetic brightfield scenes, registered in the session's BLASTOSEG_HOME; yields
     (folder, dataset folder)."""
     from blastoseg.cli import main
 
     tmp = tmp_path_factory.mktemp("overlap")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BLASTOSEG_HOME", str(tmp / "home"))
+    mp = pytest.MonkeyPatch()  # register in the session home, whatever the caller's home is
+    mp.setenv("BLASTOSEG_HOME", str(session_home))
     data = tmp / "bf"
     assert main(["synth", "brightfield", "--n", "3", "--seed", "2", "--size", "96",
                  "--out", str(data)]) == 0
@@ -62,5 +74,5 @@ def tiny_overlap(tmp_path_factory):
     assert main(["train", "overlap", "--data", str(data), "--val", str(data),
                  "--out", str(tmp / "job"), "--config", str(cfg), "--name", "tiny-overlap",
                  "--quiet"]) == 0
-    yield tmp, data
     mp.undo()
+    yield tmp, data

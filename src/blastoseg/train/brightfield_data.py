@@ -45,17 +45,8 @@ from torch.utils.data import Dataset as TorchDataset
 
 from blastoseg.errors import DatasetFormatError
 from blastoseg.io.dataset import read_dataset
-from blastoseg.io.nuclei import load_nuclei
-from blastoseg.predict.framing import to_grey
-from blastoseg.predict.overlap import normalise_percentiles
-from blastoseg.targets.heads import HEADS, head_targets
-from blastoseg.targets.probability import probability_map
-from blastoseg.train.overlap_data import (
-    FROM_DATASET,
-    _stored_probability,
-    pad_to_multiple,
-    rescale_sample,
-)
+from blastoseg.targets.heads import HEADS
+from blastoseg.train.overlap_data import pad_to_multiple, prepare_sample
 
 __all__ = ["MIN_INSTANCE_AREA", "BrightfieldDataset", "collate_brightfield"]
 
@@ -169,25 +160,14 @@ class BrightfieldDataset(TorchDataset):
             for i in range(len(ds)):
                 if max_images is not None and len(self.frames) >= max_images:
                     break
-                image = normalise_percentiles(to_grey(ds.load_image(i)))
                 inst = ds.instances(i)
                 if len(inst) and inst.class_ids.min() < 1:
                     raise DatasetFormatError(
                         f"{ds.path}: image {ds.images[i]['file_name']!r} has category id "
                         f"{int(inst.class_ids.min())}; category ids must start at 1")
-                nuclei = load_nuclei(ds, i)
-                if scale != 1.0:
-                    image, inst, nuclei = rescale_sample(image, inst, nuclei, scale)
-                t = head_targets(inst, nuclei, border_width=border_width, heads=self.heads)
-                stack = np.zeros((len(self.heads), *image.shape), np.float32)
-                present = np.zeros(len(self.heads), bool)
-                for k, h in enumerate(self.heads):
-                    if h in t:
-                        stack[k], present[k] = t[h], True
-                if variant == FROM_DATASET:
-                    p = _stored_probability(ds, i, image.shape)
-                else:
-                    p = probability_map(inst, variant, nuclei=nuclei, **prob)
+                image, inst, stack, present, p = prepare_sample(
+                    ds, i, self.heads, scale=scale, border_width=border_width,
+                    variant=variant, params=prob, inst=inst)
                 self.frames.append(_Frame(image, stack, present, p, inst.masks,
                                           inst.class_ids - 1))
 

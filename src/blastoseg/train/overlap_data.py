@@ -86,6 +86,31 @@ def rescale_sample(image: np.ndarray, inst: FrameInstances, nuclei: np.ndarray |
     return small, inst, nuc
 
 
+def prepare_sample(ds, i: int, heads, *, scale: float = 1.0, border_width: int = 2,
+                   variant: str = "none", params: dict | None = None, inst=None):
+    """Dataset image ``i`` as the SE-U-Net trains on it: the normalised image (at ``scale``),
+    its instances, the (K, H, W) head targets with their presence flags, and P.
+
+    Shared by the overlap and brightfield training data; ``inst`` lets the caller pass the
+    instances it has already read (and checked)."""
+    image = normalise_percentiles(to_grey(ds.load_image(i)))
+    inst = ds.instances(i) if inst is None else inst
+    nuclei = load_nuclei(ds, i)
+    if scale != 1.0:
+        image, inst, nuclei = rescale_sample(image, inst, nuclei, scale)
+    t = head_targets(inst, nuclei, border_width=border_width, heads=heads)
+    stack = np.zeros((len(heads), *image.shape), np.float32)
+    present = np.zeros(len(heads), bool)
+    for k, h in enumerate(heads):
+        if h in t:
+            stack[k], present[k] = t[h], True
+    if variant == FROM_DATASET:
+        p = _stored_probability(ds, i, image.shape)
+    else:
+        p = probability_map(inst, variant, nuclei=nuclei, **(params or {}))
+    return image, inst, stack, present, p
+
+
 class _Frame:
     """One dataset image prepared for training (compact dtypes)."""
 
@@ -139,21 +164,9 @@ class OverlapDataset(TorchDataset):
             for i in range(len(ds)):
                 if max_images is not None and len(self.frames) >= max_images:
                     break
-                image = normalise_percentiles(to_grey(ds.load_image(i)))
-                inst = ds.instances(i)
-                nuclei = load_nuclei(ds, i)
-                if scale != 1.0:
-                    image, inst, nuclei = rescale_sample(image, inst, nuclei, scale)
-                t = head_targets(inst, nuclei, border_width=border_width, heads=self.heads)
-                stack = np.zeros((len(self.heads), *image.shape), np.float32)
-                present = np.zeros(len(self.heads), bool)
-                for k, h in enumerate(self.heads):
-                    if h in t:
-                        stack[k], present[k] = t[h], True
-                if variant == FROM_DATASET:
-                    p = _stored_probability(ds, i, image.shape)
-                else:
-                    p = probability_map(inst, variant, nuclei=nuclei, **prob)
+                image, _, stack, present, p = prepare_sample(
+                    ds, i, self.heads, scale=scale, border_width=border_width,
+                    variant=variant, params=prob)
                 self.frames.append(_Frame(image, stack, present, p))
 
     def __len__(self) -> int:

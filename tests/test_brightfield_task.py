@@ -151,7 +151,7 @@ def test_task_rejects_bad_data_options(tmp_path):
 # --- post-processing -------------------------------------------------------------------------
 
 def test_decode_scores_and_mask_nms():
-    from blastoseg.predict.brightfield import decode_instances
+    from blastoseg.predict.brightfield_post import decode_instances
 
     mask = torch.full((3, 8, 8), -10.0)
     mask[0, :4, :4] = 10.0  # a square
@@ -174,7 +174,7 @@ def test_decode_scores_and_mask_nms():
 
 
 def test_tile_merge_and_resize_to_input():
-    from blastoseg.predict.brightfield import _Candidate, _merge, _to_frame
+    from blastoseg.predict.brightfield_post import _Candidate, _merge, _to_frame
 
     sq = np.ones((4, 4), bool)
     whole = _Candidate(0.9, 0, 10, 10, sq.astype(np.float32), sq)

@@ -45,16 +45,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from blastoseg.errors import BlastosegError
 from blastoseg.instances import FrameInstances
 from blastoseg.models.seunet import SEUNetConfig
+from blastoseg.predict.brightfield_post import (
+    _Candidate,
+    _candidates,
+    _merge,
+    _to_frame,
+    decode_instances,
+    select_predictions,
+)
 from blastoseg.predict.device import describe_device, resolve_device
 from blastoseg.predict.overlap import (
     MIN_SIDE,
@@ -86,7 +92,6 @@ DEFAULT_POSTPROCESS = {"score_threshold": 0.3, "mask_threshold": 0.5, "nms_iou":
 MAX_SIDE = 1024
 #: the IoU above which instances of neighbouring windows are the same cell
 TILE_MERGE_IOU = 0.5
-_MARGIN = 2  # working px kept around a mask's box (bilinear resize reaches 1 px beyond it)
 
 
 def seunet_config_of(config) -> SEUNetConfig:
@@ -108,179 +113,6 @@ def _unit(value, name: str, source: str = "", *, allow_none: bool = False) -> fl
         none = " or None" if allow_none else ""
         raise BlastosegError(f"{name} must be a number in [0, 1]{none}, got {value!r}{where}")
     return float(value)
-
-
-# --- post-processing ---------------------------------------------------------------------------
-
-def _nms_order(binary: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy mask NMS on (n, h, w) bool masks already sorted by score: kept indices."""
-    n = binary.shape[0]
-    if n <= 1:
-        return torch.arange(n, device=binary.device)
-    flat = binary.reshape(n, -1).float()
-    inter = flat @ flat.T
-    area = flat.sum(dim=1)
-    iou = inter / (area[:, None] + area[None, :] - inter).clamp_min(1.0)
-    keep = torch.ones(n, dtype=torch.bool, device=binary.device)
-    for i in range(n):
-        if keep[i]:
-            later = iou[i] > iou_threshold
-            later[: i + 1] = False
-            keep &= ~later
-    return torch.nonzero(keep).flatten()
-
-
-def select_predictions(class_logits: torch.Tensor, mask_logits: torch.Tensor,
-                       iou_logits: torch.Tensor | None = None, *,
-                       score_threshold: float = 0.3, mask_threshold: float = 0.5,
-                       nms_iou: float | None = 0.8, use_iou: bool = True
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The predictions of ONE image that pass the post-processing (module docstring).
-
-    Parameters
-    ----------
-    class_logits
-        (N, K) class logits (sigmoid, focal-loss style: no background column).
-    mask_logits
-        (N, h, w) mask logits at any resolution (the predictor scores them at the
-        branch resolution and up-samples only the kept ones).
-    iou_logits
-        (N,) IoU-objectness logits or None.
-
-    Returns
-    -------
-    indices (n,) into the N predictions, scores (n,), labels (n,) int64 (0-based class
-    index); best score first.
-    """
-    cls_score, labels = torch.sigmoid(class_logits.float()).max(dim=-1)
-    prob = torch.sigmoid(mask_logits.float())
-    binary = prob >= mask_threshold
-    area = binary.flatten(1).sum(dim=1)
-    maskness = (prob * binary).flatten(1).sum(dim=1) / area.clamp_min(1)
-    scores = cls_score * maskness
-    if iou_logits is not None and use_iou:
-        scores = scores * torch.sigmoid(iou_logits.float().reshape(-1))
-    keep = torch.nonzero((scores >= score_threshold) & (area > 0)).flatten()
-    keep = keep[torch.argsort(scores[keep], descending=True)]
-    if nms_iou is not None and len(keep) > 1:
-        keep = keep[_nms_order(binary[keep], float(nms_iou))]
-    return keep, scores[keep], labels[keep]
-
-
-def decode_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
-                     iou_logits: torch.Tensor | None = None, *, score_threshold: float = 0.3,
-                     mask_threshold: float = 0.5, nms_iou: float | None = 0.8,
-                     use_iou: bool = True) -> FrameInstances:
-    """:func:`select_predictions` as FrameInstances at the logits' resolution (binary masks
-    ``sigmoid(logit) >= mask_threshold``, ``class_ids`` = class index + 1)."""
-    keep, scores, labels = select_predictions(
-        class_logits, mask_logits, iou_logits, score_threshold=score_threshold,
-        mask_threshold=mask_threshold, nms_iou=nms_iou, use_iou=use_iou)
-    masks = torch.sigmoid(mask_logits[keep].float()) >= mask_threshold
-    return FrameInstances(masks=masks.cpu().numpy(), class_ids=(labels + 1).cpu().numpy(),
-                          scores=scores.cpu().numpy())
-
-
-# --- candidates in frame coordinates ----------------------------------------------------------
-
-@dataclass
-class _Candidate:
-    """One predicted instance: its mask probability on a box of the working frame."""
-
-    score: float
-    label: int
-    y0: int
-    x0: int
-    prob: np.ndarray  # (h, w) float32 on rows y0.., cols x0.. of the working frame
-    binary: np.ndarray  # prob >= mask threshold
-    truncated: bool = False
-
-    def overlap(self, other: _Candidate) -> int:
-        ya, yb = max(self.y0, other.y0), min(self.y0 + self.binary.shape[0],
-                                              other.y0 + other.binary.shape[0])
-        xa, xb = max(self.x0, other.x0), min(self.x0 + self.binary.shape[1],
-                                              other.x0 + other.binary.shape[1])
-        if ya >= yb or xa >= xb:
-            return 0
-        a = self.binary[ya - self.y0:yb - self.y0, xa - self.x0:xb - self.x0]
-        b = other.binary[ya - other.y0:yb - other.y0, xa - other.x0:xb - other.x0]
-        return int(np.count_nonzero(a & b))
-
-    @property
-    def area(self) -> int:
-        return int(np.count_nonzero(self.binary))
-
-
-def _candidates(scores, labels, prob: torch.Tensor, threshold: float, oy: int, ox: int,
-                edges: tuple[bool, bool, bool, bool] = (False, False, False, False)
-                ) -> list[_Candidate]:
-    """Box-cropped candidates of one window; ``edges`` = (top, bottom, left, right) window
-    sides that lie inside the frame (an instance touching one is ``truncated``)."""
-    out = []
-    probs = prob.cpu().numpy()
-    h, w = probs.shape[1:]
-    for s, lab, p in zip(scores.tolist(), labels.tolist(), probs, strict=True):
-        b = p >= threshold
-        rows, cols = np.flatnonzero(b.any(axis=1)), np.flatnonzero(b.any(axis=0))
-        if not len(rows):
-            continue
-        y0, y1 = max(rows[0] - _MARGIN, 0), min(rows[-1] + 1 + _MARGIN, h)
-        x0, x1 = max(cols[0] - _MARGIN, 0), min(cols[-1] + 1 + _MARGIN, w)
-        top, bottom, left, right = edges
-        truncated = ((top and rows[0] == 0) or (bottom and rows[-1] == h - 1)
-                     or (left and cols[0] == 0) or (right and cols[-1] == w - 1))
-        out.append(_Candidate(float(s), int(lab), int(y0 + oy), int(x0 + ox),
-                              np.ascontiguousarray(p[y0:y1, x0:x1]),
-                              np.ascontiguousarray(b[y0:y1, x0:x1]), bool(truncated)))
-    return out
-
-
-def _merge(cands: list[_Candidate], merge_iou: float) -> list[_Candidate]:
-    """Tiled frames: whole instances by mask NMS, then cut ones not already covered."""
-    whole = sorted((c for c in cands if not c.truncated), key=lambda c: -c.score)
-    cut = sorted((c for c in cands if c.truncated), key=lambda c: (-c.area, -c.score))
-    kept: list[_Candidate] = []
-    for c in whole:
-        area = c.area
-        if all(c.overlap(k) / max(area + k.area - c.overlap(k), 1) <= merge_iou for k in kept):
-            kept.append(c)
-    for c in cut:
-        area = max(c.area, 1)
-        covered = sum(c.overlap(k) for k in kept)  # upper bound of the covered pixels
-        if covered / area <= 0.5:
-            kept.append(c)
-    return sorted(kept, key=lambda c: -c.score)
-
-
-def _to_frame(cands: list[_Candidate], work_shape: tuple[int, int], shape: tuple[int, int],
-              threshold: float) -> np.ndarray:
-    """(n, H, W) bool masks at the input size from candidates on the working frame."""
-    h, w = shape
-    masks = np.zeros((len(cands), h, w), bool)
-    if work_shape == shape:
-        for k, c in enumerate(cands):
-            ch, cw = c.binary.shape
-            masks[k, c.y0:c.y0 + ch, c.x0:c.x0 + cw] = c.binary
-        return masks
-    sy, sx = work_shape[0] / h, work_shape[1] / w
-    for k, c in enumerate(cands):
-        ch, cw = c.prob.shape
-        # input pixel Y sits at working coordinate (Y + 0.5) * sy - 0.5 (pixel centres);
-        # a box at the frame's edge extends to the edge (nearest value beyond the centres)
-        y_lo = 0 if c.y0 == 0 else max(int(np.ceil((c.y0 + 0.5) / sy - 0.5)), 0)
-        y_hi = h if c.y0 + ch >= work_shape[0] else \
-            min(int(np.floor((c.y0 + ch - 0.5) / sy - 0.5)) + 1, h)
-        x_lo = 0 if c.x0 == 0 else max(int(np.ceil((c.x0 + 0.5) / sx - 0.5)), 0)
-        x_hi = w if c.x0 + cw >= work_shape[1] else \
-            min(int(np.floor((c.x0 + cw - 0.5) / sx - 0.5)) + 1, w)
-        if y_lo >= y_hi or x_lo >= x_hi:
-            continue
-        yy = (np.arange(y_lo, y_hi) + 0.5) * sy - 0.5 - c.y0
-        xx = (np.arange(x_lo, x_hi) + 0.5) * sx - 0.5 - c.x0
-        grid = np.meshgrid(yy, xx, indexing="ij")
-        values = ndimage.map_coordinates(c.prob, grid, order=1, mode="nearest")
-        masks[k, y_lo:y_hi, x_lo:x_hi] = values >= threshold
-    return masks
 
 
 # --- predictor ---------------------------------------------------------------------------------

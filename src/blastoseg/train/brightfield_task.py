@@ -51,12 +51,8 @@ from torch import nn
 
 from blastoseg.instances import FrameInstances
 from blastoseg.metrics import evaluate_masks
-from blastoseg.predict.brightfield import (
-    DEFAULT_POSTPROCESS,
-    KIND,
-    decode_instances,
-    seunet_config_of,
-)
+from blastoseg.predict.brightfield import DEFAULT_POSTPROCESS, KIND, seunet_config_of
+from blastoseg.predict.brightfield_post import decode_instances
 from blastoseg.train.brightfield_data import BrightfieldDataset, collate_brightfield
 from blastoseg.train.engine import TrainingError, TrainTask, register_task
 from blastoseg.train.job import TrainJob

@@ -51,8 +51,7 @@ from blastoseg.napari.result_layers import (
 )
 from blastoseg.napari.torch_import import import_predictor_safely
 
-MODES = ("current frame", "whole stack")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+MODES, DEVICES = _ui.MODES, _ui.DEVICES
 SETTINGS_FILE = "napari_brightfield_widget.json"
 DEBOUNCE_MS = 250
 COLUMNS = ("cell", "area px", "overlap px", "overlap %", "neighbours")
@@ -89,11 +88,7 @@ class BrightfieldWidget(JobRunnerMixin, Container):
         self.model = ComboBox(label="model", choices=lambda _w=None: brightfield_model_names())
         self.model.tooltip = ("registered SparseSEU-Net models of kind 'brightfield' (train "
                               "one with 'blastoseg train brightfield')")
-        self.device = ComboBox(label="device", choices=DEVICES,
-                               value=saved.get("device") if saved.get("device") in DEVICES
-                               else "auto")
-        self.mode = ComboBox(label="frames", choices=MODES,
-                             value=saved.get("mode") if saved.get("mode") in MODES else MODES[0])
+        self.device, self.mode = _ui.device_and_mode(saved, MODES[0])
         self.threshold = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05,
                                       value=DEFAULT_THRESHOLD)
         self.threshold.tooltip = ("cells scoring below this are dropped (score = class "

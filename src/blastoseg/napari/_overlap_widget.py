@@ -35,8 +35,7 @@ from blastoseg.napari.overlap_job import (
 from blastoseg.napari.result_layers import Placement
 from blastoseg.napari.torch_import import import_predictor_safely
 
-MODES = ("current frame", "whole stack")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+MODES, DEVICES = _ui.MODES, _ui.DEVICES
 DEFAULT_MODEL = "overlap-default"
 DEFAULT_THRESHOLD = 0.3
 SETTINGS_FILE = "napari_overlap_widget.json"
@@ -94,11 +93,7 @@ class OverlapWidget(JobRunnerMixin, Container):
         self.model = ComboBox(label="model", choices=self._models)
         self.model.tooltip = ("registered SE-U-Net models of kind 'overlap' (train one with "
                               "'blastoseg train overlap')")
-        self.device = ComboBox(label="device", choices=DEVICES,
-                               value=saved.get("device") if saved.get("device") in DEVICES
-                               else "auto")
-        self.mode = ComboBox(label="frames", choices=MODES,
-                             value=saved.get("mode") if saved.get("mode") in MODES else MODES[0])
+        self.device, self.mode = _ui.device_and_mode(saved, MODES[0])
         self.threshold = FloatSpinBox(label="overlap threshold", min=0.0, max=1.0, step=0.05,
                                       value=DEFAULT_THRESHOLD)
         self.threshold.tooltip = ("overlap probability at or above which a pixel counts as "

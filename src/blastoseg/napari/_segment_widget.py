@@ -33,8 +33,7 @@ from blastoseg.napari.result_layers import (
 )
 from blastoseg.napari.torch_import import import_predictor_safely
 
-MODES = ("current frame", "whole stack")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+MODES, DEVICES = _ui.MODES, _ui.DEVICES
 BEST = "best focus"
 SETTINGS_FILE = "napari_segment_widget.json"
 
@@ -150,9 +149,7 @@ class SegmentWidget(JobRunnerMixin, Container):
         self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
         self.plane = ComboBox(label="focal plane", choices=[(BEST, BEST)])
         self.model = ComboBox(label="model", choices=self._models)
-        self.device = ComboBox(label="device", choices=DEVICES,
-                               value=saved.get("device") if saved.get("device") in DEVICES
-                               else "auto")
+        self.device, self.mode = _ui.device_and_mode(saved, MODES[1])
         self.calibrated = CheckBox(text="model's calibrated threshold",
                                    value=bool(saved.get("calibrated", True)))
         self.calibrated.tooltip = (
@@ -160,8 +157,6 @@ class SegmentWidget(JobRunnerMixin, Container):
             "amodal' for the best cell counts); untick to set your own")
         self.threshold = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05,
                                       value=float(saved.get("score_threshold", 0.5)))
-        self.mode = ComboBox(label="frames", choices=MODES,
-                             value=saved.get("mode") if saved.get("mode") in MODES else MODES[1])
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")

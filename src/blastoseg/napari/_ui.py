@@ -76,3 +76,20 @@ def import_model_dialog(widget) -> None:
             widget.import_from(path)
         except (BlastosegError, OSError) as exc:
             report_error(widget.status, exc)
+
+
+#: frame modes and devices offered by every widget that runs a model
+MODES = ("current frame", "whole stack")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def device_and_mode(saved: dict, default_mode: str = MODES[0]):
+    """The "device" and "frames" combo boxes every model widget shows, restored from its
+    saved settings (an unknown saved value falls back to the default)."""
+    from magicgui.widgets import ComboBox
+
+    device = ComboBox(label="device", choices=DEVICES,
+                      value=saved.get("device") if saved.get("device") in DEVICES else "auto")
+    mode = ComboBox(label="frames", choices=MODES,
+                    value=saved.get("mode") if saved.get("mode") in MODES else default_mode)
+    return device, mode

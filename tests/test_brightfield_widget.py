@@ -350,3 +350,29 @@ def test_export_refuses_without_layers_or_image(tmp_path):
         export_brightfield(tmp_path, SimpleNamespace(name="x"), [])
     with pytest.raises(InvalidImageError, match="image layer"):
         export_brightfield(tmp_path, None, [object()])
+
+
+# --- labeling with a brightfield model (issue 7, item 5) ----------------------------------------
+
+def test_a_brightfield_model_proposes_cells_in_the_label_widget(make_napari_viewer, tiny_bf):
+    from blastoseg.annotate import propose
+    from blastoseg.annotate.propose import Proposer, load_proposal_predictor
+    from blastoseg.errors import BlastosegError
+    from blastoseg.io import read_dataset
+    from blastoseg.napari._label_widget import LabelWidget
+    from blastoseg.predict.brightfield import BrightfieldPredictor
+
+    run = load_proposal_predictor("tiny-bf", device="cpu")
+    assert isinstance(run, BrightfieldPredictor)
+    assert run.score_threshold == pytest.approx(propose.PROPOSAL_THRESHOLD)
+    with pytest.raises(BlastosegError, match="kind 'pix2pix'"):
+        load_proposal_predictor("pix2pix-brightfield", device="cpu")
+
+    image = read_dataset(tiny_bf).load_image(0)
+    det = Proposer("tiny-bf", device="cpu").detections(image)
+    assert det.shape == image.shape[:2]
+    assert all(s >= propose.PROPOSAL_THRESHOLD for s in det.scores)
+
+    widget = LabelWidget(make_napari_viewer())
+    assert "tiny-bf" in widget.model.choices  # a choice of "Propose at clicks"
+    assert any(label == "tiny-bf (brightfield)" for label, _ in widget._models())

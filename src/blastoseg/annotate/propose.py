@@ -1,6 +1,7 @@
 """Propose from a click: the model's amodal mask of the cell under a point.
 
-The amodal model runs once per frame at a low score threshold (a cell the model is unsure of
+The model (an amodal blastomere model, or a brightfield SparseSEU-Net: both give whole-cell
+masks that may overlap) runs once per frame at a low score threshold (a cell the model is unsure of
 is still worth proposing: the user decides) and its detections are kept, cropped to their
 boxes, keyed by a hash of the frame; further clicks on the same frame only search them.
 
@@ -29,7 +30,8 @@ import numpy as np
 from blastoseg.errors import BlastosegError, InvalidImageError
 from blastoseg.instances import FrameInstances
 
-__all__ = ["Detections", "Proposal", "Proposer", "image_key", "propose_at"]
+__all__ = ["Detections", "Proposal", "Proposer", "image_key", "load_proposal_predictor",
+           "propose_at"]
 
 #: score threshold of the proposal run: low, the user judges the proposal
 PROPOSAL_THRESHOLD = 0.05
@@ -131,14 +133,44 @@ def _existing_masks(existing: Any, shape: tuple[int, int]) -> np.ndarray:
     return m.astype(bool, copy=False)
 
 
+#: model kinds that can propose cells, -> how their predictor is loaded
+PROPOSAL_KINDS = ("amodal", "brightfield")
+
+
+def load_proposal_predictor(model: str, device: str = "auto",
+                            score_threshold: float = PROPOSAL_THRESHOLD,
+                            nms_iou: float = PROPOSAL_NMS_IOU):
+    """The predictor of a registered model for proposals: an amodal model's
+    :class:`~blastoseg.predict.amodal.AmodalPredictor` or a brightfield model's
+    :class:`~blastoseg.predict.brightfield.BrightfieldPredictor`, with the proposal run's
+    low score threshold and lenient NMS (a SparseSEU-Net whose card has no NMS keeps none)."""
+    from blastoseg.weights import resolve_model
+
+    kind = resolve_model(model).kind
+    if kind == "amodal":
+        from blastoseg.predict.amodal import AmodalPredictor
+
+        return AmodalPredictor(model, device=device, score_threshold=score_threshold,
+                               mask_nms_iou=nms_iou)
+    if kind == "brightfield":
+        from blastoseg.predict.brightfield import BrightfieldPredictor
+
+        run = BrightfieldPredictor(model, device=device, score_threshold=score_threshold)
+        if run.nms_iou is not None:
+            run.nms_iou = max(float(run.nms_iou), nms_iou)
+        return run
+    raise BlastosegError(f"model {model!r} is of kind {kind!r}; cells can be proposed by "
+                         f"models of kind {' or '.join(PROPOSAL_KINDS)}")
+
+
 class Proposer:
     """A predictor plus the detections of the last frame it saw.
 
     Parameters
     ----------
     predictor
-        A registered amodal model name / ``.safetensors`` path (loaded with
-        :class:`~blastoseg.predict.amodal.AmodalPredictor`), or any object with
+        A registered model name / ``.safetensors`` path of kind ``amodal`` or ``brightfield``
+        (see :func:`load_proposal_predictor`), or any object with
         ``predict(frame) -> FrameInstances``. If the object has ``score_threshold`` /
         ``mask_nms_iou`` attributes (an AmodalPredictor does), a shallow copy with the
         proposal settings is used; the object itself is never changed.
@@ -152,10 +184,7 @@ class Proposer:
                  score_threshold: float = PROPOSAL_THRESHOLD,
                  nms_iou: float = PROPOSAL_NMS_IOU) -> None:
         if isinstance(predictor, str):
-            from blastoseg.predict.amodal import AmodalPredictor
-
-            run = AmodalPredictor(predictor, device=device, score_threshold=score_threshold,
-                                  mask_nms_iou=nms_iou)
+            run = load_proposal_predictor(predictor, device, score_threshold, nms_iou)
         elif callable(getattr(predictor, "predict", None)):
             run = predictor
             if hasattr(predictor, "score_threshold") or hasattr(predictor, "mask_nms_iou"):
@@ -165,7 +194,7 @@ class Proposer:
                 if hasattr(run, "mask_nms_iou"):
                     run.mask_nms_iou = max(float(run.mask_nms_iou), nms_iou)
         else:
-            raise BlastosegError(f"expected an amodal model name or a predictor with a "
+            raise BlastosegError(f"expected a model name or a predictor with a "
                                  f"predict(frame) method; got {type(predictor).__name__}")
         self.source = predictor
         self.device_arg = device
@@ -245,7 +274,8 @@ def propose_at(predictor_or_model_name: Any, image: np.ndarray, point: Sequence[
     Parameters
     ----------
     predictor_or_model_name
-        Amodal model name / path, or a predictor object (see :class:`Proposer`). The last
+        Amodal or brightfield model name / path, or a predictor object (see
+        :class:`Proposer`). The last
         one used is kept with its last frame's detections, so repeated clicks on one frame
         run the model once.
     image

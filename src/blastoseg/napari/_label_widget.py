@@ -71,6 +71,8 @@ class LabelWidget(Container):
         self.propose_button = PushButton(text="Propose at clicks")
         self.undo_button = PushButton(text="Undo")
         self.model = ComboBox(label="model (propose)", choices=self._models)
+        self.model.tooltip = ("the model whose cell is proposed at each click: an amodal "
+                              "blastomere model or a brightfield (SparseSEU-Net) model")
         self.reviewed = CheckBox(text="frame reviewed")
         self.val_fraction = FloatSpinBox(label="validation share", min=0.0, max=0.9,
                                          step=0.05, value=0.2)
@@ -118,10 +120,18 @@ class LabelWidget(Container):
     def _start_choices(self, _widget=None) -> list[str]:
         return [EMPTY, *amodal_groups(self.viewer.layers)]
 
-    def _models(self, _widget=None) -> list[str]:
-        from blastoseg.napari._segment_widget import _amodal_model_names
+    def _models(self, _widget=None) -> list:
+        """(label, name) of every model that can propose cells: amodal blastomere models,
+        then brightfield SparseSEU-Nets (labelled with their kind)."""
+        from blastoseg.annotate.propose import PROPOSAL_KINDS
+        from blastoseg.weights import list_models
 
-        return _amodal_model_names()
+        try:
+            entries = [m for kind in PROPOSAL_KINDS for m in list_models(kind=kind)]
+        except Exception:  # a broken user folder must not break the form
+            return []
+        return [(m.name if m.kind == "amodal" else f"{m.name} ({m.kind})", m.name)
+                for m in entries]
 
     def _set_enabled(self, on: bool) -> None:
         for w in (self.new_button, self.delete_button, self.merge_button, self.split_button,
@@ -421,7 +431,7 @@ class LabelWidget(Container):
         if not len(pts):
             raise BlastosegError("click inside the cells to propose (clicks layer)")
         if not self.model.value:
-            raise BlastosegError("no amodal model installed to propose cells")
+            raise BlastosegError("no amodal or brightfield model installed to propose cells")
         import_predictor_safely()
         image = self.session.project.image(self._frame)
         found = 0

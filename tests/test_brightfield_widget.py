@@ -376,3 +376,28 @@ def test_a_brightfield_model_proposes_cells_in_the_label_widget(make_napari_view
     widget = LabelWidget(make_napari_viewer())
     assert "tiny-bf" in widget.model.choices  # a choice of "Propose at clicks"
     assert any(label == "tiny-bf (brightfield)" for label, _ in widget._models())
+
+
+@pytest.mark.gui
+def test_the_finetune_widget_trains_a_brightfield_model(make_napari_viewer, qtbot, tiny_bf,
+                                                        tmp_path):
+    from blastoseg.napari._train_widget import TrainWidget
+    from blastoseg.weights import resolve_model
+
+    widget = TrainWidget(make_napari_viewer())
+    assert "tiny-bf" in widget.base.choices
+    widget.base.value = "tiny-bf"
+    widget.train_data.value = widget.val_data.value = str(tiny_bf)
+    widget.length.value, widget.unit.value = 1, "epochs"
+    widget.device.value = "cpu"
+    widget.name.value = "tiny-bf-ft"
+    widget.job_dir.value = str(tmp_path / "ft")
+    widget.start()
+    try:
+        qtbot.waitUntil(lambda: widget._progress.state in ("done", "failed"), timeout=180_000)
+    finally:
+        if widget._popen is not None and widget._popen.poll() is None:
+            widget._popen.kill()
+    assert widget._progress.state == "done", widget.status.value
+    entry = resolve_model("tiny-bf-ft")
+    assert entry.kind == "brightfield" and entry.card.base_model == "tiny-bf"

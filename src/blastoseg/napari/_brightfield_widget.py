@@ -14,7 +14,6 @@ the user's edits (the displayed frame is re-measured after a brush stroke, fill 
 
 from __future__ import annotations
 
-import numpy as np
 from magicgui.widgets import (
     ComboBox,
     Container,
@@ -162,13 +161,6 @@ class BrightfieldWidget(JobRunnerMixin, Container):
             axes = ""
         self.mode.enabled = axes == "T"
 
-    def _index(self, layer, axis: int = 0) -> int:
-        """Data index along ``axis`` of ``layer`` at the viewer's current position."""
-        dims = self.viewer.dims
-        world = dims.point[dims.ndim - layer.ndim + axis]
-        idx = int(round((world - layer.translate[axis]) / layer.scale[axis]))
-        return int(np.clip(idx, 0, layer.data.shape[axis] - 1))
-
     # --- running ------------------------------------------------------------------------------
     def settings(self) -> dict:
         return {"model": self.model.value, "device": self.device.value, "mode": self.mode.value,
@@ -193,11 +185,7 @@ class BrightfieldWidget(JobRunnerMixin, Container):
                 "no brightfield model is installed: train one with 'blastoseg train "
                 "brightfield' or register one with 'blastoseg models'")
         axes = overlap_axes(tuple(layer.data.shape), bool(layer.rgb))
-        if axes == "T" and self.mode.value == MODES[0]:
-            t = self._index(layer)
-            frame_range = (t, t + 1)
-        else:
-            frame_range = (0, layer.data.shape[0] if axes == "T" else 1)
+        frame_range = _ui.frames_to_run(self.viewer, layer, axes, self.mode.value)
         self._pending = {"group": layer.name, "image": layer, "first": frame_range[0],
                          "n": frame_range[1] - frame_range[0], "axes": axes}
         model, device, thr = self.model.value, self.device.value, float(self.threshold.value)
@@ -270,7 +258,7 @@ class BrightfieldWidget(JobRunnerMixin, Container):
         """The displayed frame as an index into the result's frames."""
         if not self._alive() or "T" not in placement_of(self._result["amodal"][0]).axes:
             return 0
-        return self._index(self._result["amodal"][0])
+        return _ui.layer_index(self.viewer, self._result["amodal"][0])
 
     def _on_edit(self, event=None) -> None:
         from qtpy.QtCore import QTimer

@@ -153,13 +153,6 @@ class OverlapWidget(JobRunnerMixin, Container):
                 axes = ""
         self.mode.enabled = axes == "T"
 
-    def _current_index(self, layer, axis: int) -> int:
-        """Data index along ``axis`` of ``layer`` at the viewer's current position."""
-        dims = self.viewer.dims
-        world = dims.point[dims.ndim - layer.ndim + axis]
-        idx = int(round((world - layer.translate[axis]) / layer.scale[axis]))
-        return int(np.clip(idx, 0, layer.data.shape[axis] - 1))
-
     # --- actions ------------------------------------------------------------------------------
     def settings(self) -> dict:
         return {"model": self.model.value, "device": self.device.value, "mode": self.mode.value,
@@ -186,11 +179,7 @@ class OverlapWidget(JobRunnerMixin, Container):
                 "no overlap model is installed: train one with 'blastoseg train overlap' or "
                 "register one with 'blastoseg models'")
         axes = overlap_axes(tuple(layer.data.shape), bool(layer.rgb))
-        if axes == "T" and self.mode.value == MODES[0]:
-            t = self._current_index(layer, 0)
-            frame_range = (t, t + 1)
-        else:
-            frame_range = (0, layer.data.shape[0] if axes == "T" else 1)
+        frame_range = _ui.frames_to_run(self.viewer, layer, axes, self.mode.value)
         placement = Placement(axes=axes, first_frame=frame_range[0], scale=tuple(layer.scale),
                               translate=tuple(layer.translate))
         self._pending = {"group": layer.name, "axes": axes, "frame_range": frame_range,

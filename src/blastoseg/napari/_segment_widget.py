@@ -227,13 +227,6 @@ class SegmentWidget(JobRunnerMixin, Container):
         hint = (layer.metadata or {}).get("blastoseg", {}).get("axes")
         return image_axes(tuple(layer.data.shape), bool(layer.rgb), hint)
 
-    def _current_index(self, layer, axis: int) -> int:
-        """Data index along ``axis`` of ``layer`` at the viewer's current position."""
-        dims = self.viewer.dims
-        world = dims.point[dims.ndim - layer.ndim + axis]
-        idx = int(round((world - layer.translate[axis]) / layer.scale[axis]))
-        return int(np.clip(idx, 0, layer.data.shape[axis] - 1))
-
     # --- actions ------------------------------------------------------------------------------
     def settings(self) -> dict:
         return {"model": self.model.value, "device": self.device.value,
@@ -278,12 +271,7 @@ class SegmentWidget(JobRunnerMixin, Container):
                 "no amodal model is installed: train one with 'blastoseg train amodal' or "
                 "register one with 'blastoseg models'")
         axes = self._axes_of(layer)
-        n_t = layer.data.shape[0] if "T" in axes else 1
-        if "T" in axes and self.mode.value == MODES[0]:
-            t = self._current_index(layer, 0)
-            frame_range = (t, t + 1)
-        else:
-            frame_range = (0, n_t)
+        frame_range = _ui.frames_to_run(self.viewer, layer, axes, self.mode.value)
         plane = self.plane.value if "Z" in axes else BEST
         n_z = layer.data.shape[axes.index("Z")] if "Z" in axes else 1
         self._pending = {

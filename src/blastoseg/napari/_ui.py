@@ -93,3 +93,26 @@ def device_and_mode(saved: dict, default_mode: str = MODES[0]):
     mode = ComboBox(label="frames", choices=MODES,
                     value=saved.get("mode") if saved.get("mode") in MODES else default_mode)
     return device, mode
+
+
+def layer_index(viewer, layer, axis: int = 0) -> int:
+    """Data index along ``axis`` of ``layer`` at the viewer's current position (the layer's
+    scale and translate taken into account; clipped to the layer)."""
+    import numpy as np
+
+    dims = viewer.dims
+    world = dims.point[dims.ndim - layer.ndim + axis]
+    idx = int(round((world - layer.translate[axis]) / layer.scale[axis]))
+    return int(np.clip(idx, 0, layer.data.shape[axis] - 1))
+
+
+def frames_to_run(viewer, layer, axes: str, mode: str) -> tuple[int, int]:
+    """(first, end) frames of a run: the displayed frame of a time-lapse in mode "current
+    frame", else all its frames; (0, 1) for an image without a T axis (``axes`` has no "T",
+    which then is the first axis)."""
+    if "T" not in axes:
+        return 0, 1
+    if mode == MODES[0]:
+        t = layer_index(viewer, layer, 0)
+        return t, t + 1
+    return 0, int(layer.data.shape[0])

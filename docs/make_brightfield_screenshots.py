@@ -26,8 +26,11 @@ import numpy as np
 
 OUT = Path(__file__).parent / "images"
 TMP = Path(tempfile.mkdtemp(prefix="blastoseg-brightfield-shots-"))
-SIZE = 384
+SIZE = 512
 SEED = 11
+#: the look of the model's training scenes (benchmarks/make_brightfield_data.py): cells 90-220
+#: px long in a 512 px field; the model is trained for cells of that size
+SCENE = {"cell_length_px": [90.0, 220.0], "n_cells": [9.0, 11.0]}
 STAND_IN = "stand-in (ground truth)"
 os.environ.setdefault("BLASTOSEG_HOME", str(TMP / "home"))  # widget settings go here
 
@@ -109,7 +112,8 @@ def main() -> None:
     from blastoseg.synth.brightfield import BrightfieldConfig, render_brightfield
 
     OUT.mkdir(exist_ok=True)
-    sc = render_brightfield(SEED, BrightfieldConfig(n_cells=(14.0, 18.0)).for_size(SIZE))
+    config = BrightfieldConfig.from_dict({**BrightfieldConfig().to_dict(), **SCENE})
+    sc = render_brightfield(SEED, config.for_size(SIZE))
     real = "brightfield-default" in bw.brightfield_model_names()
     if not real:
         print("brightfield-default is not installed: using the ground-truth stand-in "

@@ -191,6 +191,32 @@ def test_tile_merge_and_resize_to_input():
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (20, 27, 20, 27)
 
 
+
+def test_largest_component_keeps_one_piece_per_cell():
+    from blastoseg.predict.brightfield_post import (
+        _Candidate,
+        _to_frame,
+        decode_instances,
+        largest_component_of,
+    )
+
+    m = np.zeros((12, 12), bool)
+    m[1:6, 1:6] = True  # the cell, 25 px
+    m[6, 6] = True  # touches it diagonally: 8-connected, part of it
+    m[9:11, 9:11] = True  # a detached 4 px speck
+    one = largest_component_of(m)
+    assert one.sum() == 26 and not one[9:11, 9:11].any() and one[6, 6]
+    assert largest_component_of(np.zeros((4, 4), bool)).sum() == 0
+    logits = torch.where(torch.from_numpy(m), 10.0, -10.0)[None]
+    cls = torch.tensor([[3.0]])
+    assert decode_instances(cls, logits, score_threshold=0.0).masks[0].sum() == 30
+    assert (decode_instances(cls, logits, score_threshold=0.0, largest_component=True)
+            .masks[0] == one).all()
+    framed = _Candidate(0.9, 0, 0, 0, m.astype(np.float32), m)
+    assert _to_frame([framed], (12, 12), (12, 12), 0.5).sum() == 30
+    assert (_to_frame([framed], (12, 12), (12, 12), 0.5, one_piece=True)[0] == one).all()
+
+
 # --- trained model: predictor, eval, CLI ----------------------------------------------------
 
 def test_trained_model_card_and_predictor(tiny_bf):

@@ -14,7 +14,8 @@ Model card layout (``card.config``)::
 
     {"model": SparseSEUNetConfig.to_dict(),
      "preprocess": {"percentiles": [1, 99.8], "scale": 1.0},
-     "postprocess": {"score_threshold": 0.3, "mask_threshold": 0.5, "nms_iou": 0.8}}
+     "postprocess": {"score_threshold": 0.3, "mask_threshold": 0.5, "nms_iou": 0.8,
+                     "largest_component": true}}
 
 Post-processing (section 4.5.3): mask probability m = sigmoid(mask logit), binary mask
 m >= ``mask_threshold``; score s = class probability x maskness (the mean of m inside the
@@ -22,7 +23,10 @@ binary mask), times sigmoid(IoU logit) when the model has the IoU-objectness hea
 (section 5.7.3; ``use_iou=False`` leaves it out). Predictions scoring under
 ``score_threshold`` or with an empty mask are dropped. The one-to-one matching makes
 duplicates rare, so NMS is optional: with ``nms_iou`` set, a mask whose IoU with a
-higher-scoring kept mask exceeds it is dropped (mask NMS; None turns it off).
+higher-scoring kept mask exceeds it is dropped (mask NMS; None turns it off). With
+``largest_component`` (our addition, on by default; measured in docs/benchmarks.md) each
+mask keeps only its largest connected piece: a cell is one piece, and the dot-product masks
+can leave small specks on other cells.
 
 Image size: a frame whose working size (after ``scale``) is at most ``max_side`` (1024) px
 per side runs whole, in one pass (reflect-padded to the network's multiple). A larger frame
@@ -87,7 +91,8 @@ __all__ = [
 
 KIND = "brightfield"
 DEFAULT_MODEL = "brightfield-default"
-DEFAULT_POSTPROCESS = {"score_threshold": 0.3, "mask_threshold": 0.5, "nms_iou": 0.8}
+DEFAULT_POSTPROCESS = {"score_threshold": 0.3, "mask_threshold": 0.5, "nms_iou": 0.8,
+                       "largest_component": True}
 #: frames up to this working size (px per side) run whole; larger ones are tiled
 MAX_SIDE = 1024
 #: the IoU above which instances of neighbouring windows are the same cell
@@ -130,6 +135,9 @@ class BrightfieldPredictor:
     score_threshold, mask_threshold, nms_iou
         Override the card's post-processing (0.3, 0.5, 0.8 by default); ``nms_iou=False``
         turns mask NMS off.
+    largest_component
+        Override the card's ``largest_component`` (default True): keep only each mask's
+        largest connected piece.
     max_side
         Frames up to this working size per side run whole; larger ones are tiled in windows
         of this size (rounded down to the network's multiple).
@@ -141,7 +149,8 @@ class BrightfieldPredictor:
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto",
                  score_threshold: float | None = None, mask_threshold: float | None = None,
-                 nms_iou: float | bool | None = None, *, max_side: int = MAX_SIDE,
+                 nms_iou: float | bool | None = None, *,
+                 largest_component: bool | None = None, max_side: int = MAX_SIDE,
                  tile_overlap: int = 256, use_iou: bool = True,
                  tile_merge_iou: float = TILE_MERGE_IOU) -> None:
         from blastoseg.models.sparse_seunet import SparseSEUNet, SparseSEUNetConfig
@@ -162,6 +171,12 @@ class BrightfieldPredictor:
             post["mask_threshold"] = mask_threshold
         if nms_iou is not None:
             post["nms_iou"] = None if nms_iou is False else nms_iou
+        if largest_component is not None:
+            post["largest_component"] = largest_component
+        if not isinstance(post["largest_component"], bool):
+            raise BlastosegError(f"largest_component must be true or false, got "
+                                 f"{post['largest_component']!r} (model {source})")
+        self.largest_component = post["largest_component"]
         self.score_threshold = _unit(post["score_threshold"], "score_threshold", source)
         self.mask_threshold = _unit(post["mask_threshold"], "mask_threshold", source)
         self.nms_iou = _unit(post["nms_iou"], "nms_iou", source, allow_none=True)
@@ -194,7 +209,7 @@ class BrightfieldPredictor:
     @property
     def postprocess(self) -> dict:
         return {"score_threshold": self.score_threshold, "mask_threshold": self.mask_threshold,
-                "nms_iou": self.nms_iou}
+                "nms_iou": self.nms_iou, "largest_component": self.largest_component}
 
     # geometry --------------------------------------------------------------------------
     def working_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
@@ -278,7 +293,8 @@ class BrightfieldPredictor:
         maps = yield from iter_sliding_window(grey, run, window, overlap, batch=1, multiple=m)
         if tiled:
             cands = _merge(cands, self.tile_merge_iou)
-        masks = _to_frame(cands, work_shape, shape, self.mask_threshold)
+        masks = _to_frame(cands, work_shape, shape, self.mask_threshold,
+                          one_piece=self.largest_component)
         nonempty = masks.reshape(len(masks), -1).any(axis=1) if len(masks) else \
             np.zeros(0, bool)
         maps = {k: (v if work_shape == shape else np.clip(resize_map(v, shape), 0.0, 1.0))

@@ -77,14 +77,17 @@ def select_predictions(class_logits: torch.Tensor, mask_logits: torch.Tensor,
 def decode_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
                      iou_logits: torch.Tensor | None = None, *, score_threshold: float = 0.3,
                      mask_threshold: float = 0.5, nms_iou: float | None = 0.8,
-                     use_iou: bool = True) -> FrameInstances:
+                     use_iou: bool = True, largest_component: bool = False) -> FrameInstances:
     """:func:`select_predictions` as FrameInstances at the logits' resolution (binary masks
-    ``sigmoid(logit) >= mask_threshold``, ``class_ids`` = class index + 1)."""
+    ``sigmoid(logit) >= mask_threshold``, each reduced to its :func:`largest_component_of` if
+    asked; ``class_ids`` = class index + 1)."""
     keep, scores, labels = select_predictions(
         class_logits, mask_logits, iou_logits, score_threshold=score_threshold,
         mask_threshold=mask_threshold, nms_iou=nms_iou, use_iou=use_iou)
-    masks = torch.sigmoid(mask_logits[keep].float()) >= mask_threshold
-    return FrameInstances(masks=masks.cpu().numpy(), class_ids=(labels + 1).cpu().numpy(),
+    masks = (torch.sigmoid(mask_logits[keep].float()) >= mask_threshold).cpu().numpy()
+    if largest_component:
+        masks = np.stack([largest_component_of(m) for m in masks]) if len(masks) else masks
+    return FrameInstances(masks=masks, class_ids=(labels + 1).cpu().numpy(),
                           scores=scores.cpu().numpy())
 
 
@@ -159,9 +162,34 @@ def _merge(cands: list[_Candidate], merge_iou: float) -> list[_Candidate]:
     return sorted(kept, key=lambda c: -c.score)
 
 
+def largest_component_of(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected part of a bool mask (a cell is one piece; the dot-product
+    masks m_i = k_i . M can leave small detached specks on similar-looking cells)."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
 def _to_frame(cands: list[_Candidate], work_shape: tuple[int, int], shape: tuple[int, int],
-              threshold: float) -> np.ndarray:
-    """(n, H, W) bool masks at the input size from candidates on the working frame."""
+              threshold: float, one_piece: bool = False) -> np.ndarray:
+    """(n, H, W) bool masks at the input size from candidates on the working frame; with
+    ``one_piece`` each mask is reduced to its :func:`largest_component_of`."""
+    masks = _to_frame_all_pieces(cands, work_shape, shape, threshold)
+    if one_piece:
+        for k in range(len(masks)):
+            rows = np.flatnonzero(masks[k].any(axis=1))
+            cols = np.flatnonzero(masks[k].any(axis=0))
+            if len(rows):
+                box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+                masks[k][box] = largest_component_of(masks[k][box])
+    return masks
+
+
+def _to_frame_all_pieces(cands: list[_Candidate], work_shape: tuple[int, int],
+                         shape: tuple[int, int], threshold: float) -> np.ndarray:
     h, w = shape
     masks = np.zeros((len(cands), h, w), bool)
     if work_shape == shape:

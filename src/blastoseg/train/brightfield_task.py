@@ -224,7 +224,8 @@ class BrightfieldTask(TrainTask):
             pred.append(decode_instances(
                 out.class_logits[0], out.mask_logits[0, :, :h, :w],
                 None if iou is None else iou[0], score_threshold=VAL_SCORE_THRESHOLD,
-                mask_threshold=float(post["mask_threshold"]), nms_iou=post["nms_iou"]))
+                mask_threshold=float(post["mask_threshold"]), nms_iou=post["nms_iou"],
+                largest_component=bool(post.get("largest_component", False))))
             gt.append(FrameInstances(masks=item["masks"].numpy() > 0.5,
                                      class_ids=item["labels"].numpy() + 1))
         return gt, pred

@@ -230,10 +230,15 @@ def test_trained_model_card_and_predictor(tiny_bf):
     assert set(entry.card.config) >= {"model", "preprocess", "postprocess"}
     assert entry.card.config["preprocess"] == {"percentiles": [1.0, 99.8], "scale": 1.0}
     assert entry.card.training["hyper"]["grad_accum"] == 2
+    # inference windows of the training crop's size, overlapping by half
+    assert entry.card.config["inference"] == {"max_side": 64, "tile_overlap": 32}
     image = read_dataset(data).load_image(0)
-    # thresholds at 0: every prediction is kept, however little the model has trained
+    carded = BrightfieldPredictor(str(weights), device="cpu")
+    assert (carded.max_side, carded.tile_overlap) == (64, 32) and carded.is_tiled(image.shape)
+    # thresholds at 0: every prediction is kept, however little the model has trained;
+    # max_side 1024: the 96 px frame runs whole
     predictor = BrightfieldPredictor(str(weights), device="cpu", score_threshold=0.0,
-                                     mask_threshold=0.0, nms_iou=False)
+                                     mask_threshold=0.0, nms_iou=False, max_side=1024)
     result = predictor.predict(image)
     assert isinstance(result, FrameInstances) and result.shape == image.shape[:2]
     assert len(result) == 8 and result.masks.dtype == bool  # num_instances

@@ -28,9 +28,10 @@ higher-scoring kept mask exceeds it is dropped (mask NMS; None turns it off). Wi
 mask keeps only its largest connected piece: a cell is one piece, and the dot-product masks
 can leave small specks on other cells.
 
-Image size: a frame whose working size (after ``scale``) is at most ``max_side`` (1024) px
-per side runs whole, in one pass (reflect-padded to the network's multiple). A larger frame
-is cut into ``max_side`` windows overlapping by ``tile_overlap`` px
+Image size: a frame whose working size (after ``scale``) is at most ``max_side`` px per side
+(the card's ``inference.max_side``, else 1024) runs whole, in one pass (reflect-padded to the network's multiple). A larger frame
+is cut into ``max_side`` windows overlapping by ``tile_overlap`` px (card
+``inference.tile_overlap``, else 256)
 (:mod:`blastoseg.predict.tiling`): the head maps are averaged where windows overlap, and the
 instances come from the windows, merged by mask NMS - an instance cut by a window edge that
 lies inside the image is set aside while whole instances are kept (best score first; one is
@@ -38,6 +39,15 @@ dropped when its IoU with a kept one exceeds ``tile_merge_iou``, 0.5, a duplicat
 neighbouring window), then a set-aside one is added only if at most half of it is covered by
 instances already kept (so a cell larger than the overlap, cut in every window, still comes
 out, as its largest part). Make ``tile_overlap`` larger than the biggest cell.
+
+Why the card sets the window: the N instance activation maps are learnt on frames of the
+training crop's size (with coordinate channels normalised to the frame), so each map
+"covers" a share of a frame holding a handful of cells. On a frame four times larger, each
+share holds four times as many cells and most are missed: ``brightfield-default``
+(trained on 128 px working frames) found 8 of 21 cells per 1024 px scene run whole (mAP
+0.169) and 20 of 21 in 128 px windows overlapping by 64 (mAP 0.469; docs/benchmarks.md).
+The training task therefore writes ``inference = {"max_side": crop, "tile_overlap":
+crop // 2}`` into new cards.
 The masks of a large frame are full-size arrays, so memory grows with pixels x cells.
 
 Inputs: as :class:`~blastoseg.predict.overlap.OverlapPredictor` (a 2D frame, grey RGB,
@@ -95,6 +105,8 @@ DEFAULT_POSTPROCESS = {"score_threshold": 0.3, "mask_threshold": 0.5, "nms_iou":
                        "largest_component": True}
 #: frames up to this working size (px per side) run whole; larger ones are tiled
 MAX_SIDE = 1024
+#: overlap of the windows of a tiled frame (working px) when the card sets none
+DEFAULT_TILE_OVERLAP = 256
 #: the IoU above which instances of neighbouring windows are the same cell
 TILE_MERGE_IOU = 0.5
 
@@ -140,9 +152,11 @@ class BrightfieldPredictor:
         largest connected piece.
     max_side
         Frames up to this working size per side run whole; larger ones are tiled in windows
-        of this size (rounded down to the network's multiple).
+        of this size (rounded down to the network's multiple). None: the card's
+        ``inference.max_side`` (the training crop), else 1024.
     tile_overlap
         Overlap of the windows of a tiled frame in working pixels (larger than a cell).
+        None: the card's ``inference.tile_overlap``, else 256.
     use_iou
         Multiply the score by the IoU-objectness when the model has that head.
     """
@@ -150,8 +164,8 @@ class BrightfieldPredictor:
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto",
                  score_threshold: float | None = None, mask_threshold: float | None = None,
                  nms_iou: float | bool | None = None, *,
-                 largest_component: bool | None = None, max_side: int = MAX_SIDE,
-                 tile_overlap: int = 256, use_iou: bool = True,
+                 largest_component: bool | None = None, max_side: int | None = None,
+                 tile_overlap: int | None = None, use_iou: bool = True,
                  tile_merge_iou: float = TILE_MERGE_IOU) -> None:
         from blastoseg.models.sparse_seunet import SparseSEUNet, SparseSEUNetConfig
 
@@ -182,6 +196,11 @@ class BrightfieldPredictor:
         self.nms_iou = _unit(post["nms_iou"], "nms_iou", source, allow_none=True)
         self.tile_merge_iou = _unit(tile_merge_iou, "tile_merge_iou")
         self.use_iou = bool(use_iou)
+        inference = config.get("inference", {}) or {}
+        if max_side is None:
+            max_side = inference.get("max_side", MAX_SIDE)
+        if tile_overlap is None:
+            tile_overlap = inference.get("tile_overlap", DEFAULT_TILE_OVERLAP)
         m = self.seunet.multiple
         for name, value in (("max_side", max_side), ("tile_overlap", tile_overlap)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:

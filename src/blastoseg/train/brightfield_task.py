@@ -246,6 +246,10 @@ class BrightfieldTask(TrainTask):
                 "preprocess": {"percentiles": [1.0, 99.8],
                                "scale": self._data_options(job)["scale"]},
                 "postprocess": self._postprocess(),
+                # windows of the training crop's size (see predict.brightfield: the
+                # activation maps are learnt on frames of that size)
+                "inference": {"max_side": self._data_options(job)["crop"],
+                              "tile_overlap": self._data_options(job)["crop"] // 2},
                 "probability": dict(job.config.get("probability", DEFAULT_PROBABILITY)
                                     or DEFAULT_PROBABILITY),
                 "loss": {**DEFAULT_SPARSE_LOSS, **{k: v for k, v in

@@ -46,7 +46,7 @@ ones)::
 
     I=../data/isbi_train
     for t in levels overlap baselines; do
-      nice python benchmarks/brightfield_tables.py --table $t --steps 1200 \\
+      nice python benchmarks/brightfield_tables.py --table $t --steps 1000 --threads 1 \\
           --train ../data/bf_train,$I,$I,$I,$I --val ../data/bf_val \\
           --eval synthetic=../data/bf_val,isbi=../data/isbi_val \\
           --runs ../runs/brightfield --json ../runs/brightfield/$t.json

@@ -53,25 +53,12 @@ def _user_errors_returned(*args, **kwargs):
 
 def overlap_model_names() -> list[str]:
     """Registered models of kind "overlap" (the shipped overlap-default first)."""
-    from blastoseg.weights.registry import list_models
-
-    try:
-        names = [m.name for m in list_models(kind="overlap")]
-    except Exception:  # a broken user folder must not break the form
-        return []
-    return sorted(names, key=lambda n: n != DEFAULT_MODEL)
+    return _ui.model_names("overlap", first=DEFAULT_MODEL)
 
 
 def card_threshold(model: str) -> float:
     """The overlap threshold in a model's card (0.3, the thesis's, when none or unreadable)."""
-    from blastoseg.weights.registry import resolve_model
-
-    try:
-        thr = (resolve_model(model, kind="overlap").card.config or {}).get("threshold") or {}
-        value = float(thr.get("overlap", DEFAULT_THRESHOLD))
-        return value if 0.0 <= value <= 1.0 else DEFAULT_THRESHOLD
-    except Exception:  # a missing or broken model is reported when Run is clicked
-        return DEFAULT_THRESHOLD
+    return _ui.card_number(model, "overlap", "threshold", "overlap", DEFAULT_THRESHOLD)
 
 
 def _tag(layer) -> dict:

@@ -115,23 +115,12 @@ def save_settings(settings: dict) -> None:
 
 
 def _amodal_model_names() -> list[str]:
-    from blastoseg.weights import list_models
-
-    try:
-        return [m.name for m in list_models(kind="amodal")]
-    except Exception:  # a broken user folder must not break the form
-        return []
+    return _ui.model_names("amodal")
 
 
 def calibrated_threshold(model: str) -> float:
     """The score threshold stored in a model's card (0.5 when it has none or cannot be read)."""
-    from blastoseg.weights.registry import resolve_model
-
-    try:
-        post = resolve_model(model, kind="amodal").card.config.get("postprocess", {})
-        return float(post.get("score_threshold", 0.5))
-    except Exception:  # a missing or broken model is reported when Segment is clicked
-        return 0.5
+    return _ui.card_number(model, "amodal", "postprocess", "score_threshold", 0.5)
 
 
 # --- the form ---------------------------------------------------------------------------------

@@ -54,12 +54,7 @@ FINETUNE_KINDS = ("amodal", "brightfield", "overlap")
 
 
 def _model_names() -> list[str]:
-    from blastoseg.weights import list_models
-
-    try:
-        return [m.name for m in list_models() if m.kind in FINETUNE_KINDS]
-    except Exception:  # a broken user folder must not break the form
-        return []
+    return _ui.model_names(*FINETUNE_KINDS)
 
 
 def _base_kind(name: str) -> str:

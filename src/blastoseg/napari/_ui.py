@@ -116,3 +116,30 @@ def frames_to_run(viewer, layer, axes: str, mode: str) -> tuple[int, int]:
         t = layer_index(viewer, layer, 0)
         return t, t + 1
     return 0, int(layer.data.shape[0])
+
+
+def model_names(*kinds: str, first: str | None = None) -> list[str]:
+    """Names of the registered models of the given kinds (in that order of kinds; ``first``,
+    a shipped default, before the rest); [] when the model folder cannot be read, so a broken
+    user folder never breaks a form (the error comes when the model is used)."""
+    from blastoseg.weights.registry import list_models
+
+    try:
+        names = [m.name for kind in kinds for m in list_models(kind=kind)]
+    except Exception:
+        return []
+    return sorted(names, key=lambda n: n != first) if first else names
+
+
+def card_number(model: str, kind: str, section: str, key: str, default: float) -> float:
+    """A number in [0, 1] from a model card's ``config[section][key]`` (a threshold); the
+    default when the model, the key or the value is missing or broken (a missing model is
+    reported when the widget runs it)."""
+    from blastoseg.weights.registry import resolve_model
+
+    try:
+        values = (resolve_model(model, kind=kind).card.config or {}).get(section) or {}
+        value = float(values.get(key, default))
+    except Exception:
+        return default
+    return value if 0.0 <= value <= 1.0 else default

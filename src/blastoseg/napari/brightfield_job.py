@@ -71,25 +71,17 @@ MEASUREMENT_COLUMNS = ("cell", "frame", "area_px", "overlap_px", "overlap_pct", 
 
 def brightfield_model_names() -> list[str]:
     """Registered models of kind "brightfield" (the shipped brightfield-default first)."""
-    from blastoseg.weights.registry import list_models
+    from blastoseg.napari._ui import model_names
 
-    try:
-        names = [m.name for m in list_models(kind="brightfield")]
-    except Exception:  # a broken user folder must not break the form
-        return []
-    return sorted(names, key=lambda n: n != DEFAULT_MODEL)
+    return model_names("brightfield", first=DEFAULT_MODEL)
 
 
 def card_threshold(model: str) -> float:
     """The score threshold in a model's card (0.3 when none or unreadable)."""
-    from blastoseg.weights.registry import resolve_model
+    from blastoseg.napari._ui import card_number
 
-    try:
-        post = (resolve_model(model, kind="brightfield").card.config or {}).get("postprocess")
-        value = float((post or {}).get("score_threshold", DEFAULT_THRESHOLD))
-        return value if 0.0 <= value <= 1.0 else DEFAULT_THRESHOLD
-    except Exception:  # a missing or broken model is reported when Run is clicked
-        return DEFAULT_THRESHOLD
+    return card_number(model, "brightfield", "postprocess", "score_threshold",
+                       DEFAULT_THRESHOLD)
 
 
 # --- measurements ----------------------------------------------------------------------------

@@ -37,7 +37,8 @@ from scipy import ndimage
 
 from blastoseg.errors import InvalidImageError
 
-__all__ = ["EmbryoBox", "choose_embryo_box", "locate_embryo"]
+__all__ = ["UNSURE_CONFIDENCE", "EmbryoBox", "choose_embryo_box", "locate_embryo",
+           "parse_circle"]
 
 #: default tolerated radius range, as fractions of the frame's short side
 MIN_RADIUS_FRAC = 0.15
@@ -50,6 +51,11 @@ _THRESHOLD = 0.45  # on the normalised log edge energy (background ~0, edges ~1)
 _SMOOTH = 1.0     # smoothing of the edge energy (map px)
 _CLOSE = 0.02     # closing radius, fraction of the short side
 _RUN = 0.2        # smooth run that ends the embryo on a ray, fraction of the radius
+#: below this confidence the localiser's guess is shown to the user as unsure (checked on the
+#: real sets in benchmarks/localise_benchmark.py)
+UNSURE_CONFIDENCE = 0.35
+#: a given diameter is searched within +-this fraction
+DIAMETER_TOLERANCE = 0.12
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,10 @@ class EmbryoBox:
         probably shows no embryo (or the embryo fills it) and the whole frame should be used.
     image_shape
         (H, W) of the frame it refers to.
+    source
+        Where it came from: "localised" (found by :func:`locate_embryo`), "diameter"
+        (localised with the radius fixed by a user's diameter), "given" (a user's circle) or
+        "whole frame" (no embryo found, localisation off, or the frame is already a crop).
     """
 
     cx: float
@@ -74,13 +84,42 @@ class EmbryoBox:
     radius: float
     confidence: float = 1.0
     image_shape: tuple[int, int] | None = None
+    source: str = "localised"
 
     @classmethod
     def full_frame(cls, shape: tuple[int, int]) -> EmbryoBox:
         """The box that frames the whole image (its centre, half the long side), confidence 0."""
         h, w = int(shape[0]), int(shape[1])
         return cls(cx=(w - 1) / 2.0, cy=(h - 1) / 2.0, radius=max(h, w) / 2.0,
-                   confidence=0.0, image_shape=(h, w))
+                   confidence=0.0, image_shape=(h, w), source="whole frame")
+
+    @classmethod
+    def from_circle(cls, cx: float, cy: float, radius: float,
+                    image_shape: tuple[int, int] | None = None) -> EmbryoBox:
+        """A user's circle (confidence 1, source "given"); raises ValueError for a bad one."""
+        cx, cy, radius = float(cx), float(cy), float(radius)
+        if not (np.isfinite([cx, cy, radius]).all() and radius > 0):
+            raise ValueError(f"an embryo circle needs a finite centre and a positive radius; "
+                             f"got cx={cx}, cy={cy}, r={radius}")
+        if image_shape is not None:
+            h, w = int(image_shape[0]), int(image_shape[1])
+            if not (-radius < cx < w - 1 + radius and -radius < cy < h - 1 + radius):
+                raise ValueError(f"the embryo circle ({cx:.0f}, {cy:.0f}, r {radius:.0f}) lies "
+                                 f"outside the {h} x {w} frame")
+            image_shape = (h, w)
+        return cls(cx=cx, cy=cy, radius=radius, confidence=1.0, image_shape=image_shape,
+                   source="given")
+
+    @property
+    def found(self) -> bool:
+        """False for the whole-frame fallback (no embryo found or localisation off)."""
+        return self.confidence > 0 and self.source != "whole frame"
+
+    @property
+    def unsure(self) -> bool:
+        """A localised box whose confidence is below :data:`UNSURE_CONFIDENCE` (show the
+        guess to the user; do not trust it silently)."""
+        return self.source in ("localised", "diameter") and self.confidence < UNSURE_CONFIDENCE
 
     def xyxy(self, margin: float = 0.0) -> tuple[float, float, float, float]:
         """Square (x1, y1, x2, y2) in pixel edges around the circle, grown by ``margin`` x radius."""
@@ -299,7 +338,8 @@ def _circle_contrast(bmap: np.ndarray, cy: float, cx: float, r: float) -> float:
 
 
 def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC,
-                  max_radius_frac: float = MAX_RADIUS_FRAC) -> EmbryoBox:
+                  max_radius_frac: float = MAX_RADIUS_FRAC,
+                  radius_px: float | None = None) -> EmbryoBox:
     """Find the embryo (zona included) in one frame.
 
     Parameters
@@ -308,6 +348,9 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
         (H, W) frame of any real dtype, or (H, W, 3/4) grey-content RGB(A).
     min_radius_frac, max_radius_frac
         Radius range searched, as fractions of the frame's short side.
+    radius_px
+        The embryo's radius when the user knows it (from a diameter, in pixels): only
+        radii within +-12 % of it are searched, and the box's source is "diameter".
 
     Returns
     -------
@@ -324,6 +367,12 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
     if min(h, w) < 16:
         raise InvalidImageError(f"locate_embryo needs a frame of at least 16 x 16 pixels; got "
                                 f"{h} x {w}")
+    if radius_px is not None:
+        if not (np.isfinite(radius_px) and radius_px > 0):
+            raise ValueError(f"the embryo radius must be a positive number of pixels; got "
+                             f"{radius_px}")
+        min_radius_frac = radius_px * (1 - DIAMETER_TOLERANCE) / min(h, w)
+        max_radius_frac = radius_px * (1 + DIAMETER_TOLERANCE) / min(h, w)
     if not 0 < min_radius_frac < max_radius_frac:
         raise ValueError("need 0 < min_radius_frac < max_radius_frac")
     if float(grey.max() - grey.min()) <= 0:
@@ -365,21 +414,47 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
     conf, cy, cx, r = best
     return EmbryoBox(cx=float((cx + 0.5) * f - 0.5), cy=float((cy + 0.5) * f - 0.5),
                      radius=float(r * f), confidence=round(float(max(conf, 0.0)), 4),
-                     image_shape=(h, w))
+                     image_shape=(h, w),
+                     source="localised" if radius_px is None else "diameter")
+
+
+def parse_circle(text: str) -> tuple[float, float, float]:
+    """``"CX,CY,R"`` (pixels; x = column, y = row) -> (cx, cy, r); ValueError with a usable
+    message otherwise (the CLI's ``--embryo``)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        cx, cy, r = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"expected the embryo circle as CX,CY,R in pixels (e.g. 250,240,"
+                         f"120); got {text!r}") from None
+    if not (np.isfinite([cx, cy, r]).all() and r > 0):
+        raise ValueError(f"the embryo circle needs finite numbers and a positive radius; "
+                         f"got {text!r}")
+    return cx, cy, r
 
 
 def choose_embryo_box(image: np.ndarray, *, use_localisation: bool = True,
-                      min_confidence: float = 0.15) -> EmbryoBox:
+                      min_confidence: float = 0.15,
+                      embryo: EmbryoBox | tuple[float, float, float] | None = None,
+                      diameter_px: float | None = None) -> EmbryoBox:
     """The box a predictor (and training) frames the model's input with.
 
-    ``locate_embryo`` when ``use_localisation`` and its confidence reaches
-    ``min_confidence``; otherwise the whole frame (:meth:`EmbryoBox.full_frame`).
+    In order: ``embryo`` (a user's circle, EmbryoBox or (cx, cy, r)) when given; the whole
+    frame when ``use_localisation`` is False (frames that are already crops);
+    ``locate_embryo`` (with the radius fixed to ``diameter_px / 2`` when given) when its
+    confidence reaches ``min_confidence``; otherwise the whole frame
+    (:meth:`EmbryoBox.full_frame`, source "whole frame": no embryo found).
     """
     a = np.asarray(image)
     shape = a.shape[:2]
+    if embryo is not None:
+        if isinstance(embryo, EmbryoBox):
+            return embryo if embryo.image_shape is not None else EmbryoBox(
+                **{**embryo.to_dict(), "image_shape": tuple(shape)})
+        return EmbryoBox.from_circle(*embryo, image_shape=shape)
     if not use_localisation:
         return EmbryoBox.full_frame(shape)
-    box = locate_embryo(a)
+    box = locate_embryo(a, radius_px=None if diameter_px is None else diameter_px / 2.0)
     if box.confidence < min_confidence:
         return EmbryoBox.full_frame(shape)
     return box

@@ -188,3 +188,62 @@ def test_header_length_starting_with_0x80_is_not_taken_for_a_pickle(tmp_path):
             break
     assert path.read_bytes()[0] == 0x80 and struct.unpack("<Q", path.read_bytes()[:8])[0] > 0
     assert torch.equal(load_weights(path)["w"], state["w"])
+
+
+def _job_folder(tmp_path, name="job", kind="toy", output_name=None):
+    """A training job folder laid out as blastoseg.train writes it (job.json, checkpoints/,
+    output/NAME.safetensors + NAME.json), without training."""
+    import json
+
+    job = tmp_path / name
+    (job / "checkpoints").mkdir(parents=True)
+    (job / "job.json").write_text(json.dumps({"kind": kind, "train_data": ["d"],
+                                              "output_name": output_name}))
+    (job / "checkpoints" / "last.pt").write_bytes(b"checkpoint")
+    return job
+
+
+def test_resolve_model_accepts_a_training_job_folder(tmp_path, monkeypatch):
+    import os
+
+    job = _job_folder(tmp_path, output_name="toy-b")
+    # not finished: a checkpoint but no output/
+    with pytest.raises(WeightsError, match="has not finished.*blastoseg train"):
+        resolve_model(str(job), kind="toy")
+    out = job / "output"
+    out.mkdir()
+    for name in ("toy-a", "toy-b"):
+        path, card = _weights(out, name=name)
+        write_card(card, path.with_suffix(".json"))
+    os.utime(out / "toy-b.safetensors", ns=(1, 1))  # older, but the one job.json names
+    for given in (job, str(job), job / "job.json"):
+        entry = resolve_model(given, kind="toy")
+        assert entry.weights_path == out / "toy-b.safetensors" and entry.source == "file"
+        assert entry.card.name == "toy-b" and entry.kind == "toy"
+    # a bare folder name (no slash) in the working folder works too
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("job", kind="toy").weights_path.samefile(out / "toy-b.safetensors")
+    with pytest.raises(WeightsError, match="training job for 'toy' models, but a 'amodal'"):
+        resolve_model(job, kind="amodal")
+
+
+def test_resolve_model_job_folder_without_output_name_takes_the_newest(tmp_path):
+    import os
+
+    job = _job_folder(tmp_path)
+    (job / "checkpoints" / "last.pt").unlink()
+    with pytest.raises(WeightsError, match="has no finished model"):
+        resolve_model(job)
+    (job / "output").mkdir()
+    for i, name in enumerate(("new", "old")):
+        path, card = _weights(job / "output", name=name)
+        write_card(card, path.with_suffix(".json"))
+        os.utime(path, ns=(10**9 * (10 - i), 10**9 * (10 - i)))
+    assert resolve_model(job).name == "new"
+
+
+def test_resolve_model_folder_that_is_not_a_job(tmp_path):
+    folder = tmp_path / "just-a-folder"
+    folder.mkdir()
+    with pytest.raises(WeightsError, match="not a training job folder"):
+        resolve_model(str(folder))

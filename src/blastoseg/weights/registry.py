@@ -246,11 +246,81 @@ def get_model(name: str, *, kind: str | None = None) -> ModelEntry:
     )
 
 
+#: the layout of a training job folder (``blastoseg train KIND --out JOB_DIR``; written by
+#: blastoseg.train, which this module must not import): ``job.json``, the finished model in
+#: ``output/NAME.safetensors`` + ``NAME.json``, the resume checkpoint in ``checkpoints/last.pt``
+_JOB_FILE = "job.json"
+_JOB_OUTPUT = "output"
+_JOB_CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+def _job_model(job_dir: Path, kind: str | None) -> ModelEntry:
+    """The finished model of a training job folder (see :func:`resolve_model`)."""
+    try:
+        job = json.loads((job_dir / _JOB_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{job_dir / _JOB_FILE} cannot be read as a training job: {exc}"
+                           ) from None
+    job_kind = job.get("kind") if isinstance(job, dict) else None
+    if kind is not None and isinstance(job_kind, str) and job_kind != kind:
+        raise WeightsError(f"{job_dir} is a training job for {job_kind!r} models, but a "
+                           f"{kind!r} model is needed")
+    found = []
+    for weights in sorted((job_dir / _JOB_OUTPUT).glob("*.safetensors")):
+        card_path = weights.with_suffix(".json")
+        if not card_path.is_file():
+            continue
+        card = read_card(card_path)
+        if kind is None or card.kind == kind:
+            found.append((weights, card_path, card))
+    if not found:
+        if (job_dir / _JOB_CHECKPOINT).is_file():
+            raise WeightsError(
+                f"the training job {job_dir} has not finished: it has a checkpoint "
+                f"({_JOB_CHECKPOINT.as_posix()}) but no finished model in "
+                f"{_JOB_OUTPUT}/. Resume it with `blastoseg train {job_dir}` until it "
+                "finishes (interrupted checkpoints carry no model card, so they are not "
+                "used for predictions)")
+        raise WeightsError(
+            f"the training job {job_dir} has no finished model in {_JOB_OUTPUT}/ (it has not "
+            f"run yet?); run it with `blastoseg train {job_dir}`")
+    # several models (the job was re-run under another name): the one job.json names, else
+    # the newest
+    wanted = job.get("output_name") if isinstance(job, dict) else None
+    named = [f for f in found if f[0].stem == wanted]
+    weights, card_path, card = named[0] if named else max(
+        found, key=lambda f: f[0].stat().st_mtime_ns)
+    return ModelEntry(weights.stem, card.kind, "file", weights, card_path, card)
+
+
 def resolve_model(name_or_path: str | os.PathLike, *, kind: str | None = None) -> ModelEntry:
-    """A registry name, or a path to a ``.safetensors`` file with its ``.json`` card beside it."""
+    """A registry name, a path to a ``.safetensors`` file with its ``.json`` card beside it,
+    or a training job folder.
+
+    A training job folder (the ``JOB_DIR`` of ``blastoseg train KIND --out JOB_DIR``, with
+    its ``job.json``) gives the job's finished model, ``JOB_DIR/output/NAME.safetensors`` with
+    its card (the one named by the job's ``output_name`` when several are there, else the
+    newest). A job that has not finished (only a ``checkpoints/last.pt``) is an error that
+    says so: its checkpoints carry no model card. The entry's ``source`` is ``"file"``.
+
+    Raises
+    ------
+    WeightsError
+        No such model, file or finished job, a missing card, or a model of another kind.
+    """
     text = str(name_or_path)
     path = Path(text).expanduser()
     looks_like_path = text.endswith(".safetensors") or os.sep in text or "/" in text
+    if path.name == _JOB_FILE and path.is_file():
+        path = path.parent
+        looks_like_path = True
+    if path.is_dir() and (path / _JOB_FILE).is_file():
+        return _job_model(path, kind)
+    if looks_like_path and path.is_dir() and not path.with_suffix(".safetensors").is_file():
+        raise WeightsError(
+            f"{path} is a folder but not a training job folder (it has no {_JOB_FILE}); give "
+            "a registered model name, a .safetensors file or the folder `blastoseg train "
+            "... --out` made")
     if looks_like_path or (path.suffix and path.exists()):
         weights = path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
         if not weights.is_file():

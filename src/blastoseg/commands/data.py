@@ -11,7 +11,8 @@ from blastoseg.commands.progress import progress_printer
 def _synth_embryos(args: argparse.Namespace) -> int:
     from blastoseg.synth import EmbryoConfig, write_synthetic_embryos
 
-    config = EmbryoConfig(image_size=(args.size, args.size))
+    config = EmbryoConfig(image_size=(args.size, args.size), mode=args.mode,
+                          appearance=args.appearance)
     path = write_synthetic_embryos(
         args.out, n=args.n, seed=args.seed, timelapse=args.timelapse, config=config,
         overwrite=args.overwrite, progress=progress_printer("rendering"),
@@ -90,6 +91,12 @@ def _import_labelme(args: argparse.Namespace) -> int:
     return 0
 
 
+# the same names as blastoseg.synth.config.MODES / APPEARANCES (which EmbryoConfig checks); not
+# imported here so that building the parser does not import numpy and scipy
+_SYNTH_MODES = ("crop", "incubator", "mixed")
+_SYNTH_APPEARANCES = ("default",)
+
+
 def add_parsers(verbs: argparse._SubParsersAction) -> None:
     synth = verbs.add_parser("synth", help="generate synthetic data in the dataset format")
     kinds = synth.add_subparsers(dest="kind", metavar="KIND")
@@ -101,6 +108,12 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     emb.add_argument("--timelapse", type=int, metavar="T", default=None,
                      help="write N cleaving-embryo time-lapses of T frames each")
     emb.add_argument("--size", type=int, default=500, help="frame size in pixels (square)")
+    emb.add_argument("--mode", choices=_SYNTH_MODES, default="crop",
+                     help="crop: the embryo fills most of the frame; incubator: full incubator "
+                          "frames, a small embryo inside a micro-well with a bright rim (or "
+                          "beside a dish edge), text, bubbles, debris; mixed: half and half")
+    emb.add_argument("--appearance", choices=_SYNTH_APPEARANCES, default="default",
+                     help="appearance randomisation")
     emb.add_argument("--overwrite", action="store_true",
                      help="replace an existing annotations.json (the old one is kept as a backup)")
     emb.set_defaults(func=_synth_embryos)

@@ -6,6 +6,13 @@ from dataclasses import asdict, dataclass
 
 Range = tuple[float, float]
 
+#: "crop": the embryo fills most of the frame (microscope crops, the original generator);
+#: "incubator": full incubator frames, the embryo small inside a micro-well with a bright rim
+#: (or beside a culture-dish edge); "mixed": each frame draws one of the two.
+MODES = ("crop", "incubator", "mixed")
+#: "default": the original appearance ranges.
+APPEARANCES = ("default",)
+
 
 @dataclass
 class EmbryoConfig:
@@ -16,6 +23,9 @@ class EmbryoConfig:
     """
 
     # --- frame and scale ---------------------------------------------------------------
+    mode: str = "crop"                  # "crop" | "incubator" | "mixed" (see MODES)
+    incubator_fraction: float = 0.5     # share of incubator frames in "mixed" mode
+    appearance: str = "default"         # "default" | "wide" (see APPEARANCES)
     image_size: tuple[int, int] = (500, 500)
     pixel_size_um: float = 0.42         # at 500 px; scaled so the embryo fills the same fraction
     magnification_jitter: float = 0.07  # log-normal sd of the magnification
@@ -65,11 +75,36 @@ class EmbryoConfig:
     vignetting_strength: Range = (0.1, 0.45)
     text_prob: float = 0.85
 
+    # --- incubator full frames (mode "incubator" / "mixed") -----------------------------
+    embryo_fraction: Range = (0.25, 0.70)  # zona outer DIAMETER / short side of the frame
+    well_ratio: Range = (1.6, 3.0)      # micro-well radius / zona outer radius
+    dish_edge_prob: float = 0.2         # a culture-dish edge crescent instead of a micro-well
+    touch_rim_prob: float = 0.3         # embryo pushed against the well's rim
+    partial_rim_prob: float = 0.5       # the rim fades on the dark side (partial ring)
+    rim_brightness: Range = (0.35, 1.1)  # rim peak over the medium, fraction of background
+    rim_width: Range = (0.012, 0.04)    # rim width, fraction of the frame's short side
+    outside_level: Range = (0.0, 0.75)  # brightest part of the outside of the well
+    ripple: Range = (0.04, 0.25)        # contrast of the concentric ripples outside the well
+    bubble_prob: float = 0.25
+    pipette_prob: float = 0.15
+    floating_cumulus: Range = (0.0, 3.0)  # free cumulus clumps in the well
+    specks: Range = (0.0, 25.0)         # out-of-focus debris specks in the well
+    incubator_text_prob: float = 0.5
+
     # --- time-lapse ----------------------------------------------------------------------
     drift_um: float = 0.4                 # embryo random-walk step per frame
     cell_jitter_um: float = 0.6           # blastomere random-walk step per frame
     rotation_deg: float = 0.4             # embryo in-plane rotation step per frame
     flicker: float = 0.02                 # sd of the per-frame illumination gain
+
+    def __post_init__(self) -> None:
+        from blastoseg.errors import BlastosegError
+
+        if self.mode not in MODES:
+            raise BlastosegError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.appearance not in APPEARANCES:
+            raise BlastosegError(
+                f"appearance must be one of {', '.join(APPEARANCES)}; got {self.appearance!r}")
 
     def to_dict(self) -> dict:
         """JSON-able copy (tuples become lists)."""

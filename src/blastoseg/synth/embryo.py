@@ -69,7 +69,7 @@ def _check_config(config: EmbryoConfig | None) -> EmbryoConfig:
 
 
 def _scene_meta(scene: Scene, seed: int) -> dict:
-    return {
+    meta = {
         "seed": int(seed),
         "well": scene.well,
         "pixel_size_um": round(float(scene.px_um), 4),
@@ -79,8 +79,17 @@ def _scene_meta(scene: Scene, seed: int) -> dict:
         "zona_outer_radius_px": round(float(scene.r_zout), 2),
         "zygote_radius_px": round(float(scene.r0), 2),
         "shear_angle_deg": round(float(np.rad2deg(scene.shear)), 2),
+        "mode": scene.mode,
+        "appearance": scene.cfg.appearance,
         "generator": "blastoseg.synth",
     }
+    lay = scene.layout
+    if lay is not None:  # the micro-well's inner face, or the dish edge (a circle)
+        meta["container"] = lay.kind
+        meta["container_circle"] = [round(float(lay.container_xy[0]), 2),
+                                    round(float(lay.container_xy[1]), 2),
+                                    round(float(lay.container_r), 2)]
+    return meta
 
 
 def render_embryo(n_cells: int, seed: int, config: EmbryoConfig | None = None) -> SynthFrame:
@@ -194,7 +203,8 @@ def render_timelapse(n_frames: int, seed: int, config: EmbryoConfig | None = Non
         last = frame
     assert last is not None  # n_frames >= 1 was checked
     base = {k: v for k, v in last.meta.items()
-            if k not in ("frame_index", "n_divisions", "lineage", "hours", "n_cells")}
+            if k not in ("frame_index", "n_divisions", "lineage", "hours", "n_cells",
+                         "embryo_circle")}
     meta = {
         **base,
         "n_frames": int(n_frames),
@@ -202,6 +212,7 @@ def render_timelapse(n_frames: int, seed: int, config: EmbryoConfig | None = Non
         "hours": [round(float(f.meta["hours"]), 2) for f in frames],
         "cleavage_frames": list(cleavage_frames),
         "counts": [f.count for f in frames],
+        "embryo_circles": [list(f.meta["embryo_circle"]) for f in frames],
     }
     return SynthTimelapse(images=np.stack(images), frames=frames, cleavage_frames=cleavage_frames,
                           lineage=dict(last.meta["lineage"]), meta=meta)

@@ -14,6 +14,7 @@ from scipy import ndimage as ndi
 from blastoseg.instances import FrameInstances
 from blastoseg.synth import artefacts as art
 from blastoseg.synth import geometry as geo
+from blastoseg.synth import incubator as inc
 from blastoseg.synth import optics
 from blastoseg.synth.config import EmbryoConfig
 
@@ -32,7 +33,14 @@ class Scene:
         self.cfg = cfg = config
         self.seed = seed
         ss = np.random.SeedSequence(seed)
-        s_geo, s_div, s_opt, s_art, s_tex, s_frame = ss.spawn(6)
+        # children 0-5 are the original streams (crop-mode frames are unchanged by the newer
+        # options); 6 drives the incubator frame, 7 the wide appearance, 8 the mixed mode's draw
+        s_geo, s_div, s_opt, s_art, s_tex, s_frame, s_inc, s_look, s_mode = ss.spawn(9)
+        ri = np.random.default_rng(s_inc)
+        self.mode = cfg.mode
+        if cfg.mode == "mixed":
+            draw = np.random.default_rng(s_mode).random()
+            self.mode = "incubator" if draw < cfg.incubator_fraction else "crop"
         self.rng_div = np.random.default_rng(s_div)     # cleavage geometry
         self.rng_frame = np.random.default_rng(s_frame)  # per-frame jitter and noise
         self.tex_seed = s_tex
@@ -44,12 +52,21 @@ class Scene:
         self.r0 = 0.5 * _u(rng, cfg.zygote_diameter_um) * px
         self.r_zin = self.r0 + _u(rng, cfg.perivitelline_um) * px
         self.r_zout = self.r_zin + _u(rng, cfg.zona_thickness_um) * px
+        self.layout: inc.Layout | None = None
+        if self.mode == "incubator":  # the frame's scale follows from the embryo's size
+            self.layout = inc.sample_layout(ri, self.shape, cfg)
+            k = self.layout.embryo_r / self.r_zout
+            self.px_um /= k
+            px = 1.0 / self.px_um
+            self.r0, self.r_zin, self.r_zout = k * self.r0, k * self.r_zin, k * self.r_zout
         self.ellip = _u(rng, cfg.zona_ellipticity)
         self.angle = float(rng.uniform(0, np.pi))
         self.container = self.r_zin * np.array([1 + self.ellip, 1 - self.ellip, 0.93]) - 1.5
         lim = max(0.0, min(cfg.off_centre * s, 0.5 * s - self.r_zin - 3))
         off = rng.uniform(-1, 1, 2) * lim
         self.center = np.array([w / 2 + off[0], h / 2 + off[1]])  # x, y
+        if self.layout is not None:
+            self.center = self.layout.embryo_xy.astype(float)
         self.z_focus = rng.normal(0, 0.15 * self.r0)
 
         # cleavage schedule: divide cells in order of their scheduled division time
@@ -110,9 +127,39 @@ class Scene:
         self.well = int(ra.integers(1, 17))
         self.text_value = 255.0 if ra.random() < 0.7 else 20.0
         self.text_box = bool(ra.random() < 0.25)
+        self.bg_abs = np.zeros(self.shape, np.float32)
+        if self.layout is not None:
+            self._incubator_frame(ri)
         self._textures: dict[int, np.ndarray] = {}
         self.drift = np.zeros(2)
         self.rot = 0.0
+
+    def _incubator_frame(self, ri: np.random.Generator) -> None:
+        """Micro-well or dish edge, vignetting, bubbles, pipette, clutter, text (frame-fixed)."""
+        cfg, lay = self.cfg, self.layout
+        self.illum, self.rim = inc.container_maps(self.shape, ri, cfg, lay)
+        if ri.random() < cfg.bubble_prob:
+            avoid = (lay.embryo_xy[0], lay.embryo_xy[1], lay.embryo_r)
+            self.illum = self.illum * inc.bubbles(self.shape, ri, avoid, int(ri.integers(1, 5)))
+        if ri.random() < cfg.pipette_prob:
+            self.illum = self.illum * inc.pipette_shadow(self.shape, ri)
+        if ri.random() < cfg.vignetting_prob:
+            self.illum = self.illum * art.vignette(self.shape, ri, _u(ri, cfg.vignetting_strength))
+        c_opl, self.bg_abs = inc.clutter(self.shape, ri, cfg, self.px_um, lay)
+        self.bg_opl = self.bg_opl + c_opl
+        self.text = bool(ri.random() < cfg.incubator_text_prob)
+
+    def embryo_circle(self) -> list[float]:
+        """[cx, cy, r]: centre (x = column, y = row) and OUTER zona radius, in image pixels.
+
+        The centre is where the zona is drawn (its canvas is placed at whole pixels); the
+        radius is the mean of the zona's semi-axes (it is at most 7 % elliptical).
+        """
+        origin = self.center + self.drift
+        half = self.canvas // 2
+        cx = float(int(round(origin[0])) - half + (self.canvas - 1) / 2.0)
+        cy = float(int(round(origin[1])) - half + (self.canvas - 1) / 2.0)
+        return [round(cx, 2), round(cy, 2), round(float(self.r_zout), 2)]
 
     # --- biology -------------------------------------------------------------------------
     def _plan(self, max_cells: int) -> list[tuple[float, int]]:
@@ -187,6 +234,12 @@ class Scene:
             c.center = c.center + r.normal(0, self.cfg.cell_jitter_um * s, 3)
         self.drift = self.drift + r.normal(0, self.cfg.drift_um * s, 2)
         self.drift = np.clip(self.drift, -0.05 * min(self.shape), 0.05 * min(self.shape))
+        lay = self.layout
+        if lay is not None and lay.kind == "well":  # stay inside the micro-well
+            v = self.center + self.drift - lay.container_xy
+            d, room = float(np.linalg.norm(v)), lay.container_r - self.r_zout
+            if d > room:
+                self.drift = self.drift - v * (1.0 - max(room, 0.0) / d)
         self.rot += np.deg2rad(r.normal(0, self.cfg.rotation_deg))
         self._relax_and_shape(15)
 
@@ -216,7 +269,7 @@ class Scene:
         amodal, visible, occl = geo.masks_from_projections(projs, self.shape)
 
         opl = self.bg_opl.copy()
-        absorb = np.zeros(self.shape, np.float32)
+        absorb = self.bg_abs.copy()
         half = self.canvas // 2
         oy, ox = int(round(origin[1])) - half, int(round(origin[0])) - half
         optics.add_patch(opl, self.static_opl, oy, ox)
@@ -255,6 +308,7 @@ class Scene:
 
         tids = np.array([c.track_id for c in self.cells], dtype=np.int64)
         meta = {"n_cells": len(self.cells), "hours": round(float(hours), 2),
+                "embryo_circle": self.embryo_circle(),
                 "depth_z_px": [round(float(c.center[2]), 2) for c in self.cells]}
         inst = FrameInstances(masks=amodal, visible_masks=visible, occlusion=occl,
                               track_ids=tids, meta=dict(meta))

@@ -52,6 +52,11 @@ def _video_samples(n: int, seed: int, t: int, config: EmbryoConfig | None,
                 extra={
                     "n_cells": tl.frames[k].count, "hours": hours[k], "seed": int(seeds[v]),
                     "well": tl.meta["well"], "cleavage_frames": tl.cleavage_frames,
+                    "embryo_circle": tl.meta["embryo_circles"][k], "mode": tl.meta["mode"],
+                    "appearance": tl.meta["appearance"],
+                    **({"container": tl.meta["container"],
+                        "container_circle": tl.meta["container_circle"]}
+                       if "container" in tl.meta else {}),
                     "lineage": {str(a): b for a, b in tl.lineage.items()},
                     "generator": "blastoseg.synth",
                 },

@@ -36,6 +36,7 @@ from scipy import fft as sp_fft
 from scipy import ndimage
 
 from blastoseg.errors import InvalidImageError
+from blastoseg.predict.well import usable_region
 
 __all__ = ["UNSURE_CONFIDENCE", "EmbryoBox", "choose_embryo_box", "locate_embryo",
            "parse_circle"]
@@ -154,8 +155,9 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     return a[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
 
 
-def _embryo_map(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Binary maps at ~256 px: high edge energy, and the same closed, filled and opened.
+def _embryo_map(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Binary maps at ~256 px: high edge energy, the same closed, filled and opened, and the
+    usable region (:func:`~blastoseg.predict.well.usable_region`: inside a micro-well's rim).
 
     Map pixel (i, j) covers original pixels [i f, (i + 1) f) x [j f, (j + 1) f); the last
     factor returned is f.
@@ -164,6 +166,7 @@ def _embryo_map(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     a = _block_mean(grey, f)
     lo, hi = np.percentile(a, (1.0, 99.0))
     a = (a - lo) / max(hi - lo, 1e-6)
+    usable = usable_region(a)
     # flatten the illumination (vignetting, the dark side of a well edge); the low-pass is
     # computed on a 4x coarser grid, which is ~10x cheaper than a wide Gaussian here
     small = _block_mean(a, 4)
@@ -173,13 +176,16 @@ def _embryo_map(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     # edge energy: membranes, the zona's faces and granules; the medium is smooth
     gm = ndimage.gaussian_gradient_magnitude(a, 1.0, mode="nearest")
     e = np.log(ndimage.gaussian_filter(gm * gm, _SMOOTH, mode="nearest") + 1e-8)
-    lo, hi = np.percentile(e, (10.0, 97.0))
-    edges = e > lo + _THRESHOLD * max(hi - lo, 1e-6)
+    # a well's rim and its rippled outside are texture too: never part of the embryo, and
+    # the threshold is set by the usable region alone (the smooth dark outside would lower it)
+    usable = usable[: e.shape[0], : e.shape[1]]
+    lo, hi = np.percentile(e[usable], (10.0, 97.0))
+    edges = (e > lo + _THRESHOLD * max(hi - lo, 1e-6)) & usable
     k = max(1, int(round(min(a.shape) * _CLOSE)))
     b = ndimage.binary_closing(edges, iterations=k, border_value=0)
     b = ndimage.binary_fill_holes(b)
-    b = ndimage.binary_opening(b, iterations=2 * k)
-    return edges, b, f
+    b = ndimage.binary_opening(b, iterations=2 * k) & usable
+    return edges, b, usable, f
 
 
 @lru_cache(maxsize=8)
@@ -377,11 +383,12 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
         raise ValueError("need 0 < min_radius_frac < max_radius_frac")
     if float(grey.max() - grey.min()) <= 0:
         return EmbryoBox.full_frame((h, w))
-    edges, bmap, f = _embryo_map(grey)
+    edges, bmap, usable, f = _embryo_map(grey)
     edges, bmap = edges.astype(np.float32), bmap.astype(np.float32)
-    t = bmap
-    fg = max(1, int(round(min(t.shape) / _GRID)))
-    t = _block_mean(t, fg)
+    # beyond a well's rim the maps are 0, so the well's outside counts as empty medium: an
+    # embryo lies inside its well, and the rim can never look like a zona
+    fg = max(1, int(round(min(bmap.shape) / _GRID)))
+    t = _block_mean(bmap, fg)
     gy = gx = float(fg)  # map px per grid px
     g = min(t.shape)
 

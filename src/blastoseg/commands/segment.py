@@ -4,10 +4,95 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from blastoseg.commands import brightfield, overlap
 from blastoseg.commands.progress import progress_printer
+
+MODEL_HELP = ("registered name, .safetensors file (its .json card beside it) or a training "
+              "job folder (the finished model of `blastoseg train ... --out DIR`)")
+#: unsure frames named one by one on stderr; the rest are counted
+_MAX_WARNINGS = 10
+
+
+def _circle_arg(text: str) -> tuple[float, float, float]:
+    from blastoseg.predict.localise import parse_circle
+
+    try:
+        return parse_circle(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _diameter_px(args: argparse.Namespace, pixel_size_um: float | None, where: str
+                 ) -> float | None:
+    """``--diameter`` in pixels (``--diameter-unit um`` divides by the pixel size)."""
+    from blastoseg.predict.amodal import FramingError
+
+    d = getattr(args, "diameter", None)
+    if d is None:
+        return None
+    if not (d > 0 and d != float("inf")):
+        raise FramingError(f"--diameter must be a positive number; got {d}")
+    if args.diameter_unit == "px":
+        return float(d)
+    if not pixel_size_um:
+        raise FramingError(
+            f"--diameter {d:g} um needs the pixel size, but {where} does not record one; "
+            "give the diameter in pixels (--diameter-unit px)")
+    return float(d) / float(pixel_size_um)
+
+
+def _fmt_circle(d: dict) -> str:
+    return f"{d['cx']:.0f},{d['cy']:.0f},{d['radius']:.0f}"
+
+
+def _report_framing(frames: list, names: list[str] | None = None) -> dict[str, int]:
+    """Print how the frames were framed (stdout) and warn about unsure frames (stderr);
+    returns {source: number of frames, ..., "unsure": n}."""
+    counts: dict[str, int] = {}
+    unsure = []
+    for t, inst in enumerate(frames):
+        meta = inst.meta or {}
+        box = meta.get("embryo") or {}
+        counts[box.get("source", "unknown")] = counts.get(box.get("source", "unknown"), 0) + 1
+        if meta.get("embryo_unsure"):
+            unsure.append((t, box, meta.get("embryo_guess")))
+    counts["unsure"] = len(unsure)
+    for t, box, guess in unsure[:_MAX_WARNINGS]:
+        name = names[t] if names else f"frame {t}"
+        g = (f"its guess was {_fmt_circle(guess)} (confidence {guess['confidence']:.2f})"
+             if guess else "")
+        if box.get("source") == "whole frame":
+            what = f"no confident embryo found, the whole frame was used; {g}"
+        else:
+            what = f"used its guess {_fmt_circle(box)} (confidence {box['confidence']:.2f})"
+        print(f"blastoseg: warning: {name}: the localiser is unsure: {what}. If that is "
+              "wrong, give --embryo CX,CY,R, --diameter D or --no-localise", file=sys.stderr)
+    if len(unsure) > _MAX_WARNINGS:
+        print(f"blastoseg: warning: the localiser is unsure on {len(unsure) - _MAX_WARNINGS} "
+              "more frame(s)", file=sys.stderr)
+    return counts
+
+
+def _framing_line(counts: dict[str, int], n: int) -> str:
+    parts = [f"{k} {v}" for k, v in counts.items() if k != "unsure" and v]
+    line = f"framing of {n} frame(s): " + ", ".join(parts)
+    if counts.get("unsure"):
+        line += f" (localiser unsure on {counts['unsure']})"
+    return line
+
+
+def _requested_framing(embryo, diameter_px, localise, args) -> str:
+    if embryo is not None:
+        return f"the given embryo circle {','.join(f'{v:g}' for v in embryo)} on every frame"
+    if localise is False:
+        return "the whole frame (--no-localise)"
+    if diameter_px is not None:
+        unit = "" if args.diameter_unit == "px" else f" ({args.diameter:g} um)"
+        return f"localised, embryo diameter {diameter_px:.0f} px{unit}"
+    return "localised in each frame"
 
 
 def _segment_amodal(args: argparse.Namespace) -> int:
@@ -16,15 +101,20 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     from blastoseg.predict.export import write_segmentation
 
     stack = read_images(args.input)
+    images = stack.data if stack.axes != "TZYX" else stack.data[:, args.plane]
+    embryo = args.embryo
+    diameter_px = _diameter_px(args, stack.pixel_size_um, str(args.input))
+    localise = False if args.no_localise else None
     predictor = AmodalPredictor(args.model, device=args.device,
                                 score_threshold=args.threshold, batch_size=args.batch_size)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
-    result = predictor.predict(stack.data if stack.axes != "TZYX" else stack.data[:, args.plane],
-                               progress=progress_printer("segmenting"))
+    print(f"framing: {_requested_framing(embryo, diameter_px, localise, args)}")
+    result = predictor.predict(images, progress=progress_printer("segmenting"),
+                               embryo=embryo, diameter_px=diameter_px, localise=localise)
     frames = result if isinstance(result, list) else [result]
-    images = stack.data if stack.axes != "TZYX" else stack.data[:, args.plane]
     if not isinstance(result, list):
         images = images[None]
+    print(_framing_line(_report_framing(frames), len(frames)))
     paths = write_segmentation(args.out, images, frames, pixel_size_um=stack.pixel_size_um,
                                overwrite=args.overwrite)
     for name, path in paths.items():
@@ -38,6 +128,11 @@ def _eval_amodal(args: argparse.Namespace) -> int:
     from blastoseg.predict.amodal import AmodalPredictor
 
     ds = read_dataset(args.data)
+    localise = False if args.no_localise else None
+    # every image's diameter in pixels first: a missing pixel size fails before the model runs
+    diameters = [_diameter_px(args, ds.images[i].get("pixel_size_um"),
+                              f"image {ds.images[i].get('file_name')!r} of {args.data}")
+                 for i in range(len(ds))]
     # keep every detection above a low score: AP ranks them, counting uses --threshold
     predictor = AmodalPredictor(args.model, device=args.device, score_threshold=0.05,
                                 batch_size=args.batch_size)
@@ -45,16 +140,20 @@ def _eval_amodal(args: argparse.Namespace) -> int:
     gt, pred = [], []
     for i in range(len(ds)):
         gt.append(ds.instances(i))
-        pred.append(predictor.predict(ds.load_image(i)))
+        pred.append(predictor.predict(ds.load_image(i), diameter_px=diameters[i],
+                                      localise=localise))
         report(i + 1, len(ds))
     count_threshold = (args.threshold if args.threshold is not None
                        else predictor.calibrated_threshold)
     result = evaluate_amodal(gt, pred, score_threshold=count_threshold,
                              categories=ds.categories)
     result["model"] = predictor.entry.name
+    framing = _report_framing(pred, [str(ds.images[i].get("file_name")) for i in range(len(ds))])
+    result["framing"] = framing
     if args.json:
         print(json.dumps(result, allow_nan=False))
     else:
+        print(_framing_line(framing, len(pred)))
         print(format_report(result))
     return 0
 
@@ -81,8 +180,26 @@ def _calibrate_amodal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _framing_options(p: argparse.ArgumentParser, *, circle: bool) -> None:
+    g = p.add_argument_group("framing (where the embryo is; default: localised in each frame)")
+    x = g.add_mutually_exclusive_group()
+    if circle:
+        x.add_argument("--embryo", type=_circle_arg, metavar="CX,CY,R", default=None,
+                       help="the embryo's circle in pixels (x = column, y = row, radius to "
+                            "the zona's outer face), used for every frame instead of "
+                            "localising it")
+    x.add_argument("--diameter", type=float, metavar="D", default=None,
+                   help="the embryo's diameter (zona included): the localiser only looks "
+                        "for embryos of this size (+-12 %%)")
+    x.add_argument("--no-localise", action="store_true",
+                   help="frame the whole image (frames that are already crops around the "
+                        "embryo)")
+    g.add_argument("--diameter-unit", choices=("px", "um"), default="px",
+                   help="unit of --diameter (um needs the image's pixel size; default px)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="amodal-default", help="registered name or .safetensors")
+    p.add_argument("--model", default="amodal-default", help=MODEL_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--threshold", type=float, default=None,
                    help="score threshold for cells (default: the model card's calibrated value)")
@@ -101,6 +218,7 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     am.add_argument("--overwrite", action="store_true",
                     help="replace an existing output (previous annotations kept as a backup)")
     _common(am)
+    _framing_options(am, circle=True)
     am.set_defaults(func=_segment_amodal)
     overlap.add_segment_parser(kinds)
     brightfield.add_segment_parser(kinds)
@@ -111,6 +229,7 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     ea.add_argument("--data", required=True, type=Path, help="dataset folder with ground truth")
     ea.add_argument("--json", action="store_true", help="print one JSON object")
     _common(ea)
+    _framing_options(ea, circle=False)
     ea.set_defaults(func=_eval_amodal)
     overlap.add_eval_parser(ekinds)
     brightfield.add_eval_parser(ekinds)
@@ -120,7 +239,7 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     ca = ckinds.add_parser("amodal", help="score threshold and mask NMS for exact cell counts")
     ca.add_argument("--data", required=True, type=Path,
                     help="validation dataset folder (never the test set)")
-    ca.add_argument("--model", default="amodal-default", help="registered name or .safetensors")
+    ca.add_argument("--model", default="amodal-default", help=MODEL_HELP)
     ca.add_argument("--device", default="auto")
     ca.add_argument("--frames", type=int, default=None, help="use at most N frames")
     ca.add_argument("--write", action="store_true",

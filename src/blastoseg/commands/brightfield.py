@@ -88,7 +88,7 @@ def _eval_brightfield(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="brightfield-default",
-                   help="registered name or .safetensors")
+                   help="registered name, .safetensors or training job folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--threshold", type=float, default=None,
                    help="score threshold for cells (default: the model card's)")

@@ -42,7 +42,7 @@ def _eval_overlap(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="overlap-default", help="registered name or .safetensors")
+    p.add_argument("--model", default="overlap-default", help="registered name, .safetensors or training job folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
 

@@ -84,11 +84,13 @@ def _framing_line(counts: dict[str, int], n: int) -> str:
     return line
 
 
-def _requested_framing(embryo, diameter_px, localise, args) -> str:
+def _requested_framing(embryo, diameter_px, localise, args, model_localises=True) -> str:
     if embryo is not None:
         return f"the given embryo circle {','.join(f'{v:g}' for v in embryo)} on every frame"
     if localise is False:
         return "the whole frame (--no-localise)"
+    if not model_localises:
+        return "the whole frame (the model card's framing.use_localisation is false)"
     if diameter_px is not None:
         unit = "" if args.diameter_unit == "px" else f" ({args.diameter:g} um)"
         return f"localised, embryo diameter {diameter_px:.0f} px{unit}"
@@ -108,7 +110,9 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     predictor = AmodalPredictor(args.model, device=args.device,
                                 score_threshold=args.threshold, batch_size=args.batch_size)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
-    print(f"framing: {_requested_framing(embryo, diameter_px, localise, args)}")
+    requested = _requested_framing(embryo, diameter_px, localise, args,
+                                   predictor.use_localisation)
+    print(f"framing: {requested}")
     result = predictor.predict(images, progress=progress_printer("segmenting"),
                                embryo=embryo, diameter_px=diameter_px, localise=localise)
     frames = result if isinstance(result, list) else [result]

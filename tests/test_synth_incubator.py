@@ -162,3 +162,79 @@ def test_cli_mode_flag(tmp_path) -> None:
         assert 0.25 * 128 <= 2 * r <= 0.7 * 128 + 1e-6
     with pytest.raises(SystemExit):
         main(["synth", "embryos", "--n", "1", "--out", str(tmp_path / "x"), "--mode", "full"])
+
+
+# --- the wide appearance ---------------------------------------------------------------------
+
+WIDE = EmbryoConfig(image_size=(S, S), appearance="wide")
+
+
+@pytest.mark.parametrize("n,seed", [(2, 0), (5, 1), (8, 2), (8, 3)])
+def test_wide_appearance_ground_truth(n: int, seed: int) -> None:
+    fr = render_embryo(n, seed=seed, config=WIDE)
+    inst = fr.instances
+    assert fr.image.dtype == np.uint8 and fr.image.std() > 3
+    assert inst.count == n and fr.meta["appearance"] == "wide"
+    assert not np.any(inst.visible_masks & ~inst.masks)
+    assert inst.visible_masks.sum(axis=0).max() <= 1
+    np.testing.assert_array_equal(inst.visible_masks.any(axis=0), inst.masks.any(axis=0))
+    np.testing.assert_array_equal(inst.occlusion > 0.5, inst.masks.sum(axis=0) >= 2)
+    assert all(m.any() for m in inst.masks)
+    a = render_embryo(n, seed=seed, config=WIDE)
+    np.testing.assert_array_equal(a.image, fr.image)
+    np.testing.assert_array_equal(a.instances.masks, inst.masks)
+
+
+def test_wide_eight_cells_stack_deep_and_looks_vary() -> None:
+    frames = [render_embryo(8, seed=s, config=WIDE) for s in range(6)]
+    depths = [f.instances.coverage().max() for f in frames]
+    assert min(depths) >= 3 and np.median(depths) >= 4
+    # the look is randomised: background level and contrast spread far more than by default
+    means = [float(np.median(f.image)) for f in frames]
+    assert max(means) - min(means) > 25
+
+
+def test_wide_is_off_by_default() -> None:
+    a = render_embryo(4, seed=1, config=EmbryoConfig(image_size=(S, S)))
+    b = render_embryo(4, seed=1, config=WIDE)
+    assert a.meta["appearance"] == "default"
+    assert not np.array_equal(a.image, b.image)
+
+
+def test_pressed_cells_keep_their_volume_and_share_a_flat_face() -> None:
+    from blastoseg.synth import geometry as geo
+
+    r = 20.0
+    cells = [geo.Cell(center=np.array([x, 0.0, 0.0]), volume=4 / 3 * np.pi * r**3, track_id=i)
+             for i, x in enumerate((-14.0, 14.0))]  # 28 px apart: 12 px interpenetration
+    for c in cells:
+        c.axes = np.full(3, r)
+    pressed = geo.press(cells, n_iter=3)
+    for (c, pl), orig in zip(pressed, cells, strict=True):
+        assert len(pl) == 1
+        np.testing.assert_allclose(pl[0, :3], np.sign(-orig.center[0]) * np.array([1, 0, 0]))
+        assert pl[0, 3] == pytest.approx(14.0)  # equal cells: the face is the mid-plane
+        assert geo.clipped_volume(c, pl) == pytest.approx(orig.volume, rel=0.03)
+    # projected side by side (the face between pixel columns 50 and 51), the two bodies meet
+    # there without overlapping and without a gap
+    projs = [geo.project(c, (50.5, 50.0), (101, 101), planes=pl) for c, pl in pressed]
+    amodal, _, _ = geo.masks_from_projections(projs, (101, 101))
+    assert not (amodal[0] & amodal[1]).any()
+    cols = [np.nonzero(m.any(axis=0))[0] for m in amodal]
+    assert cols[0].max() == 50 and cols[1].min() == 51
+    # inflated to keep their volume: wider across the face than the uncut spheres
+    assert projs[0].thickness.max() > 2 * r + 0.3
+
+
+def test_cli_appearance_flag(tmp_path) -> None:
+    pytest.importorskip("pycocotools")
+    from blastoseg.cli import main
+
+    out = tmp_path / "wide"
+    assert main(["synth", "embryos", "--n", "2", "--seed", "1", "--out", str(out), "--size",
+                 "128", "--mode", "mixed", "--appearance", "wide"]) == 0
+    data = json.loads((out / "annotations.json").read_text())
+    assert data["info"]["config"]["appearance"] == "wide"
+    assert data["info"]["config"]["mode"] == "mixed"
+    assert all(e["appearance"] == "wide" and len(e["embryo_circle"]) == 3
+               for e in data["images"])

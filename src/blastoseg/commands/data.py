@@ -94,7 +94,7 @@ def _import_labelme(args: argparse.Namespace) -> int:
 # the same names as blastoseg.synth.config.MODES / APPEARANCES (which EmbryoConfig checks); not
 # imported here so that building the parser does not import numpy and scipy
 _SYNTH_MODES = ("crop", "incubator", "mixed")
-_SYNTH_APPEARANCES = ("default",)
+_SYNTH_APPEARANCES = ("default", "wide")
 
 
 def add_parsers(verbs: argparse._SubParsersAction) -> None:
@@ -113,7 +113,9 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
                           "frames, a small embryo inside a micro-well with a bright rim (or "
                           "beside a dish edge), text, bubbles, debris; mixed: half and half")
     emb.add_argument("--appearance", choices=_SYNTH_APPEARANCES, default="default",
-                     help="appearance randomisation")
+                     help="default: the original look; wide: wider domain randomisation "
+                          "(solid granular cells with flat contact faces, relief strength and "
+                          "polarity, gamma, blur, noise, JPEG artefacts)")
     emb.add_argument("--overwrite", action="store_true",
                      help="replace an existing annotations.json (the old one is kept as a backup)")
     emb.set_defaults(func=_synth_embryos)

@@ -10,8 +10,9 @@ Range = tuple[float, float]
 #: "incubator": full incubator frames, the embryo small inside a micro-well with a bright rim
 #: (or beside a culture-dish edge); "mixed": each frame draws one of the two.
 MODES = ("crop", "incubator", "mixed")
-#: "default": the original appearance ranges.
-APPEARANCES = ("default",)
+#: "default": the original appearance ranges; "wide": wider domain randomisation (solid,
+#: granular cells with flattened contact faces; relief polarity, gamma, blur, noise, JPEG).
+APPEARANCES = ("default", "wide")
 
 
 @dataclass

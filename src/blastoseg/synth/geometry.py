@@ -184,9 +184,73 @@ class Projection:
     center_xy: tuple[float, float]
 
 
+def contact_planes(cells: list[Cell]) -> list[np.ndarray]:
+    """Flat contact faces: for each cell, the planes it is clipped by, as rows (nx, ny, nz, t).
+
+    Two pressed cells share the radical plane of their equal-volume spheres (the points with
+    equal power ``|p - c|^2 - r^2``), so their clipped bodies touch along it and never overlap.
+    A row means ``n . q <= t`` for ``q`` relative to the cell's centre. Only planes that cut
+    the cell's ellipsoid are kept.
+    """
+    p = np.array([c.center for c in cells], dtype=float)
+    r = np.array([c.radius for c in cells])
+    out = []
+    for i, c in enumerate(cells):
+        ainv = c.frame @ np.diag(c.axes**2) @ c.frame.T  # support of the ellipsoid
+        rows = []
+        for j in range(len(cells)):
+            if j == i:
+                continue
+            d = p[j] - p[i]
+            dn = float(np.linalg.norm(d))
+            if dn < 1e-6:
+                continue
+            n = d / dn
+            t = (dn * dn + r[i] ** 2 - r[j] ** 2) / (2.0 * dn)
+            if t < np.sqrt(n @ ainv @ n):
+                rows.append([n[0], n[1], n[2], t])
+        out.append(np.array(rows, dtype=float).reshape(-1, 4))
+    return out
+
+
+def clipped_volume(c: Cell, planes: np.ndarray) -> float:
+    """Volume (px^3) of the cell's ellipsoid (with its outline wobble) cut by ``planes``."""
+    ext = int(np.ceil(c.axes.max() * (1.0 + 2.0 * float(c.harmonics[:, 0].sum())))) + 2
+    pr = project(c, (ext - c.center[0], ext - c.center[1]), (2 * ext + 1, 2 * ext + 1),
+                 margin=1, planes=planes, edges=False)
+    return float(pr.thickness.sum()) if pr is not None else 0.0
+
+
+def press(cells: list[Cell], n_iter: int = 2) -> list[tuple[Cell, np.ndarray]]:
+    """Copies of ``cells`` inflated so that, cut at their contact faces, each keeps its volume.
+
+    Returns (cell copy, its planes) pairs for :func:`project`.
+    """
+    planes = contact_planes(cells)
+    out = []
+    for c, pl in zip(cells, planes, strict=True):
+        cc = Cell(center=c.center, volume=c.volume, track_id=c.track_id, harmonics=c.harmonics)
+        cc.axes, cc.frame = c.axes.copy(), c.frame
+        if len(pl):
+            v0 = clipped_volume(cc, np.zeros((0, 4)))  # same discretisation, uncut
+            for _ in range(n_iter):
+                v = clipped_volume(cc, pl)
+                if v <= 0:
+                    break
+                cc.axes = cc.axes * float(np.clip((v0 / v) ** (1 / 3), 1.0, 1.3))
+                # the planes stay put: scaling only re-inflates the part left inside them
+        out.append((cc, pl))
+    return out
+
+
 def project(c: Cell, origin: tuple[float, float], shape_hw: tuple[int, int],
-            margin: int = 4) -> Projection | None:
-    """Project a cell centred at ``origin + c.center[:2]`` onto an image of ``shape_hw``."""
+            margin: int = 4, planes: np.ndarray | None = None,
+            edges: bool = True) -> Projection | None:
+    """Project a cell centred at ``origin + c.center[:2]`` onto an image of ``shape_hw``.
+
+    ``planes`` (rows nx, ny, nz, t; see :func:`contact_planes`) cut the ellipsoid at flat
+    contact faces; the chord, mask, upper surface and outline distance follow the cut body.
+    """
     a = c.frame @ np.diag(1.0 / c.axes**2) @ c.frame.T
     azz = a[2, 2]
     m = a[:2, :2] - np.outer(a[:2, 2], a[:2, 2]) / azz
@@ -212,7 +276,36 @@ def project(c: Cell, origin: tuple[float, float], shape_hw: tuple[int, int],
     rad = np.sqrt(dx * dx + dy * dy)
     sq = np.sqrt(np.maximum(q, 1e-9))
     edge = rad * (1.0 - 1.0 / sq)
-    return Projection(y0, x0, q <= 1.0, thick, zmid + thick / 2, edge, (cx, cy))
+    if planes is None or not len(planes):
+        return Projection(y0, x0, q <= 1.0, thick, zmid + thick / 2, edge, (cx, cy))
+    lo, hi = zmid - thick / 2 - c.center[2], zmid + thick / 2 - c.center[2]  # relative z
+    active = np.zeros(q.shape, dtype=bool)
+    for nx, ny, nz, t in planes:
+        b = t - nx * dx - ny * dy  # constraint nz * z <= b
+        if nz > 1e-6:
+            cap = b / nz
+            active |= cap < hi
+            hi = np.minimum(hi, cap)
+        elif nz < -1e-6:
+            cap = b / nz
+            active |= cap > lo
+            lo = np.maximum(lo, cap)
+        else:
+            cut = b < 0
+            active |= cut
+            hi = np.where(cut, lo, hi)
+    mask = (q <= 1.0) & (hi > lo)
+    thick = np.where(mask, hi - lo, 0.0)
+    active &= q <= 1.0
+    if edges and active.any():
+        from scipy import ndimage as ndi
+
+        sd = np.where(mask, 0.5 - ndi.distance_transform_edt(mask),
+                      ndi.distance_transform_edt(~mask) - 0.5)
+        sd = ndi.gaussian_filter(sd, 0.7)
+        near = ndi.binary_dilation(active, iterations=3)
+        edge = np.where(near, np.maximum(edge, sd), edge)
+    return Projection(y0, x0, mask, thick, c.center[2] + hi, edge, (cx, cy))
 
 
 def masks_from_projections(projs: list[Projection | None], shape_hw: tuple[int, int]

@@ -74,7 +74,7 @@ def relief_image(opl: np.ndarray, absorb: np.ndarray, angle: float, gain: float,
     the modulator slit gives around large objects.
     """
     d = directional_derivative(opl, angle)
-    if halo > 0:
+    if halo != 0:
         d = d + halo * ndi.gaussian_filter(d, halo_sigma)
     return background * (1.0 - absorb) + gain * d
 

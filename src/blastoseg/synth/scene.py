@@ -12,6 +12,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from blastoseg.instances import FrameInstances
+from blastoseg.synth import appearance as app
 from blastoseg.synth import artefacts as art
 from blastoseg.synth import geometry as geo
 from blastoseg.synth import incubator as inc
@@ -61,7 +62,15 @@ class Scene:
             self.r0, self.r_zin, self.r_zout = k * self.r0, k * self.r_zin, k * self.r_zout
         self.ellip = _u(rng, cfg.zona_ellipticity)
         self.angle = float(rng.uniform(0, np.pi))
-        self.container = self.r_zin * np.array([1 + self.ellip, 1 - self.ellip, 0.93]) - 1.5
+        self.look: app.Look | None = None
+        self.allowed_overlap, self.compression = cfg.allowed_overlap, cfg.compression
+        z_squash = 0.93
+        if cfg.appearance == "wide":
+            self.look = app.sample_look(np.random.default_rng(s_look), s / 500.0)
+            self.allowed_overlap = self.look.scene["allowed_overlap"]
+            self.compression = self.look.scene["compression"]
+            z_squash = self.look.z_squash
+        self.container = self.r_zin * np.array([1 + self.ellip, 1 - self.ellip, z_squash]) - 1.5
         lim = max(0.0, min(cfg.off_centre * s, 0.5 * s - self.r_zin - 3))
         off = rng.uniform(-1, 1, 2) * lim
         self.center = np.array([w / 2 + off[0], h / 2 + off[1]])  # x, y
@@ -102,6 +111,11 @@ class Scene:
         self.under_w = _u(ro, cfg.occluded_outline)
         self.bg = _u(ro, cfg.background_level)
         self.read_noise = _u(ro, cfg.noise_sigma)
+        self.shot = cfg.shot_noise
+        if self.look is not None:
+            for k in ("gain", "gran", "gran_size", "mem_dark", "mem_w", "cyto_abs", "nuc_c",
+                      "depth_blur", "defocus", "halo", "under_w", "bg", "read_noise", "shot"):
+                setattr(self, k, self.look.scene[k])
         self.bg_opl = cfg.background_texture * (optics.smooth_noise(ro, self.shape, 1.2)
                                                 + 0.7 * optics.smooth_noise(ro, self.shape, 6.0))
 
@@ -204,8 +218,8 @@ class Scene:
         return out
 
     def _relax_and_shape(self, n_iter: int) -> None:
-        geo.relax(self.cells, self.container, n_iter, self.cfg.allowed_overlap)
-        geo.shape(self.cells, self.container, self.cfg.compression)
+        geo.relax(self.cells, self.container, n_iter, self.allowed_overlap)
+        geo.shape(self.cells, self.container, self.compression)
 
     def advance_to(self, hours: float) -> int:
         """Perform every scheduled division up to ``hours``; returns how many happened."""
@@ -249,6 +263,9 @@ class Scene:
         if t is None or t.shape[0] < size:
             rng = np.random.default_rng([self.tex_seed.entropy, tid, size])
             t = optics.granules(rng, (size, size), self.gran_size, 0.02)
+            if self.look is not None and self.look.lumpy > 0:
+                t = t + self.look.lumpy * optics.smooth_noise(rng, (size, size),
+                                                              self.look.lumpy_size)
             self._textures[tid] = t
         return t
 
@@ -265,7 +282,13 @@ class Scene:
         h, w = self.shape
         origin = self.center + self.drift
         cells = [self._rotated(c) for c in self.cells]
-        projs = [geo.project(c, (origin[0], origin[1]), self.shape, margin=6) for c in cells]
+        if self.look is not None and self.look.contact_faces and len(cells) > 1:
+            pressed = geo.press(cells)
+            cells = [c for c, _ in pressed]
+            projs = [geo.project(c, (origin[0], origin[1]), self.shape, margin=6, planes=pl)
+                     for c, pl in pressed]
+        else:
+            projs = [geo.project(c, (origin[0], origin[1]), self.shape, margin=6) for c in cells]
         amodal, visible, occl = geo.masks_from_projections(projs, self.shape)
 
         opl = self.bg_opl.copy()
@@ -299,12 +322,16 @@ class Scene:
         absorb = ndi.gaussian_filter(absorb, 0.5 * self.defocus)
         img = optics.relief_image(opl, absorb, self.shear, self.gain, self.bg, 6.0, self.halo)
         img = img * self.illum * flicker + self.bg * self.rim
-        img = optics.sensor_noise(img, self.rng_frame, self.read_noise, self.cfg.shot_noise)
+        img = optics.sensor_noise(img, self.rng_frame, self.read_noise, self.shot)
+        if self.look is not None:
+            img = app.apply_gamma(img, self.look.gamma)
         if self.text:
             scale = max(1, int(round(min(self.shape) / 250)))
             lines = {"tl": f"W{self.well}", "br": f"{hours:.1f}h"}
             img = art.burn_text(img, lines, scale, self.text_value, self.text_box)
         image = np.clip(np.round(img), 0, 255).astype(np.uint8)
+        if self.look is not None:
+            image = app.jpeg(image, self.look.jpeg_quality)
 
         tids = np.array([c.track_id for c in self.cells], dtype=np.int64)
         meta = {"n_cells": len(self.cells), "hours": round(float(hours), 2),
@@ -348,7 +375,8 @@ class Scene:
         opl = self.cfg.cytoplasm_dn * (t_um * (1.0 + self.gran * g * (1 - 0.7 * mask_n))
                                        - self.px_um * (self.nuc_c * nuc_t - 2.0 * dense))
         line = np.exp(-0.5 * (pr.edge_dist / self.mem_w) ** 2)
-        absorb = self.mem_dark * line * seen + self.cyto_abs * t_um / 100.0
+        sign = self.look.membrane_sign if self.look is not None else 1.0
+        absorb = sign * self.mem_dark * line * seen + self.cyto_abs * t_um / 100.0
         return opl.astype(np.float32), absorb.astype(np.float32)
 
     def _rot_vec(self, v: np.ndarray) -> np.ndarray:

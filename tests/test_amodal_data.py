@@ -178,3 +178,29 @@ def test_empty_frame_and_collate():
 def test_dataset_needs_frames():
     with pytest.raises(ValueError, match="no frames"):
         AmodalDataset([], synth_per_epoch=0)
+
+
+def test_framing_jitter_frames_around_the_labelled_circle():
+    from blastoseg.synth import EmbryoConfig, render_embryo
+
+    cfg = EmbryoConfig(image_size=(200, 200), mode="incubator")
+    ds = AmodalDataset(synth_per_epoch=3, working_size=64, synth_config=cfg, seed=4,
+                       framing_jitter=0.08)
+    for i in range(3):
+        _, _, info = ds.framed(i)
+        cx, cy, r = info["embryo_circle"]
+        box = info["box"]
+        assert box["source"] == "given"
+        assert np.hypot(box["cx"] - cx, box["cy"] - cy) <= 0.08 * r + 1e-6
+        assert 0.92 * r - 1e-6 <= box["radius"] <= 1.08 * r + 1e-6
+    # the same frame gets another jitter in another epoch, the same one again in its own
+    a = ds.framed(0)[2]["box"]
+    ds.set_epoch(1)
+    ds.set_epoch(0)
+    assert ds.framed(0)[2]["box"] == a
+    with pytest.raises(ValueError, match="framing_jitter"):
+        AmodalDataset(synth_per_epoch=1, framing_jitter=0.7)
+    # without jitter the localiser frames it, as at inference
+    plain = AmodalDataset(synth_per_epoch=1, working_size=64, synth_config=cfg, seed=4)
+    assert plain.framed(0)[2]["box"]["source"] != "given"
+    assert render_embryo(2, seed=1, config=cfg).meta["embryo_circle"] is not None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 
 __all__ = ["usable_region"]
 
@@ -38,6 +39,7 @@ _DARK_AREA = 0.03    # a dark part must cover this fraction of the frame
 _RIM_EXTENT = 0.35   # a rim part must span this fraction of the short side
 _GROW = 0.02      # invalid parts grow by this fraction of the short side
 _RIM_WIDTH = 0.06    # a thin bright part: mean width below this fraction of the short side
+_MIN_WELL = 0.2      # a well's radius is at least this fraction of the short side
 
 
 def _fit_circle(py: np.ndarray, px: np.ndarray) -> tuple[float, float, float]:
@@ -114,7 +116,7 @@ def _well_circle(invalid: np.ndarray) -> tuple[float, float, float] | None:
         keep = new
         fit = _fit_circle(py[keep], px[keep])
     cy, cx, r = fit
-    if r < min(h, w) / 3 or keep.mean() < 0.5 or not (0 <= cy < h and 0 <= cx < w):
+    if r < _MIN_WELL * min(h, w) or keep.mean() < 0.5 or not (0 <= cy < h and 0 <= cx < w):
         return None
     return fit
 
@@ -127,13 +129,19 @@ def usable_region(a: np.ndarray) -> np.ndarray:
     h, w = a.shape
     short = min(h, w)
     s = ndimage.gaussian_filter(a, max(1.0, _SMOOTH * short), mode="nearest")
-    # the medium: the bulk of the frame's mid-range values (the embryo's mean is close to it)
-    mid = s[(s > np.percentile(s, 5)) & (s < np.percentile(s, 95))]
-    medium = float(np.percentile(mid, 60)) if mid.size else float(np.median(s))
+    # the medium's level: when the frame splits into a dark and a bright population (a
+    # well's outside vs its inside, which can be the larger part), the bright one's median
+    t = threshold_otsu(s)
+    lo_part, hi_part = s[s <= t], s[s > t]
+    medium = float(np.median(s))
+    if lo_part.size and hi_part.size and np.median(lo_part) < 0.5 * np.median(hi_part):
+        medium = float(np.median(hi_part))
     top = float(np.percentile(s, 99.5))
     invalid = np.zeros_like(s, dtype=bool)
 
-    dark = s < _DARK * medium
+    # the outside's ripples average out over a wider window
+    wide = ndimage.gaussian_filter(a, max(1.0, 2 * _SMOOTH * short), mode="nearest")
+    dark = wide < _DARK * medium
     if dark.any():
         lab, n = ndimage.label(dark)
         border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
@@ -153,7 +161,7 @@ def usable_region(a: np.ndarray) -> np.ndarray:
                 continue
             part = lab[sl] == i + 1
             extent = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
-            thin = part.sum() / extent < _RIM_WIDTH * short
+            thin = ndimage.distance_transform_edt(part).max() < 0.5 * _RIM_WIDTH * short
             if extent >= _RIM_EXTENT * short and (thin or (near_dark[sl] & part).any()):
                 invalid[sl] |= part
 

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset as TorchDataset
 from blastoseg.instances import FrameInstances
 from blastoseg.io.dataset import Dataset, read_dataset
 from blastoseg.predict.framing import DEFAULT_MARGIN, frame_for_model
-from blastoseg.predict.localise import choose_embryo_box
+from blastoseg.predict.localise import EmbryoBox, choose_embryo_box
 from blastoseg.train.augment import AugmentConfig, build_augment
 
 __all__ = ["AmodalDataset", "collate_detection", "make_target"]
@@ -105,13 +105,22 @@ class AmodalDataset(TorchDataset):
         Instances with an amodal box narrower/shorter than this (px, after framing) are dropped.
     min_confidence
         Localisation below this confidence falls back to the whole frame.
+    framing_jitter
+        When > 0, frames whose dataset entry (or synthetic render) carries the labelled
+        ``embryo_circle`` are framed around that circle, its centre moved by up to
+        ``framing_jitter`` x r and its radius scaled by up to 1 +- ``framing_jitter`` (drawn
+        per epoch): the model learns the embryo at the framing a good localiser or a user's
+        circle gives, with the localiser's typical error, instead of learning from the
+        localiser's failures on incubator full frames. 0 (the default) frames every frame
+        with the localiser, exactly as inference does.
     """
 
     def __init__(self, sources: str | os.PathLike | Dataset | Sequence | None = (),
                  working_size: int = 256, augment: AugmentConfig | None = None,
                  synth_per_epoch: int = 0, seed: int = 0, use_localisation: bool = True,
                  margin: float = DEFAULT_MARGIN, max_cells: int = 8, synth_config=None,
-                 min_box_size: float = 2.0, min_confidence: float = 0.15) -> None:
+                 min_box_size: float = 2.0, min_confidence: float = 0.15,
+                 framing_jitter: float = 0.0) -> None:
         if sources is None:
             sources = ()
         if isinstance(sources, (str, os.PathLike, Dataset)):
@@ -135,6 +144,9 @@ class AmodalDataset(TorchDataset):
         self.synth_config = synth_config
         self.min_box_size = float(min_box_size)
         self.min_confidence = float(min_confidence)
+        if not 0.0 <= float(framing_jitter) < 0.5:
+            raise ValueError(f"framing_jitter must be in [0, 0.5); got {framing_jitter}")
+        self.framing_jitter = float(framing_jitter)
         self.epoch = 0
         if len(self) == 0:
             raise ValueError("AmodalDataset has no frames: give dataset folders with images "
@@ -154,21 +166,36 @@ class AmodalDataset(TorchDataset):
         if i < len(self.index):
             d, k = self.index[i]
             ds = self.datasets[d]
-            return ds.load_image(k), ds.instances(k), {"source": str(ds.root), "index": k}
+            info = {"source": str(ds.root), "index": k}
+            circle = ds.extra(k).get("embryo_circle")
+            if circle is not None:
+                info["embryo_circle"] = [float(v) for v in circle]
+            return ds.load_image(k), ds.instances(k), info
         from blastoseg.synth import render_embryo
 
         j = i - len(self.index)
         s = _synth_seed(self.seed, self.epoch, j)
         n_cells = int(np.random.default_rng(s).integers(1, self.max_cells + 1))
         frame = render_embryo(n_cells, seed=s, config=self.synth_config)
-        return frame.image, frame.instances, {"source": "synthetic", "seed": s,
-                                              "n_cells": n_cells}
+        info = {"source": "synthetic", "seed": s, "n_cells": n_cells}
+        if frame.meta.get("embryo_circle") is not None:
+            info["embryo_circle"] = [float(v) for v in frame.meta["embryo_circle"]]
+        return frame.image, frame.instances, info
 
     def framed(self, i: int) -> tuple[np.ndarray, FrameInstances, dict]:
         """Frame ``i`` cropped and rescaled as the predictor would, before augmentation."""
         image, inst, info = self.raw(i)
-        box = choose_embryo_box(image, use_localisation=self.use_localisation,
-                                min_confidence=self.min_confidence)
+        circle = info.get("embryo_circle")
+        if self.framing_jitter > 0 and circle is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, int(i), 2])
+            cx, cy, r = circle
+            j = self.framing_jitter
+            ang, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0, j) * r
+            box = EmbryoBox.from_circle(cx + dist * np.cos(ang), cy + dist * np.sin(ang),
+                                        r * rng.uniform(1 - j, 1 + j), np.shape(image)[:2])
+        else:
+            box = choose_embryo_box(image, use_localisation=self.use_localisation,
+                                    min_confidence=self.min_confidence)
         crop, framing = frame_for_model(image, box, self.working_size, self.margin)
         info = {**info, "framing": framing.to_dict(), "box": box.to_dict()}
         return crop, framing.instances_to_model(inst), info

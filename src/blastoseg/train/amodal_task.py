@@ -8,7 +8,8 @@ and saved inside the detector's weights, so a shipped amodal model is self-conta
 Config (``--config`` JSON): ``{"model": {AmodalConfig fields}, "shape_prior": NAME_OR_PATH,
 "hyper": {...}}``; task hyper-parameters beyond the engine's: ``aug_strength`` (1.0),
 ``synth_per_epoch`` (0: only the given datasets), ``val_frames`` (100),
-``use_localisation`` (True).
+``use_localisation`` (True), ``framing_jitter`` (0: frame training images with the localiser;
+positive: around their labelled ``embryo_circle``, jittered, see :class:`AmodalDataset`).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class AmodalTask(TrainTask):
             augment=AugmentConfig(strength=float(job.hyper.get("aug_strength", 1.0))),
             synth_per_epoch=int(job.hyper.get("synth_per_epoch", 0)), seed=job.seed,
             use_localisation=use_loc,
+            framing_jitter=float(job.hyper.get("framing_jitter", 0.0)),
         )
         if len(train) == 0:
             raise TrainingError("the training data hold no frames")

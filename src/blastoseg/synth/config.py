@@ -84,8 +84,9 @@ class EmbryoConfig:
     partial_rim_prob: float = 0.5       # the rim fades on the dark side (partial ring)
     rim_brightness: Range = (0.35, 1.1)  # rim peak over the medium, fraction of background
     rim_width: Range = (0.012, 0.04)    # rim width, fraction of the frame's short side
-    outside_level: Range = (0.0, 0.75)  # brightest part of the outside of the well
-    ripple: Range = (0.04, 0.25)        # contrast of the concentric ripples outside the well
+    outside_level: Range = (0.1, 0.9)  # brightest part of the outside of the well
+    ripple: Range = (0.05, 0.25)        # contrast of the concentric ripples outside the well
+    well_shadow_prob: float = 0.6      # the well's wall shades one side of the frame black
     bubble_prob: float = 0.25
     pipette_prob: float = 0.15
     floating_cumulus: Range = (0.0, 3.0)  # free cumulus clumps in the well

@@ -51,14 +51,19 @@ def sample_layout(rng: np.random.Generator, shape: tuple[int, int], cfg: EmbryoC
         return _dish_layout(rng, shape, r_e)
     r_w = _u(rng, cfg.well_ratio) * r_e
     touch = rng.random() < cfg.touch_rim_prob
-    d_max = r_w - r_e
+    d_max = max(0.0, r_w - r_e - 1.0)  # 1 px to spare: the zona is drawn at whole pixels
     # the embryo's centre must stay in the frame, its circle mostly so
     lo = np.array([0.75 * r_e, 0.75 * r_e])
     hi = np.array([w - 0.75 * r_e, h - 0.75 * r_e])
     if np.any(hi < lo):
         lo = hi = np.array([w / 2, h / 2])
+    # a well wider than the frame is moved off-centre so that part of its rim shows, mostly
+    show_rim = r_w > 0.45 * s and rng.random() < 0.85
     for _ in range(60):
-        off = rng.uniform(0.0, 0.12 + 0.2 * max(0.0, r_w / s - 0.5)) * s
+        if show_rim:
+            off = rng.uniform(max(0.0, r_w - 0.5 * s), r_w - 0.22 * s)
+        else:
+            off = rng.uniform(0.0, 0.12 + 0.2 * max(0.0, r_w / s - 0.5)) * s
         a = rng.uniform(0, 2 * np.pi)
         wc = np.array([w / 2 + off * np.cos(a), h / 2 + off * np.sin(a)])
         d = d_max * (rng.uniform(0.97, 1.0) if touch else np.sqrt(rng.random()))
@@ -102,11 +107,12 @@ def _ripples(rng: np.random.Generator, r: np.ndarray, theta: np.ndarray,
     """Concentric, slightly wavy grooves of unit contrast (a turned plastic surface)."""
     n = int(r.max()) + 64
     res = 4  # samples per pixel of radius
-    period = rng.uniform(0.006, 0.014) * s
-    prof = ndi.gaussian_filter1d(rng.standard_normal(n * res), 0.25 * period * res, mode="wrap")
-    prof = prof / (prof.std() + 1e-8)
+    period = rng.uniform(0.012, 0.04) * s
+    prof = ndi.gaussian_filter1d(rng.standard_normal(n * res), 0.3 * period * res, mode="wrap")
+    fine = ndi.gaussian_filter1d(rng.standard_normal(n * res), 0.6 * res, mode="wrap")
+    prof = prof / (prof.std() + 1e-8) + rng.uniform(0.0, 0.4) * fine / (fine.std() + 1e-8)
     slow = ndi.gaussian_filter1d(rng.standard_normal(n * res), 4 * period * res, mode="wrap")
-    prof = prof * (1.0 + 0.8 * slow / (slow.std() + 1e-8))
+    prof = prof * np.clip(1.0 + 0.4 * slow / (slow.std() + 1e-8), 0.2, None)
     warp = np.zeros_like(r)
     for k in (1, 2, 3, 5):
         warp += rng.uniform(0, 0.012 * s / k) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
@@ -132,7 +138,7 @@ def container_maps(shape: tuple[int, int], rng: np.random.Generator, cfg: Embryo
         width = _u(rng, cfg.rim_width) * s
         peak = _u(rng, cfg.rim_brightness)
         out_hi = _u(rng, cfg.outside_level)
-        out_lo = rng.uniform(0.0, 0.35) * out_hi
+        out_lo = rng.uniform(0.2, 0.8) * out_hi
     else:  # a dish edge: broader, dimmer crescent, less dark beyond
         width = rng.uniform(0.02, 0.07) * s
         peak = rng.uniform(0.25, 0.8)
@@ -140,7 +146,7 @@ def container_maps(shape: tuple[int, int], rng: np.random.Generator, cfg: Embryo
         out_lo = rng.uniform(0.3, 0.8) * out_hi
     partial = rng.random() < cfg.partial_rim_prob
     rim_floor = rng.uniform(0.0, 0.35) if partial else rng.uniform(0.6, 1.0)
-    lit_out = _lit(th, light, rng.uniform(1.0, 4.0))
+    lit_out = _lit(th, light, rng.uniform(0.5, 2.0))
     lit_rim = _lit(th, light + rng.normal(0, 0.4), rng.uniform(0.7, 2.5))
     # rim: sharp towards the medium, softer towards the outside, centred just outside R
     c = sd - 0.4 * width
@@ -153,6 +159,20 @@ def container_maps(shape: tuple[int, int], rng: np.random.Generator, cfg: Embryo
     level = (out_lo + (out_hi - out_lo) * lit_out) * ripple
     # the medium darkens or brightens a little towards the wall (meniscus)
     menisc = 1.0 + rng.uniform(-0.15, 0.1) * np.exp(-0.5 * ((sd + 2.0 * width) / (2.0 * width)) ** 2)
+    if lay.kind == "well" and rng.random() < cfg.well_shadow_prob:
+        # the well's wall shades one side: black outside there, a dimmer medium inside
+        h, w = shape
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        ca, sa = np.cos(light + np.pi), np.sin(light + np.pi)
+        proj = (xx - lay.container_xy[0]) * ca + (yy - lay.container_xy[1]) * sa
+        p0 = rng.uniform(-0.2, 0.9) * lay.container_r
+        soft = rng.uniform(0.04, 0.15) * s
+        sig_out = 1.0 / (1.0 + np.exp(-np.clip((proj - p0) / soft, -30, 30)))
+        p1 = p0 + rng.uniform(0.0, 0.4) * lay.container_r
+        sig_in = 1.0 / (1.0 + np.exp(-np.clip((proj - p1) / (2 * soft), -30, 30)))
+        level = level * (1.0 - rng.uniform(0.75, 1.0) * sig_out)
+        menisc = menisc * (1.0 - rng.uniform(0.0, 0.6) * sig_in)
+        rim = rim * (1.0 - rng.uniform(0.3, 0.9) * sig_out)
     illum = (1.0 - outside) * menisc + outside * level
     return illum.astype(np.float32), ndi.gaussian_filter(rim, 0.8).astype(np.float32)
 

@@ -1,13 +1,15 @@
-"""Make docs/images/synthetic_vs_real.png: synthetic embryos beside real crops.
+"""Make docs/images/synthetic_vs_real.png: synthetic embryos beside real frames.
 
 Usage::
 
     python benchmarks/make_synthetic_figure.py --real /path/to/real/embryo_counts \
+        --real-fullframes /path/to/real/blastocyst_embryoscope_focal \
         --out docs/images/synthetic_vs_real.png
 
 ``--real`` is a folder with ``microscope/`` and/or ``timelapse/`` subfolders of real crops
-named by blastomere count (``1cell.png``, ``2cells.jpg``, ...). The real images are only
-read to compose the figure; nothing is copied anywhere else.
+named by blastomere count (``1cell.png``, ``2cells.jpg``, ...). ``--real-fullframes`` (optional)
+is a folder of full incubator frames (``*/*_0_*.jpg``: the in-focus plane of each embryo). The
+real images are only read to compose the figure; nothing is copied anywhere else.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from PIL import Image, ImageDraw
 from scipy.ndimage import binary_dilation
 from skimage.segmentation import find_boundaries
 
-from blastoseg.synth import render_embryo, render_timelapse
+from blastoseg.synth import EmbryoConfig, render_embryo, render_timelapse
 
 TILE = 256
 COLOURS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
@@ -63,6 +65,21 @@ def label(canvas: Image.Image, xy: tuple[int, int], text: str) -> None:
     d.text((x + 3, y + 2), text, fill=(255, 255, 255))
 
 
+def circle(rgb: np.ndarray, c: list[float], colour=(255, 40, 40)) -> np.ndarray:
+    """Draw an [cx, cy, r] circle (the embryo_circle ground truth) on an RGB image."""
+    im = Image.fromarray(rgb)
+    cx, cy, r = c
+    ImageDraw.Draw(im).ellipse((cx - r, cy - r, cx + r, cy + r), outline=colour, width=2)
+    return np.asarray(im)
+
+
+def fullframe_tiles(root: Path, k: int) -> list[tuple[str, np.ndarray]]:
+    files = sorted(root.glob("*/*_0_*.jpg"))
+    picks = np.linspace(0, len(files) - 1, k).astype(int) if files else []
+    return [("real EmbryoScope frame", tile(np.asarray(Image.open(files[i]).convert("L"))))
+            for i in picks]
+
+
 def real_tiles(root: Path, counts: list[int]) -> list[tuple[str, np.ndarray]]:
     out = []
     for sub in ("timelapse", "microscope"):
@@ -75,12 +92,14 @@ def real_tiles(root: Path, counts: list[int]) -> list[tuple[str, np.ndarray]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", type=Path, required=True, help="folder of real crops")
+    ap.add_argument("--real-fullframes", type=Path, default=None,
+                    help="folder of real full incubator frames (EmbryoScope focal set)")
     ap.add_argument("--out", type=Path, required=True, help="output PNG")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
     counts = [1, 2, 4, 8]
-    rows: list[list[tuple[str, np.ndarray]]] = [[], [], [], []]
+    rows: list[list[tuple[str, np.ndarray]]] = [[] for _ in range(7)]
     for j, n in enumerate(counts):
         fr = render_embryo(n, seed=args.seed + 10 * j + n)
         rows[0].append((f"synthetic {n} (full frame)", tile(fr.image)))
@@ -95,9 +114,28 @@ def main() -> None:
         box = crop_embryo(tl.images[k], tl.meta)
         rows[3].append((f"time-lapse t={tl.meta['hours'][k]:.0f}h n={tl.frames[k].count}",
                         tile(take(tl.images[k], box))))
+    incubator = EmbryoConfig(mode="incubator")
+    wide_inc = EmbryoConfig(mode="incubator", appearance="wide")
+    wide = EmbryoConfig(appearance="wide")
+    for j, n in enumerate(counts):
+        fr = render_embryo(n, seed=args.seed + 100 + j, config=incubator)
+        rgb = circle(np.repeat(fr.image[..., None], 3, axis=2), fr.meta["embryo_circle"])
+        rows[4].append((f"incubator {n}, {fr.meta['container']}, red: embryo_circle",
+                        tile(rgb)))
+        fr = render_embryo(n, seed=args.seed + 200 + j, config=wide_inc)
+        rows[5].append((f"incubator {n}, {fr.meta['container']}, wide look", tile(fr.image)))
+    for j, n in enumerate((4, 8)):
+        fr = render_embryo(n, seed=args.seed + 300 + j, config=wide)
+        box = crop_embryo(fr.image, fr.meta)
+        rows[6].append((f"wide look {n} (crop)", tile(take(fr.image, box))))
+        ol = outlines(fr.image, fr.instances.masks)
+        rows[6].append((f"wide: amodal outlines, depth {fr.instances.coverage().max()}",
+                        tile(take(ol, box))))
     real = real_tiles(args.real, counts)
     for i in range(0, len(real), 4):
         rows.append(real[i:i + 4])
+    if args.real_fullframes is not None:
+        rows.append(fullframe_tiles(args.real_fullframes, 4))
 
     ncol = 4
     canvas = Image.new("RGB", (ncol * TILE, len(rows) * TILE), (255, 255, 255))
@@ -106,7 +144,7 @@ def main() -> None:
             canvas.paste(Image.fromarray(t), (c * TILE, r * TILE))
             label(canvas, (c * TILE + 2, r * TILE + 2), name)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    # an adaptive palette keeps the figure small (well under 1.5 MB) at no visible cost
+    # an adaptive palette keeps the figure small (well under 2 MB) at no visible cost
     canvas.convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(args.out, optimize=True)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
 

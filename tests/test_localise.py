@@ -58,7 +58,8 @@ def test_choose_embryo_box_fallback():
     img = render_embryo(1, seed=0, config=EmbryoConfig(image_size=(SIZE, SIZE))).image
     full = choose_embryo_box(img, use_localisation=False)
     assert full == EmbryoBox.full_frame(img.shape)
-    assert choose_embryo_box(img, min_confidence=1.01) == full
+    assert choose_embryo_box(img, min_confidence=1.01) == EmbryoBox.full_frame(
+        img.shape, note="no embryo found")
 
 
 def _disk(shape, cy, cx, r):
@@ -125,3 +126,49 @@ def test_normalise_image():
         normalise_image(np.random.default_rng(0).random((5, 100, 100)))
     with pytest.raises(InvalidImageError, match="4096"):
         normalise_image(np.zeros((64, 5000), np.uint8))
+
+
+def _incubator_frame(seed, n_cells=4):
+    cfg = EmbryoConfig(image_size=(320, 320), mode="incubator")
+    return render_embryo(n_cells, seed=seed, config=cfg)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_incubator_frame_never_frames_the_well(seed):
+    frame = _incubator_frame(seed)
+    cx, cy, r = frame.meta["embryo_circle"]
+    box = choose_embryo_box(frame.image)
+    # the well's rim is 1.6-3x the embryo: a box framing it would be >= 1.5x too large
+    assert box.found
+    assert box.radius < 1.35 * r
+    assert np.hypot(box.cx - cx, box.cy - cy) < 0.35 * r
+
+
+def test_two_embryos_frame_the_most_central_with_a_note():
+    bg = None
+    for seed, x0 in ((5, 10), (6, 240)):  # the second one's centre is nearer the frame's centre
+        fr = render_embryo(4, seed=seed, config=EmbryoConfig(image_size=(160, 160)))
+        if bg is None:
+            bg = np.full((240, 420), np.median(fr.image), fr.image.dtype)
+        cx, cy, r = fr.meta["embryo_circle"]
+        disk = _disk((160, 160), cy, cx, 1.1 * r)  # the embryo and a little medium around it
+        bg[40:200, x0:x0 + 160][disk] = fr.image[disk]
+    box = locate_embryo(bg)
+    assert "embryos in view" in box.note
+    assert box.cx > 210
+
+
+def test_embryo_cut_by_the_frame_edge_is_noted():
+    frame = render_embryo(4, seed=2, config=EmbryoConfig(image_size=(200, 200)))
+    cx, _ = frame.meta["embryo_center_xy"]
+    r = frame.meta["zona_outer_radius_px"]
+    cut = frame.image[:, int(cx):]  # the left half of the embryo is gone
+    box = locate_embryo(cut)
+    assert box.found and "cut by the frame edge" in box.note
+
+
+def test_no_embryo_is_a_documented_outcome():
+    rng = np.random.default_rng(0)
+    blank = (120 + rng.normal(0, 2, (200, 200))).astype(np.float32)
+    box = choose_embryo_box(blank)
+    assert not box.found and box.source == "whole frame" and box.note == "no embryo found"

@@ -49,7 +49,11 @@ RING = 1.3
 _GRID = 80        # short side of the disk-matching grid (px)
 _TEXTURE = 256    # short side of the texture computation (px)
 _THRESHOLD = 0.45  # on the normalised log edge energy (background ~0, edges ~1)
+_THRESHOLD_OUTER = 0.62  # the zona's outer face: stronger edges than the halo of debris
 _SMOOTH = 1.0     # smoothing of the edge energy (map px)
+#: spread (97th - 10th percentile) of the log edge energy below which a frame has no texture:
+#: pure noise gives ~1.6, a smooth gradient ~0.6, every real and synthetic embryo frame > 5
+_MIN_SPREAD = 3.0
 _CLOSE = 0.02     # closing radius, fraction of the short side
 _RUN = 0.2        # smooth run that ends the embryo on a ray, fraction of the radius
 #: below this confidence the localiser's guess is shown to the user as unsure (checked on the
@@ -78,6 +82,9 @@ class EmbryoBox:
         Where it came from: "localised" (found by :func:`locate_embryo`), "diameter"
         (localised with the radius fixed by a user's diameter), "given" (a user's circle) or
         "whole frame" (no embryo found, localisation off, or the frame is already a crop).
+    note
+        What a user should know about this frame's framing, or "": "no embryo found",
+        "N embryos in view: framed the most central one", "embryo cut by the frame edge".
     """
 
     cx: float
@@ -86,13 +93,14 @@ class EmbryoBox:
     confidence: float = 1.0
     image_shape: tuple[int, int] | None = None
     source: str = "localised"
+    note: str = ""
 
     @classmethod
-    def full_frame(cls, shape: tuple[int, int]) -> EmbryoBox:
+    def full_frame(cls, shape: tuple[int, int], note: str = "") -> EmbryoBox:
         """The box that frames the whole image (its centre, half the long side), confidence 0."""
         h, w = int(shape[0]), int(shape[1])
         return cls(cx=(w - 1) / 2.0, cy=(h - 1) / 2.0, radius=max(h, w) / 2.0,
-                   confidence=0.0, image_shape=(h, w), source="whole frame")
+                   confidence=0.0, image_shape=(h, w), source="whole frame", note=note)
 
     @classmethod
     def from_circle(cls, cx: float, cy: float, radius: float,
@@ -180,12 +188,16 @@ def _embryo_map(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, i
     # the threshold is set by the usable region alone (the smooth dark outside would lower it)
     usable = usable[: e.shape[0], : e.shape[1]]
     lo, hi = np.percentile(e[usable], (10.0, 97.0))
-    edges = (e > lo + _THRESHOLD * max(hi - lo, 1e-6)) & usable
+    if hi - lo < _MIN_SPREAD:
+        # no texture worth the name (a blank or noise-only frame): nothing is "on"
+        return np.zeros_like(e), np.zeros(e.shape, bool), usable, f
+    e = np.where(usable, (e - lo) / max(hi - lo, 1e-6), 0.0)
+    edges = e > _THRESHOLD
     k = max(1, int(round(min(a.shape) * _CLOSE)))
     b = ndimage.binary_closing(edges, iterations=k, border_value=0)
     b = ndimage.binary_fill_holes(b)
     b = ndimage.binary_opening(b, iterations=2 * k) & usable
-    return edges, b, usable, f
+    return e, b, usable, f
 
 
 @lru_cache(maxsize=8)
@@ -320,6 +332,19 @@ def _boundary_circle(bmap: np.ndarray, cy: float, cx: float, r0: float
     return fit
 
 
+def _outer_face(strong: np.ndarray, fit: tuple[float, float, float]
+                ) -> tuple[float, float, float]:
+    """Refit the circle to the strong edges only (the zona's outer face is a sharp line; the
+    debris, cumulus and grainy medium around it are weaker texture). Kept only when it
+    agrees with the first fit: centre within 15 % of the radius, radius 70-105 % of it."""
+    cy, cx, r = fit
+    ref = _boundary_circle(strong, cy, cx, r)
+    if ref is None or np.hypot(ref[0] - cy, ref[1] - cx) > 0.15 * r or \
+            not 0.7 * r <= ref[2] <= 1.05 * r:
+        return fit
+    return ref
+
+
 def _circle_contrast(bmap: np.ndarray, cy: float, cx: float, r: float) -> float:
     """Filled fraction inside the circle minus the median (over sectors) of the ring outside.
 
@@ -341,6 +366,39 @@ def _circle_contrast(bmap: np.ndarray, cy: float, cx: float, r: float) -> float:
     ok = sw > 0.5 * full
     m_ring = float(np.median(sv[ok] / sw[ok])) if ok.sum() >= 3 else 0.5
     return m_in - m_ring
+
+
+NO_EMBRYO = "no embryo found"
+CUT_BY_EDGE = "embryo cut by the frame edge"
+_SEVERAL = 0.8   # another embryo: a distinct circle with this share of the best contrast
+_MIN_CONTRAST = 0.15  # a circle with less contrast is no embryo (choose_embryo_box's default)
+_CUT = 0.15      # cut: the circle leaves the frame by more than this x r
+
+
+def _choose(fits: list[tuple[float, float, float, float]], shape: tuple[int, int]
+            ) -> tuple[float, float, float, float, str]:
+    """The circle to frame among (contrast, cy, cx, r) fits, and a note for the user.
+
+    Several embryos (distinct circles, each with a real contrast close to the best): the most
+    central one, so that a dish with neighbours at its edges frames the one in the middle.
+    """
+    fits = sorted(fits, key=lambda x: -x[0])
+    best = fits[0]
+    strong = [best]
+    for c in fits[1:]:
+        if c[0] >= max(_MIN_CONTRAST, _SEVERAL * best[0]) and all(
+                np.hypot(c[1] - o[1], c[2] - o[2]) > max(c[3], o[3]) for o in strong):
+            strong.append(c)
+    note = ""
+    if len(strong) > 1:
+        h, w = shape
+        best = min(strong, key=lambda x: np.hypot(x[1] - (h - 1) / 2, x[2] - (w - 1) / 2))
+        note = f"{len(strong)} embryos in view: framed the most central one"
+    conf, cy, cx, r = best
+    h, w = shape
+    if min(cy + 0.5, cx + 0.5, h - 0.5 - cy, w - 0.5 - cx) < (1 - _CUT) * r:
+        note = f"{note}; {CUT_BY_EDGE}" if note else CUT_BY_EDGE
+    return conf, cy, cx, r, note
 
 
 def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC,
@@ -382,9 +440,11 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
     if not 0 < min_radius_frac < max_radius_frac:
         raise ValueError("need 0 < min_radius_frac < max_radius_frac")
     if float(grey.max() - grey.min()) <= 0:
-        return EmbryoBox.full_frame((h, w))
-    edges, bmap, usable, f = _embryo_map(grey)
-    edges, bmap = edges.astype(np.float32), bmap.astype(np.float32)
+        return EmbryoBox.full_frame((h, w), note=NO_EMBRYO)
+    energy, bmap, usable, f = _embryo_map(grey)
+    edges = (energy > _THRESHOLD).astype(np.float32)
+    strong = (energy > _THRESHOLD_OUTER).astype(np.float32)
+    bmap = bmap.astype(np.float32)
     # beyond a well's rim the maps are 0, so the well's outside counts as empty medium: an
     # embryo lies inside its well, and the rim can never look like a zona
     fg = max(1, int(round(min(bmap.shape) / _GRID)))
@@ -401,11 +461,11 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
     score = _coarse_scores(t, radii, ring_steps)
     cands = _candidates(score, radii[:n], 3)
     if not cands:
-        return EmbryoBox.full_frame((h, w))
+        return EmbryoBox.full_frame((h, w), note=NO_EMBRYO)
 
     # fine: robust circle fit to the boundary of the filled region, per candidate; the one
     # with the best inside-vs-ring contrast wins
-    best = (-np.inf, 0.0, 0.0, 0.0)
+    fits = []
     short = min(bmap.shape)
     for iy, ix, r in cands:
         cy0, cx0, r0 = (iy + 0.5) * gy - 0.5, (ix + 0.5) * gx - 0.5, r * min(gy, gx)
@@ -413,16 +473,15 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
         if fit is None or not (0.6 * r0 <= fit[2] <= 1.5 * r0) or \
                 np.hypot(fit[0] - cy0, fit[1] - cx0) > 0.5 * r0:
             fit = (cy0, cx0, r0)
+        fit = _outer_face(strong, fit)
         fit = (fit[0], fit[1], float(np.clip(fit[2], 0.9 * min_radius_frac * short,
                                              1.1 * max_radius_frac * short)))
-        c = _circle_contrast(bmap, *fit)
-        if c > best[0]:
-            best = (c, *fit)
-    conf, cy, cx, r = best
+        fits.append((_circle_contrast(bmap, *fit), *fit))
+    conf, cy, cx, r, note = _choose(fits, bmap.shape)
     return EmbryoBox(cx=float((cx + 0.5) * f - 0.5), cy=float((cy + 0.5) * f - 0.5),
                      radius=float(r * f), confidence=round(float(max(conf, 0.0)), 4),
                      image_shape=(h, w),
-                     source="localised" if radius_px is None else "diameter")
+                     source="localised" if radius_px is None else "diameter", note=note)
 
 
 def parse_circle(text: str) -> tuple[float, float, float]:
@@ -463,5 +522,5 @@ def choose_embryo_box(image: np.ndarray, *, use_localisation: bool = True,
         return EmbryoBox.full_frame(shape)
     box = locate_embryo(a, radius_px=None if diameter_px is None else diameter_px / 2.0)
     if box.confidence < min_confidence:
-        return EmbryoBox.full_frame(shape)
+        return EmbryoBox.full_frame(shape, note=NO_EMBRYO)
     return box

@@ -42,6 +42,11 @@ _RIM_WIDTH = 0.06    # a thin bright part: mean width below this fraction of the
 _MIN_WELL = 0.2      # a well's radius is at least this fraction of the short side
 
 
+def _touches_border(sl: tuple[slice, slice], shape: tuple[int, int]) -> bool:
+    return sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == shape[0] or \
+        sl[1].stop == shape[1]
+
+
 def _fit_circle(py: np.ndarray, px: np.ndarray) -> tuple[float, float, float]:
     """Algebraic (Kasa) least-squares circle through points: (cy, cx, r)."""
     a = np.stack([px, py, np.ones_like(px)], axis=1)
@@ -152,7 +157,7 @@ def usable_region(a: np.ndarray) -> np.ndarray:
 
     if top - medium > _MIN_CONTRAST:
         # a rim is bright and long, and either borders the dark outside (a micro-well) or is
-        # thin (a dish edge's crescent); a bright broad region is medium, not rim
+        # a dish edge's crescent; a bright broad region is medium, not rim
         bright = s > medium + _BRIGHT * (top - medium)
         near_dark = ndimage.binary_dilation(invalid, iterations=max(1, int(0.04 * short)))
         lab, n = ndimage.label(bright)
@@ -161,8 +166,14 @@ def usable_region(a: np.ndarray) -> np.ndarray:
                 continue
             part = lab[sl] == i + 1
             extent = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
-            thin = ndimage.distance_transform_edt(part).max() < 0.5 * _RIM_WIDTH * short
-            if extent >= _RIM_EXTENT * short and (thin or (near_dark[sl] & part).any()):
+            if extent < _RIM_EXTENT * short:
+                continue
+            # a dish edge's crescent is thin, long and runs off the frame; a bright zona is
+            # thin too, but a closed ring inside the frame
+            crescent = (extent >= 2 * _RIM_EXTENT * short and _touches_border(sl, s.shape)
+                        and ndimage.distance_transform_edt(part).max()
+                        < 0.5 * _RIM_WIDTH * short)
+            if crescent or (near_dark[sl] & part).any():
                 invalid[sl] |= part
 
     if not invalid.any():

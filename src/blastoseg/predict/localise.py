@@ -6,22 +6,31 @@ model sees a frame, the predictor finds the embryo, crops a square around it and
 to the model's working resolution (:mod:`blastoseg.predict.framing`). Training uses exactly
 the same step, so train and test framing match.
 
-Method (no learning; ~20-40 ms at 500 x 500 on one busy CPU core):
+Method (no learning; ~20-50 ms at 500 x 500 on one CPU core):
 
-1. grey, block-average to ~256 px on the short side, percentile-normalise, divide by the
+1. grey, block-average to ~256 px on the short side, percentile-normalise; find the
+   *usable* region (:mod:`blastoseg.predict.well`): inside a micro-well's bright rim or a
+   dish edge's crescent, never the rim or the dark rippled outside; then divide by the
    low-frequency illumination (vignetting, the dark side of a well edge);
 2. edge energy (smoothed squared gradient magnitude, log, scaled between its 10th and 97th
-   percentiles) thresholded: membranes, granules and the zona's faces are "on", the
-   medium is "off"; closed, holes filled and opened, this gives a filled embryo map;
+   percentiles over the usable region; zero outside it) thresholded: membranes, granules and
+   the zona's faces are "on", the medium is "off"; closed, holes filled and opened, this
+   gives a filled embryo map. A frame whose energy barely varies (blank, noise) has no
+   embryo;
 3. coarse disk matching on a ~80 px grid (FFT convolutions): for every centre and a
    geometric ladder of radii, the filled fraction inside the disk minus that of the ring
-   out to 1.3 r (only in-frame pixels count, so an embryo cut by the frame still scores);
-   up to three distinct maxima are kept;
+   out to 1.3 r (only in-frame pixels count, so an embryo cut by the frame still scores;
+   beyond a well's rim counts as empty medium); up to three distinct maxima are kept;
 4. per candidate, rays from its centre find where the first long run of smooth medium
    starts (the zona's outer face); a circle is fitted to those points with iterative
-   outlier rejection (rays that run into a well edge or debris); the candidate whose circle
-   has the best inside-vs-ring contrast (ring = median over angular sectors) wins, and that
-   contrast is the confidence.
+   outlier rejection (rays that run into debris); it is refitted on the strong edges only
+   (the halo of debris and grainy medium around a zona is weaker texture); the candidate
+   whose circle has the best inside-vs-ring contrast (ring = median over angular sectors)
+   wins, and that contrast is the confidence. Several strong, distinct circles: the most
+   central one, with a note (see :class:`EmbryoBox`).
+
+Measured on real frames with labelled circles: ``benchmarks/localise_benchmark.py`` and
+docs/localisation.md.
 
 The radius returned is that of the zona's outer face.
 """
@@ -164,8 +173,9 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
 
 
 def _embryo_map(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Binary maps at ~256 px: high edge energy, the same closed, filled and opened, and the
-    usable region (:func:`~blastoseg.predict.well.usable_region`: inside a micro-well's rim).
+    """Maps at ~256 px: the normalised edge energy (0 = medium, 1 = strong texture), its
+    threshold closed, filled and opened (the filled embryo) and the usable region
+    (:func:`~blastoseg.predict.well.usable_region`: inside a micro-well's rim).
 
     Map pixel (i, j) covers original pixels [i f, (i + 1) f) x [j f, (j + 1) f); the last
     factor returned is f.
@@ -287,14 +297,11 @@ def _fit_circle(py: np.ndarray, px: np.ndarray) -> tuple[float, float, float]:
     return float(cy), float(cx), float(np.sqrt(max(c2 + cx * cx + cy * cy, 0.0)))
 
 
-def _boundary_circle(bmap: np.ndarray, cy: float, cx: float, r0: float
-                     ) -> tuple[float, float, float] | None:
-    """Circle fitted robustly to the outermost edges of the embryo on rays from (cy, cx).
-
-    On each ray, the boundary is where the first long run of smooth medium begins (short
-    gaps - the perivitelline space, the zona's smooth interior - are crossed); rays that run
-    into other texture (a well edge, debris) give outliers, which the fit rejects.
-    """
+def _boundary_points(bmap: np.ndarray, cy: float, cx: float, r0: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Where the embryo ends on rays from (cy, cx): the start of the first long run of smooth
+    medium on each ray (short gaps - the perivitelline space, the zona's smooth interior -
+    are crossed); rays that leave the frame first give no point. Returns (ys, xs)."""
     rho = np.arange(0.0, 1.6 * r0, 0.5)
     v, valid, th = _polar(bmap, cy, cx, rho)
     start = np.searchsorted(rho, 0.5 * r0)
@@ -316,6 +323,16 @@ def _boundary_circle(bmap: np.ndarray, cy: float, cx: float, r0: float
         d = rho[hit[0]] - 0.25  # between the last inside and the first outside sample
         ys.append(cy + d * np.sin(th[a]))
         xs.append(cx + d * np.cos(th[a]))
+    return np.asarray(ys), np.asarray(xs)
+
+
+def _boundary_circle(bmap: np.ndarray, cy: float, cx: float, r0: float
+                     ) -> tuple[float, float, float] | None:
+    """Circle fitted robustly to the outermost edges of the embryo on rays from (cy, cx)
+    (:func:`_boundary_points`); rays that run into other texture (a well edge, debris) give
+    outliers, which the fit rejects.
+    """
+    ys, xs = _boundary_points(bmap, cy, cx, r0)
     if len(ys) < 8:
         return None
     py, px = np.asarray(ys), np.asarray(xs)

@@ -23,8 +23,9 @@ Method (no learning; ~20-50 ms at 500 x 500 on one CPU core):
    beyond a well's rim counts as empty medium); up to three distinct maxima are kept;
 4. per candidate, rays from its centre find where the first long run of smooth medium
    starts (the zona's outer face); a circle is fitted to those points with iterative
-   outlier rejection (rays that run into debris); it is refitted on the strong edges only
-   (the halo of debris and grainy medium around a zona is weaker texture); the candidate
+   outlier rejection (rays that run into debris); in incubator frames (a well or dish edge
+   found) it is refitted on the strong edges only (the halo of debris and grainy medium
+   around a zona there is weaker texture); the candidate
    whose circle has the best inside-vs-ring contrast (ring = median over angular sectors)
    wins, and that contrast is the confidence. Several strong, distinct circles: the most
    central one, with a note (see :class:`EmbryoBox`).
@@ -59,6 +60,7 @@ _GRID = 80        # short side of the disk-matching grid (px)
 _TEXTURE = 256    # short side of the texture computation (px)
 _THRESHOLD = 0.45  # on the normalised log edge energy (background ~0, edges ~1)
 _THRESHOLD_OUTER = 0.62  # the zona's outer face: stronger edges than the halo of debris
+_REFIT_MIN = 0.7   # the strong-edge refit may shrink the radius to this share, no further
 _SMOOTH = 1.0     # smoothing of the edge energy (map px)
 #: spread (97th - 10th percentile) of the log edge energy below which a frame has no texture:
 #: pure noise gives ~1.6, a smooth gradient ~0.6, every real and synthetic embryo frame > 5
@@ -357,7 +359,7 @@ def _outer_face(strong: np.ndarray, fit: tuple[float, float, float]
     cy, cx, r = fit
     ref = _boundary_circle(strong, cy, cx, r)
     if ref is None or np.hypot(ref[0] - cy, ref[1] - cx) > 0.15 * r or \
-            not 0.7 * r <= ref[2] <= 1.05 * r:
+            not _REFIT_MIN * r <= ref[2] <= 1.05 * r:
         return fit
     return ref
 
@@ -461,6 +463,10 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
     energy, bmap, usable, f = _embryo_map(grey)
     edges = (energy > _THRESHOLD).astype(np.float32)
     strong = (energy > _THRESHOLD_OUTER).astype(np.float32)
+    # incubator frames (a well or dish edge found) have a halo of grainy medium and debris
+    # around the zona; in microscope crops the zona's outer face is itself faint, and a
+    # strong-edge refit would land inside it (measured: docs/localisation.md)
+    in_well = not usable.all()
     bmap = bmap.astype(np.float32)
     # beyond a well's rim the maps are 0, so the well's outside counts as empty medium: an
     # embryo lies inside its well, and the rim can never look like a zona
@@ -490,7 +496,8 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
         if fit is None or not (0.6 * r0 <= fit[2] <= 1.5 * r0) or \
                 np.hypot(fit[0] - cy0, fit[1] - cx0) > 0.5 * r0:
             fit = (cy0, cx0, r0)
-        fit = _outer_face(strong, fit)
+        if in_well:
+            fit = _outer_face(strong, fit)
         fit = (fit[0], fit[1], float(np.clip(fit[2], 0.9 * min_radius_frac * short,
                                              1.1 * max_radius_frac * short)))
         fits.append((_circle_contrast(bmap, *fit), *fit))

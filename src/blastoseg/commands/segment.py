@@ -68,6 +68,8 @@ def _report_framing(frames: list, names: list[str] | None = None) -> dict[str, i
             what = f"no confident embryo found, the whole frame was used; {g}"
         else:
             what = f"used its guess {_fmt_circle(box)} (confidence {box['confidence']:.2f})"
+        if box.get("note"):
+            what += f" ({box['note']})"
         print(f"blastoseg: warning: {name}: the localiser is unsure: {what}. If that is "
               "wrong, give --embryo CX,CY,R, --diameter D or --no-localise", file=sys.stderr)
     if len(unsure) > _MAX_WARNINGS:

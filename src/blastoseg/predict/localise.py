@@ -137,9 +137,11 @@ class EmbryoBox:
 
     @property
     def unsure(self) -> bool:
-        """A localised box whose confidence is below :data:`UNSURE_CONFIDENCE` (show the
-        guess to the user; do not trust it silently)."""
-        return self.source in ("localised", "diameter") and self.confidence < UNSURE_CONFIDENCE
+        """A localised box whose confidence is below :data:`UNSURE_CONFIDENCE`, or one chosen
+        among several embryos in view (show the guess to the user; do not trust it
+        silently)."""
+        return self.source in ("localised", "diameter") and (
+            self.confidence < UNSURE_CONFIDENCE or "embryos in view" in self.note)
 
     def xyxy(self, margin: float = 0.0) -> tuple[float, float, float, float]:
         """Square (x1, y1, x2, y2) in pixel edges around the circle, grown by ``margin`` x radius."""

@@ -87,8 +87,18 @@ def tiny_model(tiny_models):
 
 
 def _run(widget, qtbot, timeout=120_000):
+    from blastoseg.napari._segment_framing import SEGMENT_ANYWAY
+
     widget.start()
+    if widget.worker is None and widget.run_button.text == SEGMENT_ANYWAY:
+        widget.start()  # the localiser was unsure: segment with its guess, as a user may
     qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def _not_framing(viewer) -> list:
+    """The layers other than the embryo circle's."""
+    return [la for la in viewer.layers
+            if la.metadata.get("blastoseg", {}).get("role") != "embryo framing"]
 
 
 def _segment_widget(viewer, model, **settings):
@@ -276,6 +286,7 @@ def test_cancel_stops_a_stack_run(make_napari_viewer, qtbot, tiny_model):
     viewer.add_image(np.random.default_rng(0).integers(0, 255, (40, 128, 128), dtype=np.uint8),
                      name="long")
     widget = _segment_widget(viewer, tiny_model, mode="whole stack")
+    widget.crops.value = True  # noise: nothing to localise
     done = []
     widget.start()
     widget.worker.yielded.connect(lambda u: done.append(u[1]))
@@ -283,7 +294,7 @@ def test_cancel_stops_a_stack_run(make_napari_viewer, qtbot, tiny_model):
     widget.cancel()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert max(done) < 40
-    assert len(viewer.layers) == 1  # no result layers from a cancelled run
+    assert len(_not_framing(viewer)) == 1  # no result layers from a cancelled run
     assert "cancelled" in widget.status.value
 
 
@@ -305,7 +316,7 @@ def test_user_errors_become_notifications(make_napari_viewer, qtbot, monkeypatch
     widget.model.value = "no-such-model"
     widget.device.value = "cpu"
     _run(widget, qtbot)
-    assert "no-such-model" in shown[-1] and len(viewer.layers) == 1
+    assert "no-such-model" in shown[-1] and len(_not_framing(viewer)) == 1
 
 
 @pytest.mark.gui
@@ -338,3 +349,302 @@ def test_end_to_end_with_the_shipped_model(make_napari_viewer, qtbot, monkeypatc
         inter = (truth.masks & mask).sum(axis=(1, 2))
         union = (truth.masks | mask).sum(axis=(1, 2))
         assert (inter / union).max() > 0.6
+
+
+# --- the embryo circle (framing) --------------------------------------------------------------
+
+class _FakePredictor:
+    """Stands in for AmodalPredictor: records the framing arguments of each run and returns,
+    per frame, one disk inside the circle it used, with the framing metadata of the real one."""
+
+    device_name = "CPU (fake)"
+    score_threshold = calibrated_threshold = 0.5
+
+    def __init__(self, unsure_frames=()):
+        from types import SimpleNamespace
+
+        self.entry = SimpleNamespace(name="fake")
+        self.calls: list[dict] = []
+        self.unsure_frames = set(unsure_frames)
+
+    def iter_predict(self, frames, on_result=None, *, embryo=None, diameter_px=None,
+                     localise=None):
+        from blastoseg.predict.localise import EmbryoBox, choose_embryo_box
+
+        self.calls.append({"embryo": embryo, "diameter_px": diameter_px, "localise": localise,
+                           "n": len(frames)})
+        for i, frame in enumerate(frames):
+            spec = embryo[i] if isinstance(embryo, list) else embryo
+            box = choose_embryo_box(frame, use_localisation=localise is not False, embryo=spec,
+                                    diameter_px=diameter_px)
+            mask = np.zeros((1, *frame.shape[:2]), bool)
+            mask[0][disk((box.cy, box.cx), box.radius / 2, shape=frame.shape[:2])] = True
+            meta = {"embryo": box.to_dict(), "embryo_unsure": i in self.unsure_frames}
+            if i in self.unsure_frames:
+                meta["embryo_guess"] = EmbryoBox(20.0, 30.0, 15.0, 0.05, frame.shape[:2]).to_dict()
+            on_result(i, FrameInstances(masks=mask, visible_masks=mask, meta=meta))
+            yield i + 1, len(frames)
+        return []
+
+
+def _placed(dy, dx, size=(420, 560)):
+    """The sample embryo at half size, placed at (dy, dx) in a larger, plain frame."""
+    from blastoseg.napari._sample_data import _embryo
+
+    img = _embryo().image[::2, ::2]
+    frame = np.full(size, np.median(img[:10, :10]), img.dtype)
+    frame[dy:dy + img.shape[0], dx:dx + img.shape[1]] = img
+    return frame
+
+
+def _fake_widget(viewer, monkeypatch, tmp_path, fake=None):
+    from blastoseg.napari import _segment_widget as sw
+
+    monkeypatch.setenv("BLASTOSEG_HOME", str(tmp_path))
+    monkeypatch.setattr(sw, "_amodal_model_names", lambda: ["fake"])
+    widget = sw.SegmentWidget(viewer)
+    widget.reset_choices()
+    widget.image.value = viewer.layers[0]
+    fake = fake or _FakePredictor()
+    widget._get_predictor = lambda *_: fake
+    return widget, fake
+
+
+class _Sent(list):
+    """The framing arguments of every Segment click; the job runs only while ``run`` is set
+    (replacing result layers is slow)."""
+
+    run = False
+
+
+def _framing_sent(widget) -> _Sent:
+    sent = _Sent()
+
+    def start_job(fn, *args, **kwargs):
+        sent.append(args[-1])
+        if sent.run:
+            type(widget).start_job(widget, fn, *args, **kwargs)
+
+    widget.start_job = start_job
+    return sent
+
+
+def _framing_layer(viewer):
+    from blastoseg.napari._segment_framing import ROLE
+
+    found = [la for la in viewer.layers if la.metadata.get("blastoseg", {}).get("role") == ROLE]
+    assert len(found) == 1
+    return found[0]
+
+
+def _circle(layer, i):
+    from blastoseg.napari.embryo_circle import circle_of_shape
+
+    return circle_of_shape(layer.data[i], layer.shape_type[i])
+
+
+def _drag(layer, i, vertices):
+    """What napari does when the user drags or resizes shape ``i`` (mouse release)."""
+    layer._data_view.edit(i, np.asarray(vertices, float))
+    layer.events.data(value=layer.data, action="changed", data_indices=(i,),
+                      vertex_indices=(tuple(range(len(vertices))),))
+
+
+@pytest.mark.gui
+def test_embryo_circle_shows_where_the_localiser_found_the_embryo(
+        make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    from blastoseg.napari.embryo_circle import COLOURS, is_unsure
+    from blastoseg.predict.localise import locate_embryo
+
+    frame = _placed(120, 250)
+    viewer = make_napari_viewer()
+    viewer.add_image(frame, name="frame")
+    widget, fake = _fake_widget(viewer, monkeypatch, tmp_path)
+    layer = _framing_layer(viewer)
+    assert layer.name == "frame: embryo framing" and len(layer.data) == 1
+    want = locate_embryo(frame)
+    lead, cx, cy, r = _circle(layer, 0)
+    assert lead == () and abs(cx - want.cx) < 2 and abs(cy - want.cy) < 2
+    assert abs(r - want.radius) < 2
+    kind = "unsure" if is_unsure(want) else "found"  # the localiser is still being improved
+    assert list(layer.features["kind"]) == [kind]
+    np.testing.assert_allclose(layer.edge_color[0][:3],
+                               [int(COLOURS[kind][k:k + 2], 16) / 255 for k in (1, 3, 5)])
+    assert ("embryo found" if kind == "found" else "not sure") in widget.framing_info.value
+    # a run with the automatic framing lets the predictor localise, and the circle stays
+    # on top of the result layers
+    if kind == "found":
+        _run(widget, qtbot)
+        assert fake.calls[-1] == {"embryo": None, "diameter_px": None, "localise": None,
+                                  "n": 1}
+    else:  # "Segment anyway" (_run clicks twice): the guess shown is what is segmented
+        _run(widget, qtbot)
+        assert fake.calls[-1]["embryo"][0].cx == pytest.approx(want.cx)
+    assert viewer.layers[-1] is layer and len(layer.data) == 1
+    assert "1 cells" in widget.status.value
+
+
+@pytest.mark.gui
+def test_moving_or_drawing_the_circle_frames_the_next_run(make_napari_viewer, qtbot,
+                                                          monkeypatch, tmp_path):
+    from blastoseg.napari.embryo_circle import ellipse_vertices
+
+    stack = np.stack([_placed(20, 30), _placed(120, 250), _placed(60, 150)])
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="lapse")
+    widget, fake = _fake_widget(viewer, monkeypatch, tmp_path)
+    widget.mode.value = "current frame"
+    layer = _framing_layer(viewer)
+    assert list(layer.features["frame"]) == [1]  # napari opens a stack on its middle frame
+    viewer.dims.set_current_step(0, 0)  # the slider: frame 0 gets its circle (debounced)
+    qtbot.waitUntil(lambda: len(layer.data) == 2, timeout=3000)
+    viewer.dims.set_current_step(0, 1)
+    assert list(layer.features["frame"]) == [1, 0] and _circle(layer, 0)[0] == (1.0,)
+
+    # drag the circle of frame 1 elsewhere: the next run uses it, on that frame only
+    _drag(layer, 0, ellipse_vertices((200.0, 180.0, 90.0), lead=(1,)))
+    qtbot.waitUntil(lambda: 1 in widget._framing.state.user, timeout=3000)
+    assert dict(zip(layer.features["frame"], layer.features["kind"], strict=True)) == {
+        0: "found", 1: "given"}
+    assert "your circle" in widget.framing_info.value
+    _run(widget, qtbot)  # the fake predictor really gets it
+    (box,) = fake.calls[-1]["embryo"]
+    assert (box.cx, box.cy, box.radius, box.source) == (200.0, 180.0, 90.0, "given")
+    sent = _framing_sent(widget)
+    widget.mode.value = "whole stack"
+    widget.start()
+    embryo = sent[-1]["embryo"]
+    assert len(embryo) == 3 and embryo[0] is None and embryo[2] is None
+    assert embryo[1].cx == 200.0
+
+    # draw an ellipse on frame 2 for the whole stack: it becomes the circle of equal area and
+    # frames every frame
+    widget.scope.value = "whole stack"
+    viewer.dims.set_current_step(0, 2)
+    widget.show_framing()
+    drawn = np.array([[2, 100, 100], [2, 100, 300], [2, 150, 300], [2, 150, 100]], float)
+    layer.add_ellipses(drawn)  # what drawing one in the layer ends with
+    qtbot.waitUntil(lambda: widget._framing.state.stack is not None, timeout=3000)
+    stack_box = widget._framing.state.stack
+    assert (stack_box.cx, stack_box.cy) == pytest.approx((200, 125))
+    assert stack_box.radius == pytest.approx(np.sqrt(100 * 25))
+    assert sorted(layer.features["frame"]) == [0, 1, 2]  # one circle per frame, no leftover
+    assert set(layer.features["kind"]) == {"whole stack"}
+    _, cx, cy, r = _circle(layer, list(layer.features["frame"]).index(2))
+    assert r == pytest.approx(stack_box.radius)
+    widget.start()
+    assert sent[-1]["embryo"] is stack_box
+
+    # delete it: back to the localiser; Reset framing forgets every circle
+    layer.selected_data = {0}
+    layer.remove_selected()
+    qtbot.waitUntil(lambda: widget._framing.state.stack is None, timeout=3000)
+    assert "whole stack" not in set(layer.features["kind"])
+    widget._framing.state.set_user(0, stack_box, whole_stack=False)
+    widget.reset_framing()
+    widget.start()
+    assert "embryo" not in sent[-1]
+
+
+@pytest.mark.gui
+def test_diameter_in_um_and_frames_that_are_already_crops(make_napari_viewer, qtbot,
+                                                         monkeypatch, tmp_path):
+    from blastoseg.napari._segment_framing import FramingFormMixin
+    from blastoseg.predict.localise import EmbryoBox
+
+    shown, located = [], []
+
+    def locate(self, frame, diameter_px):
+        located.append(diameter_px)
+        return EmbryoBox(280.0, 210.0, 100.0, 0.9, frame.shape[:2],
+                         "localised" if diameter_px is None else "diameter")
+
+    monkeypatch.setattr(FramingFormMixin, "_locate", locate)
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(_placed(120, 250), name="frame", metadata={"pixel_size_um": 0.5})
+    widget, fake = _fake_widget(viewer, monkeypatch, tmp_path)
+    sent = _framing_sent(widget)
+    assert located == [None]
+    widget.diameter.value = 130.0
+    widget.diameter_unit.value = "um"
+    assert located[-1] == pytest.approx(260.0)  # found again with the radius fixed
+    assert widget._framing.state.auto[0].source == "diameter"
+    widget.start()
+    assert sent[-1] == {"diameter_px": pytest.approx(260.0)}
+    widget.diameter_unit.value = "px"
+    widget.start()
+    assert sent[-1] == {"diameter_px": pytest.approx(130.0)}
+    # no pixel size: a clear error, no run
+    viewer.layers["frame"].metadata.pop("pixel_size_um")
+    widget.diameter_unit.value = "um"
+    n = len(sent)
+    widget.start()
+    assert len(sent) == n and "give the diameter in px" in shown[-1]
+    # the layer's scale (um per pixel) is a pixel size too
+    viewer.layers["frame"].scale = (0.25, 0.25)
+    widget.start()
+    assert sent[-1] == {"diameter_px": pytest.approx(520.0)}
+
+    widget.diameter.value = 0.0
+    widget.crops.value = True  # frames are already crops: no localisation, no circle
+    layer = _framing_layer(viewer)
+    assert len(layer.data) == 0 and "localisation off" in widget.framing_info.value
+    widget.start()
+    assert sent[-1] == {"localise": False}
+    from blastoseg.napari._segment_widget import load_settings
+
+    saved = load_settings()
+    assert saved["already_crops"] is True and saved["diameter_unit"] == "um"
+
+
+@pytest.mark.gui
+def test_an_unsure_localiser_asks_before_segmenting(make_napari_viewer, qtbot, monkeypatch,
+                                                    tmp_path):
+    from blastoseg.napari._segment_framing import SEGMENT, SEGMENT_ANYWAY, FramingFormMixin
+    from blastoseg.napari.embryo_circle import COLOURS
+    from blastoseg.predict.localise import EmbryoBox
+
+    warned = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", warned.append)
+    guess = EmbryoBox(300.0, 200.0, 60.0, 0.2, (420, 560))  # low confidence
+    monkeypatch.setattr(FramingFormMixin, "_locate", lambda self, frame, d: guess)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([_placed(120, 250)] * 3), name="lapse")
+    widget, fake = _fake_widget(viewer, monkeypatch, tmp_path)
+    widget.mode.value = "current frame"
+    layer = _framing_layer(viewer)
+    assert list(layer.features["kind"]) == ["unsure"]
+    np.testing.assert_allclose(layer.edge_color[0][:3],
+                               [int(COLOURS["unsure"][k:k + 2], 16) / 255 for k in (1, 3, 5)])
+    assert "not sure" in widget.framing_info.value
+
+    sent = _framing_sent(widget)
+    widget.start()  # first click: no run, the user is told and asked
+    assert not sent and widget.run_button.text == SEGMENT_ANYWAY
+    assert "check the framing" in widget.status.value and "guess" in warned[-1]
+    widget.start()  # second click: segments with the guess shown, as a given circle
+    (box,) = sent[-1]["embryo"]
+    assert (box.cx, box.cy, box.radius, box.source) == (300.0, 200.0, 60.0, "given")
+    assert widget.run_button.text == SEGMENT
+
+    # on another frame the question comes again; a circle drawn there answers it
+    viewer.dims.set_current_step(0, 2)
+    widget.show_framing()
+    widget.start()
+    assert len(sent) == 1 and widget.run_button.text == SEGMENT_ANYWAY
+    layer.add_ellipses(np.array([[2, 100, 200], [2, 100, 400], [2, 300, 400],
+                                 [2, 300, 200]], float))
+    qtbot.waitUntil(lambda: 2 in widget._framing.state.user, timeout=3000)
+    assert widget.run_button.text == SEGMENT
+    widget.start()
+    assert sent[-1]["embryo"][0].cx == 300.0
+
+    # a whole-stack run that the predictor reports as unsure on some frames says so
+    sent.run = True
+    fake.unsure_frames = {0}
+    widget.mode.value = "whole stack"
+    _run(widget, qtbot)
+    assert "unsure on 1 frame (0)" in widget.status.value and "orange" in warned[-1]
+    assert widget._framing.state.circle(0)[1] == "unsure"
+    assert widget._framing.state.auto[0].cx == 20.0  # the predictor's guess is shown

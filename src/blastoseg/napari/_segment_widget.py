@@ -5,6 +5,13 @@ The work runs in a napari thread worker over :func:`segment_job`, a generator th
 ``(message, done, total)`` after focal-plane selection steps, after loading the model and after
 every batch of frames, so the viewer stays responsive, napari's progress bar moves and Cancel
 stops between batches. The result becomes layers through :mod:`.result_layers`.
+
+The embryo circle (Shapes layer "<image>: embryo framing", :mod:`._segment_framing`) shows
+where the model will look on the displayed frame; moving or drawing it, the diameter field
+and "frames are already crops" become the predictor's ``embryo=``, ``diameter_px=`` and
+``localise=``. When the localiser is unsure on the displayed frame, the first click on
+Segment only says so (the button then reads "Segment anyway"); a second click segments with
+the guess shown.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from magicgui.widgets import (
 from blastoseg.errors import BlastosegError, InvalidImageError
 from blastoseg.napari import _ui
 from blastoseg.napari._job_runner import JobRunnerMixin
+from blastoseg.napari._segment_framing import SEGMENT, FramingFormMixin
 from blastoseg.napari.result_layers import (
     Placement,
     ResultLayerBuilder,
@@ -36,6 +44,8 @@ from blastoseg.napari.torch_import import import_predictor_safely
 MODES, DEVICES = _ui.MODES, _ui.DEVICES
 BEST = "best focus"
 SETTINGS_FILE = "napari_segment_widget.json"
+#: what a result's meta says about its framing (kept per frame for the embryo circle)
+FRAMING_META = ("embryo", "embryo_unsure", "embryo_guess")
 
 
 # --- the work (no Qt) -------------------------------------------------------------------------
@@ -56,14 +66,16 @@ def image_axes(shape: tuple[int, ...], rgb: bool = False, axes_hint: str | None 
 
 def segment_job(data, axes: str, frame_range: tuple[int, int], plane: int | str,
                 get_predictor: Callable[[], object], group: str = "result",
-                placement: Placement | None = None
+                placement: Placement | None = None, framing: dict | None = None
                 ) -> Generator[tuple[str, int, int], None, dict]:
     """Choose planes, load the model, segment; yields (message, done, total).
 
     Each frame's result goes straight into a :class:`ResultLayerBuilder` (compressed arrays
     for stacks) and is dropped, so a long time-lapse is never held as instance masks.
+    ``framing`` holds the predictor's ``embryo``, ``diameter_px`` and ``localise`` arguments
+    (``embryo`` one box for all frames or one entry per frame of ``frame_range``).
     Returns a dict with ``builder`` (call ``layer_data()`` for the layers), ``planes`` (plane
-    index per frame or None) and ``predictor``.
+    index per frame or None), ``framing`` (each frame's framing metadata) and ``predictor``.
     """
     from blastoseg.predict.focus import best_focus_planes
 
@@ -85,15 +97,19 @@ def segment_job(data, axes: str, frame_range: tuple[int, int], plane: int | str,
     predictor = get_predictor()
     yield f"segmenting on {predictor.device_name}", 0, n
     built: list[ResultLayerBuilder] = []
+    metas: list[dict] = [{} for _ in range(n)]
 
     def keep(i: int, inst) -> None:
         if not built:
             built.append(ResultLayerBuilder(n, inst.shape, group, placement))
         built[0].add(i, inst)
+        meta = inst.meta or {}
+        metas[i] = {k: meta[k] for k in FRAMING_META if k in meta}
 
     yield from ((f"segmenting on {predictor.device_name}", done, total)
-                for done, total in predictor.iter_predict(frames, on_result=keep))
-    return {"builder": built[0], "planes": planes, "predictor": predictor}
+                for done, total in predictor.iter_predict(frames, on_result=keep,
+                                                          **(framing or {})))
+    return {"builder": built[0], "planes": planes, "predictor": predictor, "framing": metas}
 
 
 def _user_errors_returned(*args) -> Generator[tuple[str, int, int], None, dict]:
@@ -125,7 +141,7 @@ def calibrated_threshold(model: str) -> float:
 
 # --- the form ---------------------------------------------------------------------------------
 
-class SegmentWidget(JobRunnerMixin, Container):
+class SegmentWidget(FramingFormMixin, JobRunnerMixin, Container):
     """Form: image, focal plane, model, device, threshold, frames; Segment / Cancel; progress."""
 
     _cancel_message = "cancelling (stops after the current batch)..."
@@ -146,7 +162,8 @@ class SegmentWidget(JobRunnerMixin, Container):
             "amodal' for the best cell counts); untick to set your own")
         self.threshold = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05,
                                       value=float(saved.get("score_threshold", 0.5)))
-        self.run_button = PushButton(text="Segment")
+        self._framing_form(saved)
+        self.run_button = PushButton(text=SEGMENT)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
         self.device_used = Label(value="-", label="device used")
@@ -154,7 +171,8 @@ class SegmentWidget(JobRunnerMixin, Container):
         self.status.native.setWordWrap(True)
         self.status.native.setMinimumWidth(200)
         self.extend([self.image, self.plane, self.model, self.device, self.calibrated,
-                     self.threshold, self.mode,
+                     self.threshold, self.mode, self._diameter_row, self.crops, self.scope,
+                     self._framing_buttons, self.framing_info,
                      self.run_button, self.cancel_button, self.progress, self.device_used,
                      self.status])
         self._saved = saved
@@ -165,12 +183,14 @@ class SegmentWidget(JobRunnerMixin, Container):
         self._predictor = None
         self._predictor_key = None
         self._pending: dict = {}
+        self._framing_state()
         self.image.changed.connect(self._on_image_changed)
         self.model.changed.connect(self._on_threshold_source_changed)
         self.calibrated.changed.connect(self._on_threshold_source_changed)
         self._on_threshold_source_changed()
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
+        self._connect_framing()
         self._on_image_changed()
         _ui.refresh_on_show(self, self.model.reset_choices)
 
@@ -204,6 +224,8 @@ class SegmentWidget(JobRunnerMixin, Container):
         self.plane.value = want if want in [c[1] for c in choices] else BEST
         self.plane.enabled = "Z" in axes
         self.mode.enabled = "T" in axes
+        self.scope.enabled = "T" in axes
+        self._follow_image(layer, axes)
 
     def _on_threshold_source_changed(self, *_args) -> None:
         """With "calibrated" ticked, show the model's own threshold and lock the box."""
@@ -221,7 +243,9 @@ class SegmentWidget(JobRunnerMixin, Container):
         return {"model": self.model.value, "device": self.device.value,
                 "calibrated": bool(self.calibrated.value),
                 "score_threshold": float(self.threshold.value), "mode": self.mode.value,
-                "plane": self.plane.value}
+                "plane": self.plane.value, "diameter": float(self.diameter.value),
+                "diameter_unit": self.diameter_unit.value,
+                "already_crops": bool(self.crops.value), "framing_scope": self.scope.value}
 
     def _get_predictor(self, model: str, device: str, threshold: float | None):
         """Runs in the worker thread: load (or reuse) the predictor; threshold None takes the
@@ -242,9 +266,13 @@ class SegmentWidget(JobRunnerMixin, Container):
         import_predictor_safely()
         try:
             job = self._make_job()
+            self._framing_options()  # a diameter in um needs a pixel size
         except BlastosegError as exc:
             self._report_error(exc)
             return
+        if not self._framing_checked():
+            return
+        job = (*job, self._framing_kwargs(job[2]))
         self._saved = self.settings()
         save_settings(self._saved)
         n = job[2][1] - job[2][0]
@@ -307,13 +335,14 @@ class SegmentWidget(JobRunnerMixin, Container):
         amodal = [la for la in added if la.metadata["blastoseg"]["role"] == "amodal"]
         if amodal:
             self.viewer.layers.selection.active = amodal[0]
+        unsure = self._show_run_framing(pending, result.get("framing") or [])
         counts = builder.counts
         n_layers = f"{len(amodal)} amodal layer" + ("s" if len(amodal) != 1 else "")
         where = (f"frame {pending['placement'].first_frame}: " if "T" in pending["placement"].axes
                  and len(counts) == 1 else "")
         self.status.value = (
             f"{len(counts)} frames, {min(counts)} to {max(counts)} cells, {n_layers}"
-            if len(counts) > 1 else f"{where}{counts[0]} cells in {n_layers}")
+            if len(counts) > 1 else f"{where}{counts[0]} cells in {n_layers}") + unsure
 
     def _report_error(self, exc: Exception) -> None:
         _ui.report_error(self.status, exc)

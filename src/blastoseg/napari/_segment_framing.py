@@ -1,0 +1,511 @@
+"""The Segment widget's embryo circle: a Shapes layer "<image>: embryo framing" that shows,
+on the displayed frame, the embryo the localiser found (cyan), its guess when it is unsure
+(orange), or the circle the user drew or moved (green); and the ``embryo=`` a run passes
+to the predictor.
+
+The circle of a frame is computed when the frame is first displayed (the classical
+localiser, ~20-50 ms; no model is needed) and replaced by what a Segment run used (the
+results' ``meta["embryo"]``). Moving, resizing or drawing an ellipse in the layer is a user
+circle for the displayed frame or for the whole stack (the widget's "circle applies to");
+a non-circular ellipse becomes the circle of equal area. Deleting a user circle, or
+"Reset framing", goes back to the localiser. The frame-by-frame state lives in
+:class:`blastoseg.napari.embryo_circle.FramingState`; this module only keeps the layer and
+that state in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from blastoseg.errors import BlastosegError
+from blastoseg.napari import _ui
+from blastoseg.napari import embryo_circle as ec
+from blastoseg.predict.localise import EmbryoBox
+
+ROLE = "embryo framing"
+DEBOUNCE_MS = 120
+SCOPES = ("this frame", "whole stack")
+UNITS = ("px", "um")
+SEGMENT, SEGMENT_ANYWAY = "Segment", "Segment anyway"
+
+
+def _tag(layer) -> dict:
+    return (layer.metadata or {}).get("blastoseg", {}) or {}
+
+
+class FramingLayer:
+    """Keeps one image layer's :class:`FramingState` and its Shapes layer in step.
+
+    ``locate(frame, diameter_px)`` returns the localiser's raw box for a 2D frame.
+    ``options()`` returns the form's current ``(localise, diameter_px, whole_stack, plane)``
+    (diameter_px None = automatic; plane an int or None = the displayed plane).
+    """
+
+    def __init__(self, viewer, image, axes: str, locate: Callable, options: Callable,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.viewer, self.image, self.axes = viewer, image, axes
+        self.locate, self.options = locate, options
+        self.on_change = on_change or (lambda: None)
+        lead = len(axes)
+        shape = tuple(image.data.shape)
+        self.image_shape = (int(shape[lead]), int(shape[lead + 1]))
+        n_frames = int(shape[0]) if "T" in axes else 1
+        self.n_z = int(shape[axes.index("Z")]) if "Z" in axes else 1
+        self.state = ec.FramingState(self.image_shape, n_frames)
+        self.edge_width = max(2.0, round(min(self.image_shape) / 150.0))
+        self._syncing = False
+        self._shown: dict[int, str] = {}  # frame -> kind of the circle in the layer
+        self.layer = None
+
+    # --- where ------------------------------------------------------------------------------
+    def frame_index(self) -> int:
+        """The displayed frame of the image (0 without a T axis)."""
+        return _ui.layer_index(self.viewer, self.image, 0) if "T" in self.axes else 0
+
+    def frame(self, t: int) -> np.ndarray:
+        """The 2D frame ``t`` as the localiser sees it (on the chosen or displayed plane)."""
+        data = self.image.data
+        if self.axes == "":
+            return np.asarray(data)
+        if self.axes == "T":
+            return np.asarray(data[t])
+        plane = self.options()[3]
+        z_axis = self.axes.index("Z")
+        z = plane if isinstance(plane, int) else _ui.layer_index(self.viewer, self.image, z_axis)
+        return np.asarray(data[z] if self.axes == "Z" else data[t, z])
+
+    # --- the layer ------------------------------------------------------------------------------
+    def ensure_layer(self):
+        """The framing Shapes layer of the image (found in the viewer, or made)."""
+        if self.layer is not None and self.layer in self.viewer.layers:
+            return self.layer
+        for la in self.viewer.layers:
+            if _tag(la).get("role") == ROLE and _tag(la).get("image") == self.image.name:
+                self.layer = la
+                break
+        else:
+            scale, translate = ec.shapes_placement(
+                self.axes, self.n_z, tuple(self.image.scale)[: len(self.axes) + 2],
+                tuple(self.image.translate)[: len(self.axes) + 2])
+            self._syncing = True
+            try:
+                self.layer = self.viewer.add_shapes(
+                    ndim=len(self.axes) + 2, name=f"{self.image.name}: {ROLE}", scale=scale,
+                    translate=translate, face_color="transparent",
+                    edge_color=ec.COLOURS["given"], edge_width=self.edge_width,
+                    features={"frame": np.zeros(0, int), "kind": np.array([], dtype=object)},
+                    metadata={"blastoseg": {"role": ROLE, "image": self.image.name}})
+                self.layer.current_edge_color = ec.COLOURS["given"]
+                self.layer.current_face_color = "transparent"
+                self.layer.current_edge_width = self.edge_width
+                self.layer.mode = "select"  # drag the circle straight away
+            finally:
+                self._syncing = False
+        self._shown = {}
+        self.layer.events.data.connect(self._on_data)
+        return self.layer
+
+    def _set_shapes(self, items: list[tuple[int, EmbryoBox, str]]) -> None:
+        layer = self.ensure_layer()
+        self._syncing = True
+        try:
+            layer.selected_data = set()
+            layer.data = []
+            layer.features = {"frame": np.zeros(0, int), "kind": np.array([], dtype=object)}
+            if items:
+                layer.add_ellipses(
+                    np.stack([ec.ellipse_vertices(b, ec.lead_of(self.axes, t))
+                              for t, b, _ in items]),
+                    edge_color=[ec.COLOURS[k] for _, _, k in items],
+                    edge_width=self.edge_width, face_color="transparent")
+                layer.features = {"frame": np.array([t for t, _, _ in items], int),
+                                  "kind": np.array([k for _, _, k in items], dtype=object)}
+            layer.feature_defaults = {"frame": -1, "kind": "drawn"}
+            layer.current_edge_color = ec.COLOURS["given"]
+        finally:
+            self._syncing = False
+        self._shown = {t: k for t, _, k in items}
+
+    def render(self) -> None:
+        """Rebuild the layer from the state: one circle per frame that has one."""
+        localise = self.options()[0]
+        t_now = self.frame_index()
+        frames = sorted(set(self.state.auto) | set(self.state.user) | {t_now})
+        items = []
+        for t in frames:
+            box, kind = self.state.circle(t, localise)
+            if box is not None:
+                items.append((t, box, kind))
+        self._set_shapes(items)
+
+    # --- localising -----------------------------------------------------------------------------
+    def refresh(self, force: bool = False) -> tuple[EmbryoBox | None, str | None]:
+        """Show the displayed frame's circle, localising it first when it has none yet (or
+        ``force``); returns (box, kind) of that frame."""
+        localise, diameter_px = self.options()[:2]
+        t = self.frame_index()
+        if localise and (force or t not in self.state.auto):
+            self.state.set_auto(t, self.locate(self.frame(t), diameter_px))
+        box, kind = self.state.circle(t, localise)
+        if self.layer is not None and self.layer not in self.viewer.layers and not force:
+            return box, kind  # the user removed the layer: "Show framing" brings it back
+        if force or self.layer is None or self.layer not in self.viewer.layers or (
+                t in self._shown and self._shown[t] != kind):
+            self.render()
+        elif t not in self._shown and box is not None:
+            self._add_one(t, box, kind)
+        return box, kind
+
+    def _add_one(self, t: int, box: EmbryoBox, kind: str) -> None:
+        """Add frame ``t``'s circle (cheaper than a rebuild after a long run)."""
+        layer = self.layer
+        self._syncing = True
+        try:
+            layer.feature_defaults = {"frame": t, "kind": kind}
+            layer.add_ellipses(ec.ellipse_vertices(box, ec.lead_of(self.axes, t)),
+                               edge_color=ec.COLOURS[kind], edge_width=self.edge_width,
+                               face_color="transparent")
+            layer.feature_defaults = {"frame": -1, "kind": "drawn"}
+        finally:
+            self._syncing = False
+        self._shown[t] = kind
+
+    def forget_localisation(self) -> None:
+        """Drop what the localiser found (the diameter or the localisation switch changed)."""
+        self.state.auto.clear()
+        self.state.flagged.clear()
+        self.state.confirmed.clear()
+
+    def reset(self) -> None:
+        """Back to automatic framing on every frame."""
+        self.state.clear_user()
+        self.refresh(force=True)
+        self.on_change()
+
+    # --- runs ---------------------------------------------------------------------------------
+    def results(self, first_frame: int, metas: list[dict]) -> list[int]:
+        """Show what a run used (results' meta, from frame ``first_frame`` on); returns the
+        frames where the localiser was unsure."""
+        unsure = []
+        for i, meta in enumerate(metas):
+            if meta:
+                self.state.update_from_result(first_frame + i, meta)
+                if meta.get("embryo_unsure"):
+                    unsure.append(first_frame + i)
+        self.render()
+        return unsure
+
+    # --- user edits -----------------------------------------------------------------------------
+    def _on_data(self, event) -> None:
+        if self._syncing or self.layer is None:
+            return
+        action = str(getattr(event, "action", ""))
+        if action not in ("added", "changed", "removed"):
+            return
+        from qtpy.QtCore import QTimer
+
+        # napari is still inside its own mouse handler: change the layer after it returns
+        indices = tuple(getattr(event, "data_indices", ()) or ())
+        QTimer.singleShot(0, lambda: self.apply_edit(action, indices))
+
+    def apply_edit(self, action: str, indices: tuple = ()) -> str | None:
+        """Turn an edit of the layer into user circles; returns a message for the user when
+        the shape could not be used."""
+        layer = self.layer
+        if layer is None or layer not in self.viewer.layers:
+            return None
+        whole_stack = self.options()[2]
+        kinds = list(layer.features["kind"]) if len(layer.features) else []
+        message = None
+        if action == "removed":
+            present = {int(f) for f in layer.features["frame"]} if kinds else set()
+            for t, kind in list(self._shown.items()):
+                if t not in present:
+                    if kind == "whole stack":
+                        self.state.stack = None
+                    self.state.clear_user(t)
+        else:
+            if action == "added":
+                todo = [i for i, k in enumerate(kinds) if k == "drawn"]
+            else:
+                todo = [i for i in indices if 0 <= i < len(layer.data)]
+            for i in todo:
+                try:
+                    lead, cx, cy, r = ec.circle_of_shape(layer.data[i], layer.shape_type[i])
+                    t = int(lead[0]) if "T" in self.axes else 0
+                    t = int(np.clip(t, 0, self.state.n_frames - 1))
+                    box = EmbryoBox.from_circle(cx, cy, r, self.image_shape)
+                except ValueError as exc:
+                    message = str(exc)
+                    continue
+                self.state.set_user(t, box, whole_stack)
+        self.render()
+        self.on_change()
+        return message
+
+    # --- what a run passes -------------------------------------------------------------------
+    def predictor_kwargs(self, frames: range) -> dict:
+        """``embryo``, ``diameter_px`` and ``localise`` for the predictor (only those that
+        differ from its defaults)."""
+        localise, diameter_px = self.options()[:2]
+        kwargs: dict = {}
+        embryo = self.state.embryo_for(frames, localise)
+        if embryo is not None:
+            kwargs["embryo"] = embryo
+        if diameter_px is not None:
+            kwargs["diameter_px"] = float(diameter_px)
+        if not localise:
+            kwargs["localise"] = False
+        return kwargs
+
+    def remove(self) -> None:
+        """Stop following the layer (another image was chosen); the layer stays."""
+        if self.layer is not None:
+            try:
+                self.layer.events.data.disconnect(self._on_data)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+
+
+def describe(t: int, box: EmbryoBox | None, kind: str | None, localise: bool,
+             has_frames: bool) -> str:
+    """The widget's framing line for the displayed frame."""
+    where = f"frame {t}: " if has_frames else ""
+    if kind is None:
+        return (f"{where}localisation off: each frame is segmented whole (draw an ellipse in "
+                "the framing layer to frame the embryo yourself)" if not localise
+                else f"{where}not located yet")
+    if kind == "given":
+        return f"{where}your circle (r {box.radius:.0f} px) frames the embryo"
+    if kind == "whole stack":
+        return f"{where}your circle (r {box.radius:.0f} px) frames every frame of the stack"
+    if kind == "found":
+        return (f"{where}embryo found (r {box.radius:.0f} px, confidence {box.confidence:.2f}); "
+                "if the cyan circle is wrong, drag it onto the embryo or draw one")
+    if not box.found:
+        return (f"{where}no embryo found: the orange circle is the whole frame. Draw an "
+                "ellipse around the embryo, or click 'Segment anyway' to use the whole frame")
+    return (f"{where}not sure where the embryo is (confidence {box.confidence:.2f}): the "
+            "orange circle is a guess. Drag it onto the embryo or draw one, or click "
+            "'Segment anyway' to use the guess")
+
+
+class FramingFormMixin:
+    """The Segment widget's framing rows and their logic (the widget provides ``viewer``,
+    ``image``, ``plane``, ``model``, ``run_button``, ``status``, ``worker``, ``_predictor``,
+    ``_predictor_key`` and ``_pending``)."""
+
+    def _framing_state(self) -> None:
+        self._framings: dict[int, FramingLayer] = {}
+        self._framing: FramingLayer | None = None
+        self._armed = None  # (image layer id, frame) whose unsure guess one click confirms
+        self._timer = None
+        self._card_framing: dict = {}
+
+    def _connect_framing(self) -> None:
+        for w in (self.diameter, self.diameter_unit, self.crops):
+            w.changed.connect(self._on_framing_options_changed)
+        self.model.changed.connect(self._on_framing_options_changed)
+        self.show_button.changed.connect(lambda: self.show_framing(force=True))
+        self.reset_button.changed.connect(self.reset_framing)
+        self.viewer.dims.events.current_step.connect(self._on_step)
+
+    def _framing_form(self, saved: dict) -> None:
+        """The framing rows: diameter (px or um), "already crops", the scope of a user's
+        circle, Show / Reset framing, and a line that says what the circle is."""
+        from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton
+
+        self.diameter = FloatSpinBox(min=0.0, max=100000.0, step=1.0,
+                                     value=float(saved.get("diameter", 0.0)))
+        self.diameter_unit = ComboBox(choices=UNITS, value=saved.get("diameter_unit") if
+                                      saved.get("diameter_unit") in UNITS else "px")
+        self._diameter_row = Container(widgets=[self.diameter, self.diameter_unit],
+                                       layout="horizontal", labels=False,
+                                       label="embryo diameter")
+        self._diameter_row.margins = (0, 0, 0, 0)
+        self.diameter.tooltip = self.diameter_unit.tooltip = (
+            "the embryo's outer diameter (zona included), for every frame of the image, like "
+            "cellpose's cell diameter; 0 = found on each frame. In um it needs the pixel size "
+            "(the image's pixel_size_um metadata or its layer scale)")
+        self.crops = CheckBox(text="frames are already crops (no localisation)",
+                              value=bool(saved.get("already_crops", False)))
+        self.crops.tooltip = ("each frame is given to the model whole: use it for frames cut "
+                              "around the embryo already")
+        self.scope = ComboBox(label="circle applies to", choices=SCOPES,
+                              value=saved.get("framing_scope") if saved.get("framing_scope")
+                              in SCOPES else SCOPES[0])
+        self.scope.tooltip = (
+            "where a circle you move, resize or draw in the 'embryo framing' layer is used: "
+            "on the displayed frame only, or on every frame. An ellipse becomes the circle of "
+            "the same area; delete your circle or click 'Reset framing' to go back to the "
+            "automatic one")
+        self.show_button = PushButton(text="Show framing")
+        self.show_button.tooltip = "find the embryo on the displayed frame again"
+        self.reset_button = PushButton(text="Reset framing")
+        self.reset_button.tooltip = "forget your circles: the embryo is found on every frame"
+        self._framing_buttons = Container(widgets=[self.show_button, self.reset_button],
+                                          layout="horizontal", labels=False)
+        self._framing_buttons.margins = (0, 0, 0, 0)
+        self.framing_info = Label(value="", label="framing")
+        self.framing_info.native.setWordWrap(True)
+        self.framing_info.native.setMinimumWidth(200)
+
+    # --- the embryo circle ---------------------------------------------------------------------
+    def _follow_image(self, layer, axes: str) -> None:
+        """Show the framing of the chosen image (each image keeps its own circles)."""
+        self._disarm()
+        for key in [k for k, f in self._framings.items() if f.image not in self.viewer.layers]:
+            self._framings.pop(key).remove()
+        if layer is None or (axes == "" and layer.ndim != 2):
+            self._framing = None
+            self.framing_info.value = ""
+            return
+        if id(layer) not in self._framings:
+            self._framings[id(layer)] = FramingLayer(
+                self.viewer, layer, axes, self._locate, self._framing_options,
+                on_change=self._on_circle_changed)
+        self._framing = self._framings[id(layer)]
+        self.show_framing()
+
+    def _pixel_size(self, layer) -> dict:
+        units = getattr(layer, "units", None)
+        return {"scale": float(layer.scale[-1]), "scale_unit": units[-1] if units else None,
+                "pixel_size_um": (layer.metadata or {}).get("pixel_size_um")}
+
+    def _framing_options(self) -> tuple[bool, float | None, bool, int | None]:
+        """(localise, diameter in px or None, whole stack, focal plane or None)."""
+        layer = self.image.value
+        diameter_px = None
+        if layer is not None:
+            diameter_px = ec.diameter_in_pixels(self.diameter.value, self.diameter_unit.value,
+                                                **self._pixel_size(layer))
+        plane = self.plane.value if isinstance(self.plane.value, int) else None
+        localise = not self.crops.value and self._model_framing()[0]
+        return (localise, diameter_px, self.scope.value == SCOPES[1] and self.scope.enabled,
+                plane)
+
+    def _model_framing(self) -> tuple[bool, float]:
+        """(use_localisation, min_confidence) of the chosen model's card (a model trained on
+        crops does not localise; below min_confidence it frames the whole frame)."""
+        model = self.model.value
+        if model not in self._card_framing:
+            loc = _ui.card_number(model, "amodal", "framing", "use_localisation", 1.0) > 0.5
+            conf = _ui.card_number(model, "amodal", "framing", "min_confidence",
+                                   ec.MIN_CONFIDENCE)
+            self._card_framing[model] = (loc, conf)
+        return self._card_framing[model]
+
+    def _locate(self, frame: np.ndarray, diameter_px: float | None):
+        """The localiser's raw box (its guess even when unsure); the loaded predictor's own
+        localiser when it has one and is idle, else the classical one (no model needed)."""
+        predictor = self._predictor
+        if (predictor is not None and self.worker is None and hasattr(predictor, "locate_guess")
+                and self._predictor_key and self._predictor_key[0] == self.model.value):
+            return predictor.locate_guess(frame, diameter_px=diameter_px)
+        from blastoseg.predict.localise import locate_embryo
+
+        return locate_embryo(frame, radius_px=None if diameter_px is None else diameter_px / 2)
+
+    def show_framing(self, force: bool = False) -> tuple:
+        """Show the displayed frame's embryo circle (found again with ``force``); returns
+        (box, kind) of that frame, (None, None) without an image or on a bad input."""
+        framing = self._framing
+        if framing is None:
+            return None, None
+        framing.state.min_confidence = self._model_framing()[1]
+        try:
+            box, kind = framing.refresh(force=force)
+        except BlastosegError as exc:
+            self.framing_info.value = f"error: {exc}"
+            return None, None
+        t = framing.frame_index()
+        if self._armed is not None and self._armed != (id(framing.image), t):
+            self._disarm()
+        self.framing_info.value = describe(t, box, kind, self._framing_options()[0],
+                                           "T" in framing.axes)
+        return box, kind
+
+    def reset_framing(self) -> None:
+        """Forget the user's circles: back to the localiser on every frame."""
+        if self._framing is not None:
+            self._framing.reset()
+            self.show_framing()
+
+    def _on_circle_changed(self) -> None:
+        self._disarm()
+        self.show_framing()
+
+    def _on_framing_options_changed(self, *_args) -> None:
+        if self._framing is not None:
+            self._framing.forget_localisation()
+        self._disarm()
+        self.show_framing(force=True)
+
+    def _on_step(self, *_args) -> None:
+        from qtpy.QtCore import QTimer
+
+        if self._framing is None or self._framing.image not in self.viewer.layers:
+            return
+        if self._timer is None:
+            self._timer = QTimer(self.native)
+            self._timer.setSingleShot(True)
+            self._timer.timeout.connect(self.show_framing)
+        self._timer.start(DEBOUNCE_MS)
+
+    def _disarm(self) -> None:
+        self._armed = None
+        self.run_button.text = SEGMENT
+
+    def _framing_checked(self) -> bool:
+        """False (and the user told why) when the localiser is unsure on the displayed frame
+        and the user has neither drawn a circle nor clicked Segment a second time."""
+        framing = self._framing
+        if framing is None:
+            return True
+        box, kind = self.show_framing()
+        t = framing.frame_index()
+        if not framing.state.needs_confirmation(t, self._framing_options()[0]):
+            return True
+        if self._armed == (id(framing.image), t):
+            framing.state.confirmed.add(t)
+            self._disarm()
+            return True
+        from napari.utils.notifications import show_warning
+
+        self._armed = (id(framing.image), t)
+        self.run_button.text = SEGMENT_ANYWAY
+        message = describe(t, box, kind, True, "T" in framing.axes)
+        self.status.value = f"check the framing first: {message}"
+        show_warning(message)
+        return False
+
+    def _framing_kwargs(self, frame_range: tuple[int, int]) -> dict:
+        """The predictor's embryo / diameter_px / localise for the frames of a run."""
+        if self._framing is None or self._framing.image is not self._pending.get("layer"):
+            return {}
+        return self._framing.predictor_kwargs(range(*frame_range))
+
+    def _show_run_framing(self, pending: dict, metas: list[dict]) -> str:
+        """Show the circles a run used (on top of its layers); returns a note for the status
+        line when the localiser was unsure on some frames (also a napari warning)."""
+        framing = self._framings.get(id(pending["layer"]))
+        if framing is None or not any(metas):
+            return ""
+        unsure = framing.results(pending["placement"].first_frame, metas)
+        layer = framing.ensure_layer()
+        self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
+        if framing is self._framing:
+            self.show_framing()
+        if not unsure:
+            return ""
+        listed = ", ".join(str(t) for t in unsure[:8]) + (", ..." if len(unsure) > 8 else "")
+        note = (f"; the embryo's place was unsure on {len(unsure)} frame"
+                f"{'s' if len(unsure) > 1 else ''} ({listed}): check the orange circles, fix "
+                "them and segment again")
+        from napari.utils.notifications import show_warning
+
+        show_warning(note[2:])
+        return note
+

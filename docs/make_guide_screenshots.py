@@ -28,6 +28,8 @@ def shot(viewer: napari.Viewer, name: str) -> None:
 
 def run(widget) -> None:
     widget.start()
+    if widget.worker is None and widget.run_button.text == "Segment anyway":
+        widget.start()  # the localiser was unsure: use its guess (the circle shows it)
     while widget.worker is not None:
         QApplication.processEvents()
 

@@ -273,6 +273,8 @@ def describe(t: int, box: EmbryoBox | None, kind: str | None, localise: bool,
              has_frames: bool) -> str:
     """The widget's framing line for the displayed frame."""
     where = f"frame {t}: " if has_frames else ""
+    note = getattr(box, "note", "") if kind in ("found", "unsure") else ""
+    note = f" ({note})" if note else ""
     if kind is None:
         return (f"{where}localisation off: each frame is segmented whole (draw an ellipse in "
                 "the framing layer to frame the embryo yourself)" if not localise
@@ -282,15 +284,14 @@ def describe(t: int, box: EmbryoBox | None, kind: str | None, localise: bool,
     if kind == "whole stack":
         return f"{where}your circle (r {box.radius:.0f} px) frames every frame of the stack"
     if kind == "found":
-        return (f"{where}embryo found (r {box.radius:.0f} px, confidence {box.confidence:.2f}); "
-                "if the cyan circle is wrong, drag it onto the embryo or draw one")
+        return (f"{where}embryo found (r {box.radius:.0f} px, confidence {box.confidence:.2f})"
+                f"{note}; if the cyan circle is wrong, drag it onto the embryo or draw one")
     if not box.found:
-        return (f"{where}no embryo found: the orange circle is the whole frame. Draw an "
+        return (f"{where}no embryo found{note}: the orange circle is the whole frame. Draw an "
                 "ellipse around the embryo, or click 'Segment anyway' to use the whole frame")
-    return (f"{where}not sure where the embryo is (confidence {box.confidence:.2f}): the "
-            "orange circle is a guess. Drag it onto the embryo or draw one, or click "
+    return (f"{where}not sure where the embryo is (confidence {box.confidence:.2f}){note}: "
+            "the orange circle is a guess. Drag it onto the embryo or draw one, or click "
             "'Segment anyway' to use the guess")
-
 
 class FramingFormMixin:
     """The Segment widget's framing rows and their logic (the widget provides ``viewer``,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -255,8 +255,8 @@ class FramingState:
 
 def box_from_dict(d: dict) -> EmbryoBox:
     """An EmbryoBox from ``EmbryoBox.to_dict()`` (a result's ``meta["embryo"]``)."""
-    keys = ("cx", "cy", "radius", "confidence", "image_shape", "source")
-    d = {k: d[k] for k in keys if k in d}
+    keys = {f.name for f in fields(EmbryoBox)}
+    d = {k: v for k, v in d.items() if k in keys}
     if d.get("image_shape") is not None:
         d["image_shape"] = tuple(int(s) for s in d["image_shape"])
     return EmbryoBox(**d)

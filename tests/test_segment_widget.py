@@ -648,3 +648,38 @@ def test_an_unsure_localiser_asks_before_segmenting(make_napari_viewer, qtbot, m
     assert "unsure on 1 frame (0)" in widget.status.value and "orange" in warned[-1]
     assert widget._framing.state.circle(0)[1] == "unsure"
     assert widget._framing.state.auto[0].cx == 20.0  # the predictor's guess is shown
+
+
+@pytest.mark.gui
+def test_circle_of_a_focal_stack_shows_on_every_plane_and_outlives_the_widget(
+        make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    from blastoseg.napari import _segment_widget as sw
+    from blastoseg.napari.embryo_circle import ellipse_vertices
+
+    frame = _placed(120, 250)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([np.stack([frame] * 3)] * 2), name="planes",
+                     scale=(1, 5, 0.5, 0.5))  # (T=2, Z=3, Y, X), 5 um between planes
+    widget, _ = _fake_widget(viewer, monkeypatch, tmp_path)
+    layer = _framing_layer(viewer)
+    assert layer.ndim == 4 and tuple(layer.scale[2:]) == (0.5, 0.5)
+    viewer.dims.set_current_step(0, 0)
+    widget.show_framing()
+    for z in range(3):  # the circle of frame 0 shows whatever plane is displayed
+        viewer.dims.set_current_step(1, z)
+        assert layer._data_view._displayed.sum() == 1
+    i = list(layer.features["frame"]).index(0)
+    _drag(layer, i, ellipse_vertices((200.0, 180.0, 90.0), lead=(0, 0)))
+    qtbot.waitUntil(lambda: 0 in widget._framing.state.user, timeout=3000)
+
+    # the dock closed and opened again: the user's circle is still the framing
+    again = sw.SegmentWidget(viewer)
+    again.reset_choices()
+    again.image.value = viewer.layers["planes"]
+    assert _framing_layer(viewer) is layer
+    assert again._framing.state.user[0].cx == pytest.approx(200.0)
+    sent = _framing_sent(again)
+    again.mode.value = "whole stack"
+    again.start()
+    embryo = sent[-1]["embryo"]
+    assert embryo[0].radius == pytest.approx(90.0) and embryo[1] is None

@@ -58,6 +58,10 @@ class FramingLayer:
         self._syncing = False
         self._shown: dict[int, str] = {}  # frame -> kind of the circle in the layer
         self.layer = None
+        for la in viewer.layers:  # a framing layer left by an earlier widget: keep its circles
+            if _tag(la).get("role") == ROLE and _tag(la).get("image") == image.name:
+                self._adopt(la)
+                break
 
     # --- where ------------------------------------------------------------------------------
     def frame_index(self) -> int:
@@ -104,8 +108,23 @@ class FramingLayer:
             finally:
                 self._syncing = False
         self._shown = {}
+        self.layer.metadata["blastoseg"]["owner"] = id(self)  # the widget that follows it
         self.layer.events.data.connect(self._on_data)
         return self.layer
+
+    def _adopt(self, layer) -> None:
+        """Take over the user's circles of a framing layer left by an earlier widget."""
+        kinds = list(layer.features["kind"]) if len(layer.features) else []
+        for i, kind in enumerate(kinds):
+            if kind not in ("given", "whole stack"):
+                continue
+            try:
+                lead, cx, cy, r = ec.circle_of_shape(layer.data[i], layer.shape_type[i])
+                box = EmbryoBox.from_circle(cx, cy, r, self.image_shape)
+            except ValueError:
+                continue
+            t = int(np.clip(lead[0], 0, self.state.n_frames - 1)) if "T" in self.axes else 0
+            self.state.set_user(t, box, whole_stack=kind == "whole stack")
 
     def _set_shapes(self, items: list[tuple[int, EmbryoBox, str]]) -> None:
         layer = self.ensure_layer()
@@ -199,7 +218,7 @@ class FramingLayer:
 
     # --- user edits -----------------------------------------------------------------------------
     def _on_data(self, event) -> None:
-        if self._syncing or self.layer is None:
+        if self._syncing or self.layer is None or _tag(self.layer).get("owner") != id(self):
             return
         action = str(getattr(event, "action", ""))
         if action not in ("added", "changed", "removed"):

@@ -262,6 +262,10 @@ class FramingLayer:
                 self.state.set_user(t, box, whole_stack)
         self.render()
         self.on_change()
+        if message:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"embryo circle not changed: {message}")
         return message
 
     # --- what a run passes -------------------------------------------------------------------

@@ -549,7 +549,7 @@ def test_moving_or_drawing_the_circle_frames_the_next_run(make_napari_viewer, qt
 @pytest.mark.gui
 def test_diameter_in_um_and_frames_that_are_already_crops(make_napari_viewer, qtbot,
                                                          monkeypatch, tmp_path):
-    from blastoseg.napari._segment_framing import FramingFormMixin
+    from blastoseg.napari._segment_framing_form import FramingFormMixin
     from blastoseg.predict.localise import EmbryoBox
 
     shown, located = [], []
@@ -601,7 +601,8 @@ def test_diameter_in_um_and_frames_that_are_already_crops(make_napari_viewer, qt
 @pytest.mark.gui
 def test_an_unsure_localiser_asks_before_segmenting(make_napari_viewer, qtbot, monkeypatch,
                                                     tmp_path):
-    from blastoseg.napari._segment_framing import SEGMENT, SEGMENT_ANYWAY, FramingFormMixin
+    from blastoseg.napari._segment_framing import SEGMENT, SEGMENT_ANYWAY
+    from blastoseg.napari._segment_framing_form import FramingFormMixin
     from blastoseg.napari.embryo_circle import COLOURS
     from blastoseg.predict.localise import EmbryoBox
 

@@ -32,7 +32,8 @@ from magicgui.widgets import (
 from blastoseg.errors import BlastosegError, InvalidImageError
 from blastoseg.napari import _ui
 from blastoseg.napari._job_runner import JobRunnerMixin
-from blastoseg.napari._segment_framing import SEGMENT, FramingFormMixin
+from blastoseg.napari._segment_framing import SEGMENT
+from blastoseg.napari._segment_framing_form import FramingFormMixin
 from blastoseg.napari.result_layers import (
     Placement,
     ResultLayerBuilder,

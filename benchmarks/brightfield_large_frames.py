@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 SCENE = {"cell_length_px": [90.0, 220.0], "n_cells": [16.0, 44.0]}
 
 

@@ -96,3 +96,26 @@ def test_calibration_is_written_to_the_card_and_used(tiny_models, capsys):
     assert predictor.mask_nms_iou == float(chosen.split(",")[0])
     assert predictor.calibrated_threshold == predictor.score_threshold
     assert main(["models", "verify", "tiny-amodal"]) == 0  # weights untouched
+
+
+def test_training_calibrates_counting_on_its_validation_data(tiny_models, tmp_path):
+    """A trained (or fine-tuned) amodal model's card carries calibrated post-processing; a
+    fine-tune without validation data keeps the base model's calibration."""
+    from blastoseg.train.events import read_events
+    from blastoseg.weights import resolve_model
+
+    tmp, data = tiny_models
+    events = [e["event"] for e in read_events(tmp / "j2" / "events.jsonl")]
+    assert "calibrated" in events and events.index("calibrated") < events.index("done")
+    base = resolve_model("tiny-amodal", kind="amodal").card.config["postprocess"]
+    assert base["calibration"]["data"] == str(data)
+    assert 0.0 < base["score_threshold"] < 1.0
+
+    cfg = tmp_path / "ft.json"
+    cfg.write_text(json.dumps({"hyper": {"max_steps": 1, "batch_size": 2}}))
+    assert main(["train", "amodal", "--data", str(data), "--base", "tiny-amodal",
+                 "--out", str(tmp_path / "ft"), "--config", str(cfg), "--name", "tiny-ft",
+                 "--quiet"]) == 0
+    ft = resolve_model("tiny-ft", kind="amodal").card.config["postprocess"]
+    assert ft["score_threshold"] == base["score_threshold"]
+    assert ft["mask_nms_iou"] == base["mask_nms_iou"]

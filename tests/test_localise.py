@@ -161,7 +161,6 @@ def test_two_embryos_frame_the_most_central_with_a_note():
 def test_embryo_cut_by_the_frame_edge_is_noted():
     frame = render_embryo(4, seed=2, config=EmbryoConfig(image_size=(200, 200)))
     cx, _ = frame.meta["embryo_center_xy"]
-    r = frame.meta["zona_outer_radius_px"]
     cut = frame.image[:, int(cx):]  # the left half of the embryo is gone
     box = locate_embryo(cut)
     assert box.found and "cut by the frame edge" in box.note

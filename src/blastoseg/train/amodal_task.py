@@ -14,7 +14,9 @@ positive: around their labelled ``embryo_circle``, jittered, see :class:`AmodalD
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from blastoseg.instances import FrameInstances
+from blastoseg.io.atomic import atomic_write_text
 from blastoseg.metrics import evaluate_amodal
 from blastoseg.models.amodal_config import AmodalConfig
 from blastoseg.models.amodal_rcnn import AmodalMaskRCNN
@@ -138,6 +141,37 @@ class AmodalTask(TrainTask):
                             "margin": DEFAULT_MARGIN},
             },
         }
+
+    def finalise_card(self, job: TrainJob, weights_path, card_path) -> dict | None:
+        """Calibrate the counting post-processing (score threshold, mask-NMS IoU) of the new
+        weights on the job's validation data and store it in the card, so that counts do not
+        silently fall after a fine-tune (a card without ``postprocess`` counts with the
+        generic defaults). Without validation data, the base model's calibrated values are
+        carried over. Hyper ``calibrate`` (True) turns it off; ``calib_frames`` (150) caps
+        the frames used."""
+        from blastoseg.predict.calibrate import calibrate_counts, write_postprocess
+
+        if not bool(job.hyper.get("calibrate", True)):
+            return None
+        val = job.val_paths()
+        if val:
+            result = calibrate_counts(str(weights_path), val[0], device=str(self.device),
+                                      max_frames=int(job.hyper.get("calib_frames", 150)))
+            write_postprocess(card_path, result)
+            return {k: result[k] for k in ("score_threshold", "mask_nms_iou", "count_exact",
+                                           "count_mae", "n_frames", "data")}
+        if job.base:
+            base = job.base
+            if base.endswith(".safetensors") and job.resolve_path(base).is_file():
+                base = str(job.resolve_path(base))  # an exported job carries its base inside
+            post = resolve_model(base, kind=KIND).card.config.get("postprocess")
+            if post:
+                card = json.loads(Path(card_path).read_text())
+                card.setdefault("config", {})["postprocess"] = post
+                atomic_write_text(Path(card_path), json.dumps(card, indent=2) + "\n")
+                return {"score_threshold": post.get("score_threshold"),
+                        "mask_nms_iou": post.get("mask_nms_iou"), "from_base": job.base}
+        return None
 
 
 register_task(KIND, AmodalTask)

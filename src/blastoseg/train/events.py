@@ -28,7 +28,8 @@ __all__ = [
 ]
 
 EVENTS_FILE = "events.jsonl"
-EVENT_TYPES = ("start", "step", "validation", "checkpoint", "done", "failed", "cancelled")
+EVENT_TYPES = ("start", "step", "validation", "checkpoint", "calibrated", "done", "failed",
+               "cancelled")
 # Event lines on stdout are plain JSON objects; anything else printed (warnings, library
 # chatter) is not an object starting with this prefix and is ignored by parse_event_line.
 EVENT_PREFIX = '{"event": '

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -103,6 +104,12 @@ class TrainTask(ABC):
     def model_card(self, job: TrainJob, model: nn.Module, metrics: Mapping[str, float]) -> dict:
         """Extra model-card fields; default architecture = the model's class, config = job's."""
         return {"architecture": type(model).__name__, "config": dict(job.config)}
+
+    def finalise_card(self, job: TrainJob, weights_path: Path, card_path: Path) -> dict | None:
+        """After the final weights and card are written, before registration: a task may
+        update the card on disk (e.g. calibrate post-processing on the validation data) and
+        return a summary for the events. Default: nothing."""
+        return None
 
 
 def _batch_len(batch: Any) -> int:

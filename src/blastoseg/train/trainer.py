@@ -39,6 +39,7 @@ from blastoseg.weights.registry import (
     ModelCard,
     ModelEntry,
     list_models,
+    read_card,
     register_model,
     resolve_model,
     verify,
@@ -440,6 +441,10 @@ class Trainer:
             else:
                 card.training[key] = value
         card_path = write_card(card, weights_path.with_suffix(".json"))
+        finalised = self.task.finalise_card(job, weights_path, card_path)
+        if finalised:
+            card = read_card(card_path)
+            self.emit("calibrated", **finalised)
         entry = None
         if job.register:
             reg_name, entry = _unique_model_name(name, sha)

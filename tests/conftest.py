@@ -41,7 +41,8 @@ def tiny_models(tmp_path_factory, session_home):
                  "--config", str(sp), "--name", "tiny-prior", "--quiet"]) == 0
     am = tmp / "am.json"
     am.write_text(json.dumps({"shape_prior": "tiny-prior", "model": TINY_MODEL,
-                              "hyper": {"max_steps": 3, "batch_size": 2, "val_frames": 2}}))
+                              "hyper": {"max_steps": 3, "batch_size": 2, "val_frames": 2,
+                                        "calib_min_frames": 5}}))
     assert main(["train", "amodal", "--data", str(data), "--val", str(data),
                  "--out", str(tmp / "j2"), "--config", str(am), "--name", "tiny-amodal",
                  "--quiet"]) == 0

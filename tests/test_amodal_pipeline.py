@@ -100,7 +100,7 @@ def test_calibration_is_written_to_the_card_and_used(tiny_models, capsys):
 
 def test_training_calibrates_counting_on_its_validation_data(tiny_models, tmp_path):
     """A trained (or fine-tuned) amodal model's card carries calibrated post-processing; a
-    fine-tune without validation data keeps the base model's calibration."""
+    fine-tune with too few validation frames to calibrate on keeps the base model's."""
     from blastoseg.train.events import read_events
     from blastoseg.weights import resolve_model
 
@@ -113,9 +113,10 @@ def test_training_calibrates_counting_on_its_validation_data(tiny_models, tmp_pa
 
     cfg = tmp_path / "ft.json"
     cfg.write_text(json.dumps({"hyper": {"max_steps": 1, "batch_size": 2}}))
-    assert main(["train", "amodal", "--data", str(data), "--base", "tiny-amodal",
-                 "--out", str(tmp_path / "ft"), "--config", str(cfg), "--name", "tiny-ft",
-                 "--quiet"]) == 0
+    # fewer validation frames than calib_min_frames: the base's calibration is kept too
+    assert main(["train", "amodal", "--data", str(data), "--val", str(data), "--base",
+                 "tiny-amodal", "--out", str(tmp_path / "ft"), "--config", str(cfg),
+                 "--name", "tiny-ft", "--quiet"]) == 0
     ft = resolve_model("tiny-ft", kind="amodal").card.config["postprocess"]
     assert ft["score_threshold"] == base["score_threshold"]
     assert ft["mask_nms_iou"] == base["mask_nms_iou"]

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Subset
 
 from blastoseg.instances import FrameInstances
 from blastoseg.io.atomic import atomic_write_text
+from blastoseg.io.dataset import read_dataset
 from blastoseg.metrics import evaluate_amodal
 from blastoseg.models.amodal_config import AmodalConfig
 from blastoseg.models.amodal_rcnn import AmodalMaskRCNN
@@ -147,14 +148,18 @@ class AmodalTask(TrainTask):
         weights on the job's validation data and store it in the card, so that counts do not
         silently fall after a fine-tune (a card without ``postprocess`` counts with the
         generic defaults). Without validation data, the base model's calibrated values are
-        carried over. Hyper ``calibrate`` (True) turns it off; ``calib_frames`` (150) caps
-        the frames used."""
+        carried over (also with fewer than ``calib_min_frames`` (20) validation frames, too few
+        to choose a threshold on). Hyper ``calibrate`` (True) turns it off; ``calib_frames``
+        (150) caps the frames used."""
         from blastoseg.predict.calibrate import calibrate_counts, write_postprocess
 
         if not bool(job.hyper.get("calibrate", True)):
             return None
         val = job.val_paths()
-        if val:
+        n_val = sum(len(read_dataset(v)) for v in val) if val else 0
+        # a threshold chosen on a handful of frames is noise: below calib_min_frames (20)
+        # validation frames, the base model's calibration is kept instead
+        if n_val >= int(job.hyper.get("calib_min_frames", 20)):
             result = calibrate_counts(str(weights_path), val[0], device=str(self.device),
                                       max_frames=int(job.hyper.get("calib_frames", 150)))
             write_postprocess(card_path, result)

@@ -396,19 +396,24 @@ _MIN_CONTRAST = 0.15  # a circle with less contrast is no embryo (choose_embryo_
 _CUT = 0.15      # cut: the circle leaves the frame by more than this x r
 
 
-def _choose(fits: list[tuple[float, float, float, float]], shape: tuple[int, int]
-            ) -> tuple[float, float, float, float, str]:
+def _choose(fits: list[tuple[float, float, float, float]], shape: tuple[int, int],
+            r_floor: float = 0.0) -> tuple[float, float, float, float, str]:
     """The circle to frame among (contrast, cy, cx, r) fits, and a note for the user.
 
     Several embryos (distinct circles, each with a real contrast close to the best): the most
     central one, so that a dish with neighbours at its edges frames the one in the middle.
+    Circles at the smallest radius searched (``r_floor``) are blobs, not embryos: they never
+    count as another embryo.
     """
     fits = sorted(fits, key=lambda x: -x[0])
     best = fits[0]
     strong = [best]
     for c in fits[1:]:
-        if c[0] >= max(_MIN_CONTRAST, _SEVERAL * best[0]) and all(
-                np.hypot(c[1] - o[1], c[2] - o[2]) > max(c[3], o[3]) for o in strong):
+        # two embryos are two (nearly) disjoint circles of similar size; a cluster of cells
+        # inside one embryo overlaps its circle, a clump of debris beside it is much smaller
+        if c[0] >= max(_MIN_CONTRAST, _SEVERAL * best[0]) and c[3] > 1.01 * r_floor and all(
+                np.hypot(c[1] - o[1], c[2] - o[2]) > 0.9 * (c[3] + o[3])
+                and max(c[3], o[3]) <= 1.5 * min(c[3], o[3]) for o in strong):
             strong.append(c)
     note = ""
     if len(strong) > 1:
@@ -503,7 +508,7 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
         fit = (fit[0], fit[1], float(np.clip(fit[2], 0.9 * min_radius_frac * short,
                                              1.1 * max_radius_frac * short)))
         fits.append((_circle_contrast(bmap, *fit), *fit))
-    conf, cy, cx, r, note = _choose(fits, bmap.shape)
+    conf, cy, cx, r, note = _choose(fits, bmap.shape, 0.9 * min_radius_frac * short)
     return EmbryoBox(cx=float((cx + 0.5) * f - 0.5), cy=float((cy + 0.5) * f - 0.5),
                      radius=float(r * f), confidence=round(float(max(conf, 0.0)), 4),
                      image_shape=(h, w),

@@ -120,3 +120,38 @@ def test_training_calibrates_counting_on_its_validation_data(tiny_models, tmp_pa
     ft = resolve_model("tiny-ft", kind="amodal").card.config["postprocess"]
     assert ft["score_threshold"] == base["score_threshold"]
     assert ft["mask_nms_iou"] == base["mask_nms_iou"]
+
+
+def test_a_cards_layer_rule_is_used_and_kept_by_calibration(tiny_models, tmp_path):
+    """A ``layer_rule`` block in the card switches the predictor to the layer rule (the
+    result carries its layer estimate); re-calibrating the threshold keeps the block."""
+    import shutil
+
+    from blastoseg.predict.amodal import AmodalPredictor
+    from blastoseg.predict.calibrate import write_postprocess
+    from blastoseg.weights import resolve_model
+
+    _, data = tiny_models
+    entry = resolve_model("tiny-amodal", kind="amodal")
+    weights = tmp_path / "ruled.safetensors"
+    shutil.copy(entry.weights_path, weights)
+    card = json.loads(entry.card_path.read_text())
+    rule = {"table": [1.0, 1.5, 2.0], "edges": [0.0, 0.3], "min_count": 1.0}
+    card["config"].setdefault("postprocess", {})["layer_rule"] = rule
+    card_path = weights.with_suffix(".json")
+    card_path.write_text(json.dumps(card))
+    plain = AmodalPredictor("tiny-amodal", device="cpu")
+    ruled = AmodalPredictor(str(weights), device="cpu")
+    assert plain.layer_rule is None and ruled.layer_rule is not None
+    from blastoseg.io import read_dataset
+
+    frame = read_dataset(data).load_image(0)
+    assert "layer_estimate" not in plain.predict(frame).meta
+    result = ruled.predict(frame)
+    if len(result.scores):  # the estimate needs at least one kept cell
+        assert result.meta["layer_estimate"] > 0
+    write_postprocess(card_path, {"score_threshold": 0.4, "mask_nms_iou": 0.7,
+                                  "count_exact": 0.5, "count_mae": 1.0, "n_frames": 3,
+                                  "data": "x"})
+    post = json.loads(card_path.read_text())["config"]["postprocess"]
+    assert post["layer_rule"] == rule and post["score_threshold"] == 0.4

@@ -31,6 +31,7 @@ from blastoseg.instances import FrameInstances
 from blastoseg.models.amodal_config import AmodalConfig
 from blastoseg.models.amodal_rcnn import AmodalMaskRCNN
 from blastoseg.predict import localise as _localise
+from blastoseg.predict.amodal_post import LayerRule, postprocess_detections
 from blastoseg.predict.device import describe_device, resolve_device
 from blastoseg.predict.framing import DEFAULT_MARGIN, Framing, frame_for_model, to_grey
 from blastoseg.predict.localise import EmbryoBox
@@ -221,6 +222,9 @@ class AmodalPredictor:
         self.model = net.to(self.device).eval()
         #: the model card's calibrated cell threshold (what counting should use)
         self.calibrated_threshold = float(post.get("score_threshold", 0.5))
+        rule = post.get("layer_rule")
+        #: the card's layer rule (counting stacked cells from the occlusion map), or None
+        self.layer_rule = None if rule is None else LayerRule.from_dict(rule)
         self.score_threshold = float(score_threshold if score_threshold is not None
                                      else self.calibrated_threshold)
         self.mask_nms_iou = float(mask_nms_iou if mask_nms_iou is not None
@@ -295,14 +299,19 @@ class AmodalPredictor:
     def _to_instances(self, out: dict, framing: Framing, info: dict | None = None
                       ) -> FrameInstances:
         meta = {"embryo_box": framing.describe(), "model": self.entry.name, **(info or {})}
-        keep = torch.nonzero(out["scores"] >= self.score_threshold).flatten()
-        kept = mask_nms(out["masks"][keep][:, 0].float(), out["scores"][keep].float(),
-                        self.mask_nms_iou)
-        keep = keep[kept.to(keep.device)]
-        probs_small = out["masks"][keep][:, 0].float().cpu().numpy()
-        scores = out["scores"][keep].float().cpu().numpy()
+        probs_all = out["masks"][:, 0].float().cpu().numpy()
         occ = out.get("occlusion")
-        occlusion = None if occ is None else framing.to_original(occ[0].float().cpu().numpy())
+        occ_small = None if occ is None else occ[0].float().cpu().numpy()
+        # score threshold + mask NMS, and the card's layer rule when it has one
+        # (predict/amodal_post.py, docs/counting_analysis.md)
+        res = postprocess_detections(
+            probs_all, out["scores"].float().cpu().numpy(), occ_small,
+            score_threshold=self.score_threshold, mask_nms_iou=self.mask_nms_iou,
+            count_threshold=self.calibrated_threshold, rule=self.layer_rule)
+        probs_small, scores = probs_all[res.indices], res.scores.astype(np.float32)
+        if res.layer_estimate is not None:
+            meta["layer_estimate"] = round(float(res.layer_estimate), 2)
+        occlusion = None if occ_small is None else framing.to_original(occ_small)
         shape = tuple(framing.image_shape[:2])
         if len(scores) == 0:
             return FrameInstances(masks=np.zeros((0, *shape), bool), visible_masks=np.zeros(

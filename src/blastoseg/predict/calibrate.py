@@ -59,11 +59,13 @@ def write_postprocess(card_path: str | Path, result: dict) -> Path:
     """Store the calibrated values in a model card (the previous card is kept as a backup)."""
     path = Path(card_path)
     card = json.loads(path.read_text())
-    card.setdefault("config", {})["postprocess"] = {
+    post = card.setdefault("config", {}).setdefault("postprocess", {})
+    # other post-processing settings (e.g. a fitted layer_rule) are kept
+    post.update({
         "score_threshold": result["score_threshold"],
         "mask_nms_iou": result["mask_nms_iou"],
         "calibration": {k: result[k] for k in ("count_exact", "count_mae", "n_frames", "data")},
-    }
+    })
     backup_existing(path)
     atomic_write_text(path, json.dumps(card, indent=2) + "\n")
     return path

@@ -248,6 +248,9 @@ class JobProgress:
                 self.metrics_before = dict(e.get("metrics") or {})
         elif kind == "checkpoint":
             self.checkpoint_step = step
+        elif kind == "calibrated":  # counting re-calibrated before registration
+            self.message = (f"counting calibrated: score threshold "
+                            f"{e.get('score_threshold')}, mask NMS IoU {e.get('mask_nms_iou')}")
         else:  # done / failed / cancelled
             self._terminal, self._terminal_time = kind, float(e["time"])
             self.message = e.get("message", kind)

@@ -6,7 +6,7 @@ model sees a frame, the predictor finds the embryo, crops a square around it and
 to the model's working resolution (:mod:`blastoseg.predict.framing`). Training uses exactly
 the same step, so train and test framing match.
 
-Method (no learning; ~20-50 ms at 500 x 500 on one CPU core):
+Method (no learning; median 30-40 ms per 500 x 500 frame on a 2-core CPU):
 
 1. grey, block-average to ~256 px on the short side, percentile-normalise; find the
    *usable* region (:mod:`blastoseg.predict.well`): inside a micro-well's bright rim or a
@@ -46,6 +46,12 @@ from scipy import fft as sp_fft
 from scipy import ndimage
 
 from blastoseg.errors import InvalidImageError
+from blastoseg.predict.circle_fit import (
+    RING,
+    boundary_circle,
+    circle_contrast,
+    outer_face,
+)
 from blastoseg.predict.well import usable_region
 
 __all__ = ["UNSURE_CONFIDENCE", "EmbryoBox", "choose_embryo_box", "locate_embryo",
@@ -54,19 +60,15 @@ __all__ = ["UNSURE_CONFIDENCE", "EmbryoBox", "choose_embryo_box", "locate_embryo
 #: default tolerated radius range, as fractions of the frame's short side
 MIN_RADIUS_FRAC = 0.15
 MAX_RADIUS_FRAC = 0.60
-#: the ring outside a candidate disk spans radius r .. RING * r
-RING = 1.3
 _GRID = 80        # short side of the disk-matching grid (px)
 _TEXTURE = 256    # short side of the texture computation (px)
 _THRESHOLD = 0.45  # on the normalised log edge energy (background ~0, edges ~1)
 _THRESHOLD_OUTER = 0.62  # the zona's outer face: stronger edges than the halo of debris
-_REFIT_MIN = 0.7   # the strong-edge refit may shrink the radius to this share, no further
 _SMOOTH = 1.0     # smoothing of the edge energy (map px)
 #: spread (97th - 10th percentile) of the log edge energy below which a frame has no texture:
 #: pure noise gives ~1.6, a smooth gradient ~0.6, every real and synthetic embryo frame > 5
 _MIN_SPREAD = 3.0
 _CLOSE = 0.02     # closing radius, fraction of the short side
-_RUN = 0.2        # smooth run that ends the embryo on a ray, fraction of the radius
 #: below this confidence the localiser's guess is shown to the user as unsure (checked on the
 #: real sets in benchmarks/localise_benchmark.py)
 UNSURE_CONFIDENCE = 0.35
@@ -275,120 +277,6 @@ def _candidates(score: np.ndarray, radii: np.ndarray, k: int) -> list[tuple[floa
     return out
 
 
-_ANGLES = 64
-_SECTORS = 16
-
-
-def _polar(bmap: np.ndarray, cy: float, cx: float, rho: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Samples of the map on rays from (cy, cx): values, in-frame flags (ANGLES, len(rho)), angles."""
-    th = np.linspace(0, 2 * np.pi, _ANGLES, endpoint=False)
-    y = cy + rho[None, :] * np.sin(th)[:, None]
-    x = cx + rho[None, :] * np.cos(th)[:, None]
-    h, w = bmap.shape
-    valid = (y >= -0.5) & (y <= h - 0.5) & (x >= -0.5) & (x <= w - 0.5)
-    iy = np.clip(np.rint(y).astype(np.intp), 0, h - 1)
-    ix = np.clip(np.rint(x).astype(np.intp), 0, w - 1)
-    return bmap[iy, ix], valid, th
-
-
-def _fit_circle(py: np.ndarray, px: np.ndarray) -> tuple[float, float, float]:
-    """Algebraic (Kasa) least-squares circle through points."""
-    a = np.stack([px, py, np.ones_like(px)], axis=1)
-    b = px * px + py * py
-    (c0, c1, c2), *_ = np.linalg.lstsq(a, b, rcond=None)
-    cx, cy = c0 / 2, c1 / 2
-    return float(cy), float(cx), float(np.sqrt(max(c2 + cx * cx + cy * cy, 0.0)))
-
-
-def _boundary_points(bmap: np.ndarray, cy: float, cx: float, r0: float
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Where the embryo ends on rays from (cy, cx): the start of the first long run of smooth
-    medium on each ray (short gaps - the perivitelline space, the zona's smooth interior -
-    are crossed); rays that leave the frame first give no point. Returns (ys, xs)."""
-    rho = np.arange(0.0, 1.6 * r0, 0.5)
-    v, valid, th = _polar(bmap, cy, cx, rho)
-    start = np.searchsorted(rho, 0.5 * r0)
-    outside = (v < 0.5) & valid
-    # a boundary is where a ray enters a run of outside samples at least 0.12 r0 long (small
-    # holes in the filled map are not boundaries)
-    run = max(3, int(round(_RUN * r0 / 0.5)))
-    cs = np.concatenate([np.zeros((_ANGLES, 1)), np.cumsum(outside, axis=1)], axis=1)
-    n = len(rho)
-    ends = np.minimum(np.arange(n) + run, n)
-    full_run = (cs[:, ends] - cs[:, :n]) >= (ends - np.arange(n))[None, :] - 0.5
-    full_run &= (ends - np.arange(n) >= run)[None, :]
-    full_run[:, :start] = False
-    ys, xs = [], []
-    for a in range(_ANGLES):
-        hit = np.flatnonzero(full_run[a])
-        if len(hit) == 0 or hit[0] == start:
-            continue  # leaves the frame or runs into other texture: no boundary on this ray
-        d = rho[hit[0]] - 0.25  # between the last inside and the first outside sample
-        ys.append(cy + d * np.sin(th[a]))
-        xs.append(cx + d * np.cos(th[a]))
-    return np.asarray(ys), np.asarray(xs)
-
-
-def _boundary_circle(bmap: np.ndarray, cy: float, cx: float, r0: float
-                     ) -> tuple[float, float, float] | None:
-    """Circle fitted robustly to the outermost edges of the embryo on rays from (cy, cx)
-    (:func:`_boundary_points`); rays that run into other texture (a well edge, debris) give
-    outliers, which the fit rejects.
-    """
-    ys, xs = _boundary_points(bmap, cy, cx, r0)
-    if len(ys) < 8:
-        return None
-    py, px = np.asarray(ys), np.asarray(xs)
-    keep = np.ones(len(py), bool)
-    fit = _fit_circle(py, px)
-    for _ in range(4):
-        res = np.hypot(py - fit[0], px - fit[1]) - fit[2]
-        mad = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep])))
-        new_keep = np.abs(res - np.median(res[keep])) <= max(2.5 * mad, 1.0)
-        if new_keep.sum() < 8 or (new_keep == keep).all():
-            break
-        keep = new_keep
-        fit = _fit_circle(py[keep], px[keep])
-    return fit
-
-
-def _outer_face(strong: np.ndarray, fit: tuple[float, float, float]
-                ) -> tuple[float, float, float]:
-    """Refit the circle to the strong edges only (the zona's outer face is a sharp line; the
-    debris, cumulus and grainy medium around it are weaker texture). Kept only when it
-    agrees with the first fit: centre within 15 % of the radius, radius 70-105 % of it."""
-    cy, cx, r = fit
-    ref = _boundary_circle(strong, cy, cx, r)
-    if ref is None or np.hypot(ref[0] - cy, ref[1] - cx) > 0.15 * r or \
-            not _REFIT_MIN * r <= ref[2] <= 1.05 * r:
-        return fit
-    return ref
-
-
-def _circle_contrast(bmap: np.ndarray, cy: float, cx: float, r: float) -> float:
-    """Filled fraction inside the circle minus the median (over sectors) of the ring outside.
-
-    The median over angular sectors ignores a textured region touching the embryo on one
-    side (the dark, rippled outside of a well edge, debris, text).
-    """
-    rho = np.arange(0.5, r * RING, 1.0)
-    v, valid, _ = _polar(bmap, cy, cx, rho)
-    wgt = valid * rho[None, :]
-    inside = rho < r
-    n_in = wgt[:, inside].sum()
-    if n_in < 0.5 * rho[inside].sum() * _ANGLES:
-        return -1.0  # most of the disk lies outside the frame
-    m_in = float((v * wgt)[:, inside].sum() / n_in)
-    ring = ~inside
-    sw = wgt[:, ring].reshape(_SECTORS, -1).sum(axis=1)
-    sv = (v * wgt)[:, ring].reshape(_SECTORS, -1).sum(axis=1)
-    full = rho[ring].sum() * _ANGLES / _SECTORS
-    ok = sw > 0.5 * full
-    m_ring = float(np.median(sv[ok] / sw[ok])) if ok.sum() >= 3 else 0.5
-    return m_in - m_ring
-
-
 NO_EMBRYO = "no embryo found"
 CUT_BY_EDGE = "embryo cut by the frame edge"
 _SEVERAL = 0.8   # another embryo: a distinct circle with this share of the best contrast
@@ -469,11 +357,11 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
         return EmbryoBox.full_frame((h, w), note=NO_EMBRYO)
     energy, bmap, usable, f = _embryo_map(grey)
     edges = (energy > _THRESHOLD).astype(np.float32)
-    strong = (energy > _THRESHOLD_OUTER).astype(np.float32)
     # incubator frames (a well or dish edge found) have a halo of grainy medium and debris
     # around the zona; in microscope crops the zona's outer face is itself faint, and a
     # strong-edge refit would land inside it (measured: docs/localisation.md)
     in_well = not usable.all()
+    strong = (energy > _THRESHOLD_OUTER).astype(np.float32) if in_well else None
     bmap = bmap.astype(np.float32)
     # beyond a well's rim the maps are 0, so the well's outside counts as empty medium: an
     # embryo lies inside its well, and the rim can never look like a zona
@@ -499,15 +387,15 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
     short = min(bmap.shape)
     for iy, ix, r in cands:
         cy0, cx0, r0 = (iy + 0.5) * gy - 0.5, (ix + 0.5) * gx - 0.5, r * min(gy, gx)
-        fit = _boundary_circle(edges, cy0, cx0, r0)
+        fit = boundary_circle(edges, cy0, cx0, r0)
         if fit is None or not (0.6 * r0 <= fit[2] <= 1.5 * r0) or \
                 np.hypot(fit[0] - cy0, fit[1] - cx0) > 0.5 * r0:
             fit = (cy0, cx0, r0)
         if in_well:
-            fit = _outer_face(strong, fit)
+            fit = outer_face(strong, fit)
         fit = (fit[0], fit[1], float(np.clip(fit[2], 0.9 * min_radius_frac * short,
                                              1.1 * max_radius_frac * short)))
-        fits.append((_circle_contrast(bmap, *fit), *fit))
+        fits.append((circle_contrast(bmap, *fit), *fit))
     conf, cy, cx, r, note = _choose(fits, bmap.shape, 0.9 * min_radius_frac * short)
     return EmbryoBox(cx=float((cx + 0.5) * f - 0.5), cy=float((cy + 0.5) * f - 0.5),
                      radius=float(r * f), confidence=round(float(max(conf, 0.0)), 4),

@@ -29,6 +29,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from blastoseg.predict.circle_fit import fit_circle
+
 __all__ = ["usable_region"]
 
 _SMOOTH = 0.015   # smoothing, fraction of the short side
@@ -45,14 +47,6 @@ _MIN_WELL = 0.2      # a well's radius is at least this fraction of the short si
 def _touches_border(sl: tuple[slice, slice], shape: tuple[int, int]) -> bool:
     return sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == shape[0] or \
         sl[1].stop == shape[1]
-
-
-def _fit_circle(py: np.ndarray, px: np.ndarray) -> tuple[float, float, float]:
-    """Algebraic (Kasa) least-squares circle through points: (cy, cx, r)."""
-    a = np.stack([px, py, np.ones_like(px)], axis=1)
-    (c0, c1, c2), *_ = np.linalg.lstsq(a, px * px + py * py, rcond=None)
-    cx, cy = c0 / 2, c1 / 2
-    return float(cy), float(cx), float(np.sqrt(max(c2 + cx * cx + cy * cy, 0.0)))
 
 
 _RIM_ANGLES = 72
@@ -112,14 +106,14 @@ def _well_circle(invalid: np.ndarray) -> tuple[float, float, float] | None:
     if len(py) < 12:
         return None
     keep = np.ones(len(py), bool)
-    fit = _fit_circle(py, px)
+    fit = fit_circle(py, px)
     for _ in range(5):
         res = np.hypot(py - fit[0], px - fit[1]) - fit[2]
         new = np.abs(res) <= max(2.5 * 1.4826 * np.median(np.abs(res[keep])), 2.0)
         if new.sum() < 12 or (new == keep).all():
             break
         keep = new
-        fit = _fit_circle(py[keep], px[keep])
+        fit = fit_circle(py[keep], px[keep])
     cy, cx, r = fit
     if r < _MIN_WELL * min(h, w) or keep.mean() < 0.5 or not (0 <= cy < h and 0 <= cx < w):
         return None

@@ -16,7 +16,6 @@ was unsure (``"embryo_unsure"``, with its guess in ``"embryo_guess"``).
 
 from __future__ import annotations
 
-import numbers
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Sequence
@@ -26,13 +25,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from blastoseg.errors import BlastosegError, InvalidImageError
+from blastoseg.errors import InvalidImageError
 from blastoseg.instances import FrameInstances
 from blastoseg.models.amodal_config import AmodalConfig
 from blastoseg.models.amodal_rcnn import AmodalMaskRCNN
 from blastoseg.predict import localise as _localise
 from blastoseg.predict.amodal_post import LayerRule, postprocess_detections
 from blastoseg.predict.device import describe_device, resolve_device
+from blastoseg.predict.embryo_spec import (
+    EmbryoSpec,
+    FramingError,
+    check_diameter,
+    per_frame_embryos,
+)
 from blastoseg.predict.framing import DEFAULT_MARGIN, Framing, frame_for_model, to_grey
 from blastoseg.predict.localise import EmbryoBox
 from blastoseg.progress import run_with_progress
@@ -46,90 +51,6 @@ DEFAULT_MODEL = "amodal-default"
 #: the localiser's confidence below which a frame falls back to the whole frame (the value
 #: training uses, :class:`blastoseg.train.amodal_data.AmodalDataset`)
 DEFAULT_MIN_CONFIDENCE = 0.15
-
-#: one frame's framing: None (localise it), an :class:`EmbryoBox` or a (cx, cy, r) circle in
-#: pixels (x = column, y = row)
-EmbryoSpec = EmbryoBox | tuple[float, float, float] | None
-
-
-class FramingError(BlastosegError, ValueError):
-    """An embryo circle, a diameter or a per-frame list of circles the predictor cannot use."""
-
-
-def _is_circle(value: object) -> bool:
-    """(cx, cy, r): a sequence of exactly three real numbers (not an EmbryoBox, not None)."""
-    if isinstance(value, np.ndarray):
-        return value.shape == (3,) and value.dtype.kind in "iuf"
-    if isinstance(value, (tuple, list)):
-        return len(value) == 3 and all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
-    return False
-
-
-def _one_spec(value: object, where: str) -> EmbryoSpec:
-    if value is None or isinstance(value, EmbryoBox):
-        return value
-    if isinstance(value, str):
-        try:
-            return _localise.parse_circle(value)
-        except ValueError as exc:
-            raise FramingError(f"{where}: {exc}") from None
-    if _is_circle(value):
-        cx, cy, r = (float(v) for v in value)
-        if not (np.isfinite([cx, cy, r]).all() and r > 0):
-            raise FramingError(f"{where}: an embryo circle needs a finite centre and a positive "
-                               f"radius; got cx={cx}, cy={cy}, r={r}")
-        return cx, cy, r
-    raise FramingError(f"{where}: expected None, an EmbryoBox or a (cx, cy, r) circle in "
-                       f"pixels; got {value!r}")
-
-
-def per_frame_embryos(embryo: object, n_frames: int) -> list[EmbryoSpec]:
-    """One framing per frame from what a caller gave as ``embryo=``.
-
-    Parameters
-    ----------
-    embryo
-        None (localise every frame); one :class:`EmbryoBox`, (cx, cy, r) circle or
-        ``"CX,CY,R"`` string (used for every frame); or a sequence with exactly one entry per
-        frame, each None, an EmbryoBox or a circle (a (T, 3) array works too).
-    n_frames
-        Number of frames.
-
-    Raises
-    ------
-    FramingError
-        A sequence of the wrong length, or an entry that is not a usable circle.
-    """
-    if embryo is None or isinstance(embryo, (EmbryoBox, str)) or _is_circle(embryo):
-        one = _one_spec(embryo, "embryo")
-        return [one] * n_frames
-    try:
-        items = list(embryo)  # type: ignore[call-overload]
-    except TypeError:
-        raise FramingError(f"embryo: expected None, an EmbryoBox, a (cx, cy, r) circle or one "
-                           f"of those per frame; got {embryo!r}") from None
-    if len(items) != n_frames:
-        raise FramingError(
-            f"embryo: got {len(items)} circle(s) for {n_frames} frame(s); give exactly one "
-            "entry per frame (None to localise that frame), or one EmbryoBox / (cx, cy, r) "
-            "for every frame")
-    return [_one_spec(v, f"embryo[{i}]") for i, v in enumerate(items)]
-
-
-def _check_diameter(diameter_px: float | None) -> float | None:
-    if diameter_px is None:
-        return None
-    try:
-        d = float(diameter_px)
-    except (TypeError, ValueError):
-        raise FramingError(f"diameter_px must be a number of pixels; got {diameter_px!r}"
-                           ) from None
-    if not (np.isfinite(d) and d > 0):
-        raise FramingError(f"the embryo diameter must be a positive number of pixels; got "
-                           f"{diameter_px!r}")
-    return d
-
 
 def frames_of(image: np.ndarray) -> tuple[list[np.ndarray], bool]:
     """Split an input into 2D frames; returns (frames, was_a_stack)."""
@@ -277,7 +198,7 @@ class AmodalPredictor:
         to the user.
         """
         grey = to_grey(frame)
-        return self._choose(grey, None, _check_diameter(diameter_px), localise)[0]
+        return self._choose(grey, None, check_diameter(diameter_px), localise)[0]
 
     def locate_guess(self, frame: np.ndarray, diameter_px: float | None = None) -> EmbryoBox:
         """The localiser's raw result for ``frame``, whatever its confidence (source
@@ -285,7 +206,7 @@ class AmodalPredictor:
         a frame with no contrast at all). Use it to show the user what the localiser saw
         when :meth:`locate` fell back to the whole frame."""
         grey = to_grey(frame)
-        d = _check_diameter(diameter_px)
+        d = check_diameter(diameter_px)
         return _localise.locate_embryo(grey, radius_px=None if d is None else d / 2.0)
 
     # --- model ------------------------------------------------------------------------------
@@ -370,7 +291,7 @@ class AmodalPredictor:
         """
         total = len(frames)
         specs = per_frame_embryos(embryo, total)
-        diameter_px = _check_diameter(diameter_px)
+        diameter_px = check_diameter(diameter_px)
         return self._iter_predict(frames, on_result, specs, diameter_px, localise)
 
     def _iter_predict(self, frames, on_result, specs, diameter_px, localise):

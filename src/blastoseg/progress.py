@@ -7,12 +7,26 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import TypeVar
 
+from blastoseg.errors import BlastosegError
+
 T = TypeVar("T")
 
 
+class Cancelled(BlastosegError):
+    """Work stopped because its ``cancel`` callback said so."""
+
+
 def run_with_progress(work: Generator[tuple[int, int], None, T],
-                      progress: Callable[[int, int], None] | None = None) -> T:
-    """Drive ``work`` to the end, reporting each ``(done, total)``; return its result."""
+                      progress: Callable[[int, int], None] | None = None,
+                      cancel: Callable[[], bool] | None = None) -> T:
+    """Drive ``work`` to the end, reporting each ``(done, total)``; return its result.
+
+    ``cancel()`` is asked before the first step and after each unfinished one; when it
+    returns True the work is closed and :class:`Cancelled` is raised (nothing half-done is
+    returned)."""
+    if cancel is not None and cancel():
+        work.close()
+        raise Cancelled("cancelled before it started")
     while True:
         try:
             done, total = next(work)
@@ -20,3 +34,6 @@ def run_with_progress(work: Generator[tuple[int, int], None, T],
             return stop.value
         if progress is not None:
             progress(done, total)
+        if cancel is not None and done < total and cancel():
+            work.close()
+            raise Cancelled(f"cancelled after {done} of {total}")

@@ -132,7 +132,7 @@ def test_loss_is_finite_and_falls_on_one_batch(tmp_path):
 
 def test_task_rejects_bad_data_options(tmp_path):
     from blastoseg.train.brightfield_task import BrightfieldTask
-    from blastoseg.train.engine import TrainingError
+    from blastoseg.train.task import TrainingError
     from blastoseg.train.job import TrainJob
 
     path, _, _ = _two_cells(tmp_path)

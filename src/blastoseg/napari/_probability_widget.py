@@ -7,7 +7,7 @@ parameters the variant uses are shown). P appears as an image layer ``"<labels> 
 and follows every edit: the labels layers are watched (``events.paint`` after a brush stroke,
 fill or polygon; ``events.data`` / ``events.set_data`` when the data is replaced, or on undo);
 events are debounced (:data:`DEBOUNCE_MS`) and P is recomputed through
-:class:`blastoseg.targets.probability.ProbabilityMapCache`, which redoes only the edited cells,
+:class:`blastoseg.targets.probability_cache.ProbabilityMapCache`, which redoes only the edited cells,
 so an edit on a 1024 x 1024 frame with 50 cells updates well within the 200 ms goal. A stack of
 labels previews the displayed frame and follows the time slider (P is one 2D layer shown on
 every frame).
@@ -30,9 +30,9 @@ from blastoseg.targets.probability import (
     PROBABILITY_VARIANTS,
     VARIANT_DESCRIPTIONS,
     VARIANT_PARAMS,
-    ProbabilityMapCache,
     ProbabilityParams,
 )
+from blastoseg.targets.probability_cache import ProbabilityMapCache
 
 DEBOUNCE_MS = 50
 SETTINGS_FILE = "napari_probability_widget.json"
@@ -53,12 +53,6 @@ PARAM_TIPS = {
                  "weight closer to the outlines / nuclei / overlaps; 0 is a linear decay",
     "overlap_width": "width of the band around the overlaps where P decays from 1 to the floor",
 }
-
-
-def _tag(layer) -> dict:
-    meta = getattr(layer, "metadata", None) or {}
-    tag = meta.get("blastoseg") if isinstance(meta, dict) else None
-    return tag if isinstance(tag, dict) else {}
 
 
 def preview_name(source: str, variant: str) -> str:
@@ -138,7 +132,8 @@ class ProbabilityWidget(Container):
         out += [(la.name, f"layer:{la.name}") for la in self.viewer.layers
                 if isinstance(la, Labels)]
         out += [(f"{la.name} (image)", f"image:{la.name}") for la in self.viewer.layers
-                if isinstance(la, Image) and not la.rgb and _tag(la).get("role") is None]
+                if isinstance(la, Image) and not la.rgb
+                and _ui.layer_tag(la).get("role") is None]
         return out
 
     def _default_source(self) -> str | None:
@@ -154,7 +149,7 @@ class ProbabilityWidget(Container):
 
     def _on_layers_changed(self, event=None) -> None:
         value = getattr(event, "value", None)
-        if value is not None and _tag(value).get("role") == ROLE:
+        if value is not None and _ui.layer_tag(value).get("role") == ROLE:
             return  # our own preview layer
         current, nuc = self.labels.value, self.nuclei.value
         with self.labels.changed.blocked(), self.nuclei.changed.blocked():
@@ -277,7 +272,7 @@ class ProbabilityWidget(Container):
     # --- the preview --------------------------------------------------------------------------
     def _preview_layer(self):
         for la in self.viewer.layers:
-            tag = _tag(la)
+            tag = _ui.layer_tag(la)
             if tag.get("role") == ROLE and tag.get("source") == self.labels.value:
                 return la
         return None

@@ -7,10 +7,10 @@ from blastoseg.targets.probability import (
     PROBABILITY_VARIANTS,
     VARIANT_DESCRIPTIONS,
     VARIANT_PARAMS,
-    ProbabilityMapCache,
     ProbabilityParams,
     probability_map,
 )
+from blastoseg.targets.probability_cache import ProbabilityMapCache
 
 __all__ = [
     "HEADS",

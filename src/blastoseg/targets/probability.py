@@ -4,7 +4,7 @@ P is a per-pixel map in [0, 1] that tells the overlap head's loss (eq. 4.5 and t
 alternative, :mod:`blastoseg.train.overlap_losses`) which pixels are hard: those near cell
 outlines, near nuclei, or around annotated overlaps. :func:`probability_map` is the single
 function that computes it, for training and for the napari preview; the preview uses
-:class:`ProbabilityMapCache`, which recomputes only the cells that were edited and gives the
+:class:`~blastoseg.targets.probability_cache.ProbabilityMapCache`, which recomputes only the cells that were edited and gives the
 same map bit for bit.
 
 Our reading of the thesis (its text is not at hand; the formulas below are what we implement)
@@ -62,7 +62,6 @@ __all__ = [
     "PROBABILITY_VARIANTS",
     "VARIANT_DESCRIPTIONS",
     "VARIANT_PARAMS",
-    "ProbabilityMapCache",
     "ProbabilityParams",
     "as_label_layers",
     "log_reweight",
@@ -486,8 +485,3 @@ def probability_map(instances_or_masks: FrameInstances | np.ndarray, variant: st
         cells.update(_layer_cells(layer, k))
     composer.build(cells)
     return composer.out
-
-
-# the incremental cache lives in its own module; re-exported here (imported last: it uses the
-# helpers above)
-from blastoseg.targets.probability_cache import ProbabilityMapCache  # noqa: E402

@@ -11,28 +11,26 @@ A model kind plugs in by subclassing :class:`TrainTask` and calling :func:`regis
 """
 
 from blastoseg.train.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
-from blastoseg.train.engine import (
-    BUILTIN_TASK_MODULES,
+from blastoseg.train.engine import create_and_run, run_job, train
+from blastoseg.train.events import EVENT_TYPES, EventWriter, parse_event_line, read_events
+from blastoseg.train.job import DEFAULT_HYPER, JobError, TrainJob, create_job, export_job
+from blastoseg.train.runtime import (
     EXIT_BAD_JOB,
     EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_OK,
-    TrainingError,
     TrainResult,
+    seed_everything,
+)
+from blastoseg.train.task import (
+    TrainingError,
     TrainTask,
     available_tasks,
-    create_and_run,
     get_task,
     register_task,
-    run_job,
-    seed_everything,
-    train,
 )
-from blastoseg.train.events import EVENT_TYPES, EventWriter, parse_event_line, read_events
-from blastoseg.train.job import DEFAULT_HYPER, JobError, TrainJob, create_job, export_job
 
 __all__ = [
-    "BUILTIN_TASK_MODULES",
     "DEFAULT_HYPER",
     "EVENT_TYPES",
     "EXIT_BAD_JOB",

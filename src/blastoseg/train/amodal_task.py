@@ -34,8 +34,8 @@ from blastoseg.models.vqvae import VQVAE
 from blastoseg.predict.framing import DEFAULT_MARGIN
 from blastoseg.train.amodal_data import AmodalDataset, collate_detection
 from blastoseg.train.augment import AugmentConfig
-from blastoseg.train.engine import TrainingError, TrainTask, register_task
 from blastoseg.train.job import TrainJob
+from blastoseg.train.task import TrainingError, TrainTask, register_task
 from blastoseg.weights import load_into_model, resolve_model
 
 KIND = "amodal"

@@ -54,10 +54,10 @@ from blastoseg.metrics import evaluate_masks
 from blastoseg.predict.brightfield import DEFAULT_POSTPROCESS, KIND, seunet_config_of
 from blastoseg.predict.brightfield_post import decode_instances
 from blastoseg.train.brightfield_data import BrightfieldDataset, collate_brightfield
-from blastoseg.train.engine import TrainingError, TrainTask, register_task
 from blastoseg.train.job import TrainJob
 from blastoseg.train.overlap_losses import seunet_loss
 from blastoseg.train.overlap_task import split_batch
+from blastoseg.train.task import TrainingError, TrainTask, register_task
 
 __all__ = ["DEFAULT_HEAD_LOSS", "DEFAULT_SPARSE_LOSS", "BrightfieldTask",
            "init_seunet_from_overlap", "model_config"]

@@ -10,11 +10,11 @@ model card, registered in the user model registry.
 Entry points: :func:`run_job` (a job folder -> exit code; what ``blastoseg train JOB_DIR``
 calls) and :func:`train` (a loaded :class:`TrainJob` -> :class:`TrainResult`).
 
-The pieces live in :mod:`~blastoseg.train.task` (the plug-in protocol, the task registry and
-``BUILTIN_TASK_MODULES``), :mod:`~blastoseg.train.trainer` (the loop),
-:mod:`~blastoseg.train.schedule` (the learning-rate schedule) and :mod:`~blastoseg.train.runtime`
-(seeding, cancel and signals, exit codes); their public names are re-exported here, so
-``from blastoseg.train.engine import ...`` keeps working.
+The pieces live in :mod:`~blastoseg.train.task` (the plug-in protocol and the task registry;
+which module trains which kind is in :mod:`blastoseg.kinds`), :mod:`~blastoseg.train.trainer`
+(the loop), :mod:`~blastoseg.train.schedule` (the learning-rate schedule) and
+:mod:`~blastoseg.train.runtime` (seeding, cancel and signals, exit codes); import their names
+from there (or from :mod:`blastoseg.train`).
 """
 
 from __future__ import annotations
@@ -34,42 +34,13 @@ from blastoseg.train.runtime import (
     EXIT_BAD_JOB,
     EXIT_CANCELLED,
     EXIT_FAILED,
-    EXIT_OK,
     SignalHandlers,
     StopFlag,
     TrainResult,
-    seed_everything,
 )
-from blastoseg.train.schedule import LRSchedule as LRSchedule
-from blastoseg.train.task import (
-    BUILTIN_TASK_MODULES as BUILTIN_TASK_MODULES,  # defined once, in task.py: add kinds there
-)
-from blastoseg.train.task import (
-    TrainingError,
-    TrainTask,
-    available_tasks,
-    get_task,
-    register_task,
-)
-from blastoseg.train.trainer import BEST_WEIGHTS as BEST_WEIGHTS
-from blastoseg.train.trainer import OUTPUT_DIR, Trainer
+from blastoseg.train.trainer import Trainer
 
-__all__ = [
-    "EXIT_BAD_JOB",
-    "EXIT_CANCELLED",
-    "EXIT_FAILED",
-    "EXIT_OK",
-    "OUTPUT_DIR",
-    "TrainResult",
-    "TrainTask",
-    "TrainingError",
-    "available_tasks",
-    "get_task",
-    "register_task",
-    "run_job",
-    "seed_everything",
-    "train",
-]
+__all__ = ["create_and_run", "run_job", "train"]
 
 
 # --- in-process entry point -----------------------------------------------------------------

@@ -350,7 +350,7 @@ def create_job(
     Path
         The job folder, ready for :func:`blastoseg.train.run_job`.
     """
-    from blastoseg.train.engine import get_task
+    from blastoseg.train.task import get_task  # imports torch: only when a job is made
 
     get_task(kind, task_module)  # unknown kind: a clear error now, not when the job runs
     out = Path(out)

@@ -28,10 +28,10 @@ from torch.utils.data import DataLoader
 
 from blastoseg.metrics.pixel import PixelMetrics
 from blastoseg.models.seunet import SEUNet, SEUNetConfig
-from blastoseg.train.engine import TrainingError, TrainTask, register_task
 from blastoseg.train.job import TrainJob
 from blastoseg.train.overlap_data import OverlapDataset
 from blastoseg.train.overlap_losses import seunet_loss
+from blastoseg.train.task import TrainingError, TrainTask, register_task
 
 KIND = "overlap"
 DEFAULT_PROBABILITY = {"variant": "none"}

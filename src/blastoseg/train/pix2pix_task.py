@@ -60,8 +60,8 @@ from blastoseg.synth.brightfield.translate import (
     phase_to_input,
     planes_to_target,
 )
-from blastoseg.train.engine import TrainingError, TrainTask, register_task
 from blastoseg.train.job import TrainJob
+from blastoseg.train.task import TrainingError, TrainTask, register_task
 
 __all__ = ["KIND", "Pix2PixPairs", "Pix2PixTask", "Scene", "find_scenes"]
 

@@ -17,9 +17,9 @@ from torch import nn
 from blastoseg.io.dataset import read_dataset
 from blastoseg.models.configs import VQVAEConfig
 from blastoseg.models.vqvae import VQVAE
-from blastoseg.train.engine import TrainingError, TrainTask, register_task
 from blastoseg.train.job import TrainJob
 from blastoseg.train.shape_prior_data import CropAugment, MaskCropDataset
+from blastoseg.train.task import TrainingError, TrainTask, register_task
 
 KIND = "shape_prior"
 

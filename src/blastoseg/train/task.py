@@ -1,8 +1,8 @@
 """The plug-in side of the training engine: the :class:`TrainTask` protocol and the task registry.
 
 A model kind becomes trainable by subclassing :class:`TrainTask` and calling
-:func:`register_task`; built-in kinds are listed in :data:`BUILTIN_TASK_MODULES` and imported on
-first use by :func:`get_task`.
+:func:`register_task`; the module of each built-in kind is named in the model-kind table
+(:data:`blastoseg.kinds.KINDS`, ``task``) and imported on first use by :func:`get_task`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,12 +19,14 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data import default_collate as _default_collate
 
 from blastoseg.errors import BlastosegError
-from blastoseg.train.job import TrainJob
+from blastoseg.kinds import KINDS
 from blastoseg.weights.registry import ModelEntry
 from blastoseg.weights.safetensors_io import load_into_model
 
+if TYPE_CHECKING:  # the job module imports this one (get_task) at run time
+    from blastoseg.train.job import TrainJob
+
 __all__ = [
-    "BUILTIN_TASK_MODULES",
     "TrainTask",
     "TrainingError",
     "available_tasks",
@@ -137,14 +139,6 @@ def _to_device(obj: Any, device: torch.device) -> Any:
 # --- task registry --------------------------------------------------------------------------
 
 _TASKS: dict[str, Callable[[], TrainTask]] = {}
-#: kind -> module that registers it when imported (filled as model kinds are added)
-BUILTIN_TASK_MODULES: dict[str, str] = {
-    "shape_prior": "blastoseg.train.shape_prior_task",
-    "amodal": "blastoseg.train.amodal_task",
-    "overlap": "blastoseg.train.overlap_task",
-    "pix2pix": "blastoseg.train.pix2pix_task",
-    "brightfield": "blastoseg.train.brightfield_task",
-}
 
 
 def register_task(kind: str, factory: Callable[[], TrainTask]) -> None:
@@ -157,12 +151,13 @@ def register_task(kind: str, factory: Callable[[], TrainTask]) -> None:
 
 def available_tasks() -> list[str]:
     """Registered model kinds (including built-in kinds not imported yet)."""
-    return sorted(set(_TASKS) | set(BUILTIN_TASK_MODULES))
+    return sorted(set(_TASKS) | set(KINDS))
 
 
 def get_task(kind: str, task_module: str | None = None) -> TrainTask:
     """A fresh task for ``kind``, importing ``task_module`` or the built-in module first."""
-    modules = [m for m in (task_module, BUILTIN_TASK_MODULES.get(kind)) if m]
+    builtin = KINDS[kind].task if kind in KINDS else None
+    modules = [m for m in (task_module, builtin) if m]
     if kind not in _TASKS:
         for module in modules:
             try:

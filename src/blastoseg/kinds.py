@@ -61,8 +61,10 @@ class ModelKind:
     writer
         ``write(results, out_dir, ...)``: the files of one segmentation run, the same for the
         CLI and the widgets; None for kinds without a predictor.
-    cli_verb
-        The name under ``blastoseg segment`` / ``blastoseg eval`` (None: no such verbs).
+    cli
+        The command module that adds ``blastoseg segment <kind>`` and ``blastoseg eval <kind>``
+        (its ``add_segment_parser(subparsers)`` and ``add_eval_parser(subparsers)``); None:
+        no such verbs.
     widget
         The napari command id of the widget that runs this kind (None: no widget).
     proposes_cells
@@ -76,7 +78,7 @@ class ModelKind:
     predictor: str | None = None
     default_model: str | None = None
     writer: str | None = None
-    cli_verb: str | None = None
+    cli: str | None = None
     widget: str | None = None
     proposes_cells: bool = False
 
@@ -103,7 +105,7 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         predictor="blastoseg.predict.amodal:AmodalPredictor",
         default_model="amodal-default",
         writer="blastoseg.results.amodal:write_amodal_results",
-        cli_verb="amodal", widget="blastoseg.segment_widget", proposes_cells=True),
+        cli="blastoseg.commands.amodal", widget="blastoseg.segment_widget", proposes_cells=True),
     ModelKind(
         name="overlap", title="overlap probability maps (S4, SE-U-Net)",
         card="blastoseg.models.cards:OverlapCard",
@@ -111,7 +113,7 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         predictor="blastoseg.predict.overlap:OverlapPredictor",
         default_model="overlap-default",
         writer="blastoseg.results.overlap:write_overlap_results",
-        cli_verb="overlap", widget="blastoseg.overlap_widget"),
+        cli="blastoseg.commands.overlap", widget="blastoseg.overlap_widget"),
     ModelKind(
         name="brightfield", title="brightfield cell instances (S4, SparseSEU-Net)",
         card="blastoseg.models.cards:BrightfieldCard",
@@ -119,7 +121,7 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         predictor="blastoseg.predict.brightfield:BrightfieldPredictor",
         default_model="brightfield-default",
         writer="blastoseg.results.brightfield:write_brightfield_results",
-        cli_verb="brightfield", widget="blastoseg.brightfield_widget", proposes_cells=True),
+        cli="blastoseg.commands.brightfield", widget="blastoseg.brightfield_widget", proposes_cells=True),
     ModelKind(
         name="shape_prior", title="VQ-VAE shape prior of the amodal mask head",
         card="blastoseg.models.cards:ShapePriorCard",

@@ -1,4 +1,4 @@
-"""``blastoseg models``: list, show, verify, import, rename and delete models."""
+"""``blastoseg models``: list, show, verify, import, rename, delete and interpolate models."""
 
 from __future__ import annotations
 
@@ -66,13 +66,26 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interpolate(args: argparse.Namespace) -> int:
+    from blastoseg.weights.interpolate import interpolate_models
+
+    result = interpolate_models(args.base, args.tuned, args.alpha, args.name,
+                                overwrite=args.overwrite, out_dir=args.out)
+    where = result if args.out else result.weights_path
+    print(f"{args.name}: (1 - {args.alpha:g}) x {args.base} + {args.alpha:g} x {args.tuned} "
+          f"-> {where}")
+    return 0
+
+
 def add_parsers(verbs: argparse._SubParsersAction) -> None:
+    from blastoseg.kinds import kind_names
+
     p = verbs.add_parser("models", help="list, show, verify, import, rename or delete models")
-    p.add_argument("--kind", help="only models of this kind (e.g. amodal)")
+    p.add_argument("--kind", choices=kind_names(), help="only models of this kind")
     p.set_defaults(func=_list)
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     ls = sub.add_parser("list", help="bundled and user models (default)")
-    ls.add_argument("--kind", help="only models of this kind")
+    ls.add_argument("--kind", choices=kind_names(), help="only models of this kind")
     ls.set_defaults(func=_list)
     show = sub.add_parser("show", help="print a model card")
     show.add_argument("name")
@@ -95,3 +108,15 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     rm.add_argument("name")
     rm.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     rm.set_defaults(func=_delete)
+    mix = sub.add_parser(
+        "interpolate", help="mix a fine-tuned model with its base in weight space (WiSE-FT): "
+        "keeps what the base knew while keeping much of what fine-tuning taught")
+    mix.add_argument("base", help="the model fine-tuning started from (name, file or job)")
+    mix.add_argument("tuned", help="the fine-tuned model (name, .safetensors or job folder)")
+    mix.add_argument("--alpha", type=float, required=True,
+                     help="0 = the base, 1 = the tuned model (e.g. 0.3-0.5)")
+    mix.add_argument("--name", required=True, help="name of the new model")
+    mix.add_argument("--out", type=Path, default=None,
+                     help="write NAME.safetensors and NAME.json here instead of registering")
+    mix.add_argument("--overwrite", action="store_true")
+    mix.set_defaults(func=_interpolate)

@@ -199,13 +199,23 @@ def _run(widget, qtbot, timeout=60_000):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
 
 
+def _use_stub(monkeypatch, stub) -> None:
+    """The widget lists only "stub-bf" and loads ``stub`` (its predictor options applied)."""
+    from blastoseg.napari._brightfield_widget import BrightfieldWidget
+
+    def load(self, model, device, **options):
+        for name, value in options.items():  # score_threshold, as the real one takes it
+            setattr(stub, name, value)
+        return stub
+
+    monkeypatch.setattr("blastoseg.napari._ui.model_names", lambda *kinds: ["stub-bf"])
+    monkeypatch.setattr(BrightfieldWidget, "_load_predictor", load)
+
+
 @pytest.fixture
 def stubbed(monkeypatch, scene):
-    from blastoseg.napari import _brightfield_widget as bw
-
     stub = StubPredictor(scene)
-    monkeypatch.setattr(bw, "brightfield_model_names", lambda: ["stub-bf"])
-    monkeypatch.setattr(bw, "load_predictor", lambda model, device: stub)
+    _use_stub(monkeypatch, stub)
     return stub
 
 
@@ -289,11 +299,8 @@ def test_widget_shows_overlapping_cells_measures_edits_and_exports(
 
 @pytest.mark.gui
 def test_cancel_stops_a_stack_run(make_napari_viewer, qtbot, monkeypatch, scene):
-    from blastoseg.napari import _brightfield_widget as bw
-
     slow = StubPredictor(scene, delay=0.05)
-    monkeypatch.setattr(bw, "brightfield_model_names", lambda: ["stub-bf"])
-    monkeypatch.setattr(bw, "load_predictor", lambda model, device: slow)
+    _use_stub(monkeypatch, slow)
     viewer = make_napari_viewer()
     viewer.add_image(np.stack([scene.planes[0]] * 40), name="lapse")
     widget = _widget(viewer, mode="whole stack")
@@ -337,8 +344,7 @@ def test_widget_with_the_tiny_model_and_user_errors(make_napari_viewer, qtbot, m
     assert widget.status.value.startswith("done"), widget.status.value
     assert viewer.layers["bf overlap probability"].data.shape == (96, 96)
     assert "bf: amodal 1" in viewer.layers and widget.device_used.value.startswith("CPU")
-    monkeypatch.setattr("blastoseg.napari._brightfield_widget.brightfield_model_names",
-                        lambda: ["no-such-model"])
+    monkeypatch.setattr("blastoseg.napari._ui.model_names", lambda *kinds: ["no-such-model"])
     widget.reset_choices()
     widget.model.value = "no-such-model"
     _run(widget, qtbot)

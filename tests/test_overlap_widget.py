@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from blastoseg.errors import InvalidImageError
-from blastoseg.napari.overlap_job import overlap_axes, overlap_job
+from blastoseg.io.frames import image_axes
+from blastoseg.napari.overlap_job import overlap_job
 
 MODEL = "tiny-overlap"
 
@@ -31,6 +32,11 @@ def predictor(tiny_overlap):
     from blastoseg.predict.overlap import OverlapPredictor
 
     return OverlapPredictor(MODEL, device="cpu")
+
+
+def overlap_axes(shape, rgb=False):
+    """The axes the Overlap (and Brightfield) widget reads an image layer with."""
+    return image_axes(shape, rgb, focal_planes=False)
 
 
 def test_axes():
@@ -205,7 +211,7 @@ def test_user_errors_become_notifications(make_napari_viewer, qtbot, monkeypatch
     monkeypatch.setenv("BLASTOSEG_HOME", str(tmp_path))
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
-    monkeypatch.setattr(ow, "overlap_model_names", lambda: ["no-such-model"])
+    monkeypatch.setattr("blastoseg.napari._ui.model_names", lambda *kinds: ["no-such-model"])
     viewer = make_napari_viewer()
     widget = ow.OverlapWidget(viewer)
     widget.start()  # no image layer

@@ -156,7 +156,7 @@ def test_segment_sample_embryo_and_rerun_replaces(make_napari_viewer, qtbot, tin
     assert again.calibrated.value is False and again.threshold.enabled
 
     # the model's calibrated threshold: shown, locked, and what the predictor uses
-    from blastoseg.napari._segment_widget import calibrated_threshold
+    calibrated_threshold = SegmentWidget.card_threshold
 
     widget.calibrated.value = True
     assert not widget.threshold.enabled
@@ -305,7 +305,7 @@ def test_user_errors_become_notifications(make_napari_viewer, qtbot, monkeypatch
     monkeypatch.setenv("BLASTOSEG_HOME", str(tmp_path))
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
-    monkeypatch.setattr(sw, "_amodal_model_names", lambda: ["no-such-model"])
+    monkeypatch.setattr("blastoseg.napari._ui.model_names", lambda *kinds: ["no-such-model"])
     viewer = make_napari_viewer()
     widget = sw.SegmentWidget(viewer)
     widget.start()  # no image layer
@@ -401,12 +401,12 @@ def _fake_widget(viewer, monkeypatch, tmp_path, fake=None):
     from blastoseg.napari import _segment_widget as sw
 
     monkeypatch.setenv("BLASTOSEG_HOME", str(tmp_path))
-    monkeypatch.setattr(sw, "_amodal_model_names", lambda: ["fake"])
+    monkeypatch.setattr("blastoseg.napari._ui.model_names", lambda *kinds: ["fake"])
     widget = sw.SegmentWidget(viewer)
     widget.reset_choices()
     widget.image.value = viewer.layers[0]
     fake = fake or _FakePredictor()
-    widget._get_predictor = lambda *_: fake
+    widget._load_predictor = lambda *_, **__: fake
     return widget, fake
 
 

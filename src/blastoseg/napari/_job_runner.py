@@ -1,12 +1,35 @@
-"""The background-worker plumbing shared by the dock widgets that run a model.
+"""The background-worker plumbing of the dock widgets that run a model.
 
-The segment, overlap and brightfield widgets each run a Qt-free generator job in a napari
-thread worker that yields ``(message, done, total)``. They used to repeat the same code to
-start it, drive the form's progress bar and a napari ``progress`` bar, disable Run while it
-runs, cancel it and tidy up when it finishes; :class:`JobRunnerMixin` holds that code once.
+A model run is a Qt-free generator job that yields ``(message, done, total)`` and returns its
+result. :class:`JobRunnerMixin` runs it in a napari thread worker: it starts it, drives the
+form's progress bar and a napari ``progress`` bar, disables Run while it runs, cancels it and
+tidies up when it finishes. A user error raised by the job (a bad input, a missing model, no
+such device: any :class:`~blastoseg.errors.BlastosegError`) comes back as a result and is shown
+in the status line; napari's worker would show it with a traceback, which is right for bugs
+only.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+from blastoseg.errors import BlastosegError
+
+
+@dataclass(frozen=True)
+class UserError:
+    """What a job returns instead of raising a user error."""
+
+    error: BlastosegError
+
+
+def user_errors_returned(job: Callable[..., Generator], *args, **kwargs) -> Generator:
+    """``job(*args, **kwargs)``, returning a user error as :class:`UserError`."""
+    try:
+        return (yield from job(*args, **kwargs))
+    except BlastosegError as exc:
+        return UserError(exc)
 
 
 class JobRunnerMixin:
@@ -14,8 +37,8 @@ class JobRunnerMixin:
 
     The widget provides ``run_button``, ``cancel_button``, ``progress``, ``status``,
     ``device_used``, ``_predictor`` (None until the worker loaded one), ``worker`` and
-    ``_pbar`` (both None while idle) and ``_on_done(result)``; it sets ``_cancel_message``
-    and may override :meth:`_show_device` or ``_pbar_follows_total``.
+    ``_pbar`` (both None while idle), ``_on_done(result)`` and ``_report_error(exc)``; it sets
+    ``_cancel_message`` and may override :meth:`_show_device` or ``_pbar_follows_total``.
     """
 
     _cancel_message = "cancelling..."
@@ -26,10 +49,10 @@ class JobRunnerMixin:
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
-        self.worker = create_worker(fn, *args, **kwargs, _start_thread=False,
-                                    _ignore_errors=True)
+        self.worker = create_worker(user_errors_returned, fn, *args, **kwargs,
+                                    _start_thread=False, _ignore_errors=True)
         self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_done)
+        self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_error)
         self.worker.aborted.connect(self._on_aborted)
         self.worker.finished.connect(self._on_finished)
@@ -64,6 +87,12 @@ class JobRunnerMixin:
             pbar.set_description(message)
             pbar.n = done
             pbar.refresh()
+
+    def _on_returned(self, result) -> None:
+        if isinstance(result, UserError):
+            self._report_error(result.error)
+        else:
+            self._on_done(result)
 
     def _on_error(self, exc: Exception) -> None:
         # a bug: napari's worker already shows it with its traceback

@@ -30,8 +30,10 @@ UNITS = ("px", "um")
 SEGMENT, SEGMENT_ANYWAY = "Segment", "Segment anyway"
 
 
-def _tag(layer) -> dict:
-    return (layer.metadata or {}).get("blastoseg", {}) or {}
+def _is_framing_of(layer, image_name: str) -> bool:
+    """Whether ``layer`` is the embryo-framing layer of the image called ``image_name``."""
+    tag = _ui.layer_tag(layer)
+    return tag.get("role") == ROLE and tag.get("image") == image_name
 
 
 class FramingLayer:
@@ -58,7 +60,7 @@ class FramingLayer:
         self._shown: dict[int, str] = {}  # frame -> kind of the circle in the layer
         self.layer = None
         for la in viewer.layers:  # a framing layer left by an earlier widget: keep its circles
-            if _tag(la).get("role") == ROLE and _tag(la).get("image") == image.name:
+            if _is_framing_of(la, image.name):
                 self._adopt(la)
                 break
 
@@ -85,7 +87,7 @@ class FramingLayer:
         if self.layer is not None and self.layer in self.viewer.layers:
             return self.layer
         for la in self.viewer.layers:
-            if _tag(la).get("role") == ROLE and _tag(la).get("image") == self.image.name:
+            if _is_framing_of(la, self.image.name):
                 self.layer = la
                 break
         else:
@@ -217,7 +219,8 @@ class FramingLayer:
 
     # --- user edits -----------------------------------------------------------------------------
     def _on_data(self, event) -> None:
-        if self._syncing or self.layer is None or _tag(self.layer).get("owner") != id(self):
+        if (self._syncing or self.layer is None
+                or _ui.layer_tag(self.layer).get("owner") != id(self)):
             return
         action = str(getattr(event, "action", ""))
         if action not in ("added", "changed", "removed"):

@@ -25,8 +25,8 @@ from blastoseg.napari._segment_framing import (
 
 class FramingFormMixin:
     """The Segment widget's framing rows and their logic (the widget provides ``viewer``,
-    ``image``, ``plane``, ``model``, ``run_button``, ``status``, ``worker``, ``_predictor``,
-    ``_predictor_key`` and ``_pending``)."""
+    ``image``, ``plane``, ``model``, ``run_button``, ``status``, ``worker``, ``_predictor``
+    (the last one loaded) and ``_pending``)."""
 
     def _framing_state(self) -> None:
         self._framings: dict[int, FramingLayer] = {}
@@ -133,7 +133,7 @@ class FramingFormMixin:
         localiser when it has one and is idle, else the classical one (no model needed)."""
         predictor = self._predictor
         if (predictor is not None and self.worker is None and hasattr(predictor, "locate_guess")
-                and self._predictor_key and self._predictor_key[0] == self.model.value):
+                and predictor.entry.name == self.model.value):
             return predictor.locate_guess(frame, diameter_px=diameter_px)
         from blastoseg.predict.localise import locate_embryo
 

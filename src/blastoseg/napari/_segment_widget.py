@@ -1,5 +1,6 @@
-"""Dock widget "Segment blastomeres": a form and a background worker around
-``blastoseg.predict.amodal.AmodalPredictor`` (CLI twin: ``blastoseg segment amodal``).
+"""Dock widget "Segment blastomeres": a :class:`~.model_run_widget.ModelRunWidget` for
+amodal models (:class:`blastoseg.predict.amodal.AmodalPredictor`; CLI twin: ``blastoseg
+segment amodal``).
 
 The work runs in a napari thread worker over :func:`segment_job`, a generator that yields
 ``(message, done, total)`` after focal-plane selection steps, after loading the model and after
@@ -19,30 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FloatSpinBox,
-    Label,
-    ProgressBar,
-    PushButton,
-)
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 
-from blastoseg.errors import BlastosegError, InvalidImageError
 from blastoseg.napari import _ui
-from blastoseg.napari._job_runner import JobRunnerMixin
 from blastoseg.napari._segment_framing import SEGMENT
 from blastoseg.napari._segment_framing_form import FramingFormMixin
-from blastoseg.napari.result_layers import (
-    Placement,
-    ResultLayerBuilder,
-    apply_display,
-    result_layers_of,
-)
-from blastoseg.napari.torch_import import import_predictor_safely
+from blastoseg.napari.model_run_widget import ModelRun, ModelRunWidget
+from blastoseg.napari.result_layers import Placement, ResultLayerBuilder, result_layers_of
 
-MODES, DEVICES = _ui.MODES, _ui.DEVICES
 BEST = "best focus"
 SETTINGS_FILE = "napari_segment_widget.json"
 #: what a result's meta says about its framing (kept per frame for the embryo circle)
@@ -50,20 +35,6 @@ FRAMING_META = ("embryo", "embryo_unsure", "embryo_guess")
 
 
 # --- the work (no Qt) -------------------------------------------------------------------------
-
-def image_axes(shape: tuple[int, ...], rgb: bool = False, axes_hint: str | None = None) -> str:
-    """Non-spatial axes of an image layer: ``""``, ``"T"``, ``"Z"`` or ``"TZ"``."""
-    nd = len(shape) - (1 if rgb else 0)
-    if nd == 2:
-        return ""
-    if nd == 3:
-        return "Z" if (axes_hint or "").upper().startswith("Z") else "T"
-    if nd == 4 and not rgb:
-        return "TZ"
-    raise InvalidImageError(
-        f"cannot segment an image of shape {tuple(shape)}: expected a 2D frame, a (T, Y, X) "
-        "time-lapse or a (T, Z, Y, X) stack with focal planes")
-
 
 def segment_job(data, axes: str, frame_range: tuple[int, int], plane: int | str,
                 get_predictor: Callable[[], object], group: str = "result",
@@ -113,49 +84,30 @@ def segment_job(data, axes: str, frame_range: tuple[int, int], plane: int | str,
     return {"builder": built[0], "planes": planes, "predictor": predictor, "framing": metas}
 
 
-def _user_errors_returned(*args) -> Generator[tuple[str, int, int], None, dict]:
-    """:func:`segment_job`, returning a user error (bad input, missing model, no such device)
-    as ``{"error": exc}``: napari's worker would show any raised exception with a traceback,
-    which is right for bugs only."""
-    try:
-        return (yield from segment_job(*args))
-    except BlastosegError as exc:
-        return {"error": exc}
-
-
 def load_settings() -> dict:
     return _ui.load_settings(SETTINGS_FILE)
 
 
-def save_settings(settings: dict) -> None:
-    _ui.save_settings(SETTINGS_FILE, settings)
-
-
-def _amodal_model_names() -> list[str]:
-    return _ui.model_names("amodal")
-
-
-def calibrated_threshold(model: str) -> float:
-    """The score threshold stored in a model's card (0.5 when it has none or cannot be read)."""
-    return _ui.card_number(model, "amodal", "postprocess", "score_threshold", 0.5)
-
-
 # --- the form ---------------------------------------------------------------------------------
 
-class SegmentWidget(FramingFormMixin, JobRunnerMixin, Container):
-    """Form: image, focal plane, model, device, threshold, frames; Segment / Cancel; progress."""
+class SegmentWidget(FramingFormMixin, ModelRunWidget):
+    """Form: image, focal plane, model, device, threshold, frames, the framing rows; Segment /
+    Cancel; progress."""
 
+    kind = "amodal"
+    settings_file = SETTINGS_FILE
+    progress_title = "Segmenting blastomeres"
+    image_hint = "an image (e.g. File > Open Sample > blastoseg)"
+    card_threshold_key = ("postprocess", "score_threshold", 0.5)
+    run_text = SEGMENT
+    default_mode = _ui.MODES[1]
+    focal_planes = True
+    image_nullable = True
     _cancel_message = "cancelling (stops after the current batch)..."
     _pbar_follows_total = False  # napari's bar keeps the frame count it started with
 
-    def __init__(self, napari_viewer) -> None:
-        super().__init__(labels=True)
-        self.viewer = napari_viewer
-        saved = load_settings()
-        self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
+    def _add_fields(self, saved: dict) -> None:
         self.plane = ComboBox(label="focal plane", choices=[(BEST, BEST)])
-        self.model = ComboBox(label="model", choices=self._models)
-        self.device, self.mode = _ui.device_and_mode(saved, MODES[1])
         self.calibrated = CheckBox(text="model's calibrated threshold",
                                    value=bool(saved.get("calibrated", True)))
         self.calibrated.tooltip = (
@@ -164,67 +116,41 @@ class SegmentWidget(FramingFormMixin, JobRunnerMixin, Container):
         self.threshold = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05,
                                       value=float(saved.get("score_threshold", 0.5)))
         self._framing_form(saved)
-        self.run_button = PushButton(text=SEGMENT)
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
-        self.device_used = Label(value="-", label="device used")
-        self.status = Label(value="", label="status")
-        self.status.native.setWordWrap(True)
-        self.status.native.setMinimumWidth(200)
-        self.extend([self.image, self.plane, self.model, self.device, self.calibrated,
-                     self.threshold, self.mode, self._diameter_row, self.crops, self.scope,
-                     self._framing_buttons, self.framing_info,
-                     self.run_button, self.cancel_button, self.progress, self.device_used,
-                     self.status])
-        self._saved = saved
-        if saved.get("model") in self.model.choices:
-            self.model.value = saved["model"]
-        self.worker = None
-        self._pbar = None
-        self._predictor = None
-        self._predictor_key = None
-        self._pending: dict = {}
         self._framing_state()
-        self.image.changed.connect(self._on_image_changed)
+
+    def _form_rows(self) -> list:
+        return [self.image, self.plane, self.model, self.device, self.calibrated,
+                self.threshold, self.mode, self._diameter_row, self.crops, self.scope,
+                self._framing_buttons, self.framing_info,
+                self.run_button, self.cancel_button, self.progress, self.device_used,
+                self.status]
+
+    def _connect(self, saved: dict) -> None:
         self.model.changed.connect(self._on_threshold_source_changed)
         self.calibrated.changed.connect(self._on_threshold_source_changed)
         self._on_threshold_source_changed()
-        self.run_button.changed.connect(self.start)
-        self.cancel_button.changed.connect(self.cancel)
         self._connect_framing()
-        self._on_image_changed()
-        _ui.refresh_on_show(self, self.model.reset_choices)
+
+    def _extra_settings(self) -> dict:
+        return {"calibrated": bool(self.calibrated.value),
+                "score_threshold": float(self.threshold.value),
+                "plane": self.plane.value, "diameter": float(self.diameter.value),
+                "diameter_unit": self.diameter_unit.value,
+                "already_crops": bool(self.crops.value), "framing_scope": self.scope.value}
 
     # --- choices ------------------------------------------------------------------------------
-    def _image_layers(self, _widget=None) -> list:
-        from napari.layers import Image
-
-        return [(la.name, la) for la in self.viewer.layers if isinstance(la, Image)
-                and (la.metadata or {}).get("blastoseg", {}).get("role") is None]
-
-    def _models(self, _widget=None) -> list[str]:
-        return _amodal_model_names()
-
-    def _on_image_changed(self, *_args) -> None:
-        layer = self.image.value
+    def _image_changed(self, layer, axes: str) -> None:
         choices: list = [(BEST, BEST)]
-        axes = ""
-        if layer is not None:
-            try:
-                axes = self._axes_of(layer)
-            except BlastosegError:
-                axes = ""
-            if "Z" in axes:
-                n_z = layer.data.shape[axes.index("Z")]
-                names = (layer.metadata or {}).get("blastoseg", {}).get("focal_planes")
-                names = names if names and len(names) == n_z else list(range(n_z))
-                choices += [(f"plane {z} (F{names[z]})" if names != list(range(n_z))
-                             else f"plane {z}", z) for z in range(n_z)]
+        if "Z" in axes:
+            n_z = layer.data.shape[axes.index("Z")]
+            names = _ui.layer_tag(layer).get("focal_planes")
+            names = names if names and len(names) == n_z else list(range(n_z))
+            choices += [(f"plane {z} (F{names[z]})" if names != list(range(n_z))
+                         else f"plane {z}", z) for z in range(n_z)]
         self.plane.choices = choices
         want = self._saved.get("plane", BEST)
         self.plane.value = want if want in [c[1] for c in choices] else BEST
         self.plane.enabled = "Z" in axes
-        self.mode.enabled = "T" in axes
         self.scope.enabled = "T" in axes
         self._follow_image(layer, axes)
 
@@ -232,110 +158,48 @@ class SegmentWidget(FramingFormMixin, JobRunnerMixin, Container):
         """With "calibrated" ticked, show the model's own threshold and lock the box."""
         self.threshold.enabled = not self.calibrated.value
         if self.calibrated.value and self.model.value:
-            self.threshold.value = calibrated_threshold(self.model.value)
+            self.threshold.value = self.card_threshold(self.model.value)
 
-    @staticmethod
-    def _axes_of(layer) -> str:
-        hint = (layer.metadata or {}).get("blastoseg", {}).get("axes")
-        return image_axes(tuple(layer.data.shape), bool(layer.rgb), hint)
+    # --- running ------------------------------------------------------------------------------
+    def _predictor_options(self) -> dict:
+        # none: the model's calibrated threshold (the predictor's own default)
+        return {} if self.calibrated.value else {"score_threshold": float(self.threshold.value)}
 
-    # --- actions ------------------------------------------------------------------------------
-    def settings(self) -> dict:
-        return {"model": self.model.value, "device": self.device.value,
-                "calibrated": bool(self.calibrated.value),
-                "score_threshold": float(self.threshold.value), "mode": self.mode.value,
-                "plane": self.plane.value, "diameter": float(self.diameter.value),
-                "diameter_unit": self.diameter_unit.value,
-                "already_crops": bool(self.crops.value), "framing_scope": self.scope.value}
-
-    def _get_predictor(self, model: str, device: str, threshold: float | None):
-        """Runs in the worker thread: load (or reuse) the predictor; threshold None takes the
-        model's calibrated one."""
-        from blastoseg.predict.amodal import AmodalPredictor
-
-        key = (model, device)
-        if self._predictor is None or self._predictor_key != key:
-            self._predictor = AmodalPredictor(model, device=device, score_threshold=threshold)
-            self._predictor_key = key
-        self._predictor.score_threshold = float(
-            self._predictor.calibrated_threshold if threshold is None else threshold)
-        return self._predictor
-
-    def start(self) -> None:
-        if self.worker is not None:
-            return
-        import_predictor_safely()
-        try:
-            job = self._make_job()
-            self._framing_options()  # a diameter in um needs a pixel size
-        except BlastosegError as exc:
-            self._report_error(exc)
-            return
-        if not self._framing_checked():
-            return
-        job = (*job, self._framing_kwargs(job[2]))
-        self._saved = self.settings()
-        save_settings(self._saved)
-        n = job[2][1] - job[2][0]
-        self.start_job(_user_errors_returned, *job, desc="Segmenting blastomeres", total=n)
-
-    def _make_job(self) -> tuple:
-        layer = self.image.value
-        if layer is None:
-            raise InvalidImageError("no image layer: open an image (e.g. File > Open Sample > "
-                                    "blastoseg) and choose it in the 'image' box")
-        if not self.model.value:
-            raise BlastosegError(
-                "no amodal model is installed: train one with 'blastoseg train amodal' or "
-                "register one with 'blastoseg models'")
-        axes = self._axes_of(layer)
-        frame_range = _ui.frames_to_run(self.viewer, layer, axes, self.mode.value)
+    def _make_run(self, layer, axes: str, frame_range: tuple[int, int],
+                  get_predictor: Callable[[], object]) -> ModelRun:
+        self._framing_options()  # a diameter in um needs a pixel size
         plane = self.plane.value if "Z" in axes else BEST
         n_z = layer.data.shape[axes.index("Z")] if "Z" in axes else 1
-        self._pending = {
-            "layer": layer, "group": layer.name,
-            "placement": Placement(axes=axes, n_z=n_z, first_frame=frame_range[0],
-                                   scale=tuple(layer.scale), translate=tuple(layer.translate)),
-            "model": self.model.value,
-        }
-        model, device = self.model.value, self.device.value
-        thr = None if self.calibrated.value else float(self.threshold.value)
-        return (layer.data, axes, frame_range, plane,
-                lambda: self._get_predictor(model, device, thr), layer.name,
-                self._pending["placement"])
+        placement = Placement(axes=axes, n_z=n_z, first_frame=frame_range[0],
+                              scale=tuple(layer.scale), translate=tuple(layer.translate))
+        self._pending = {"layer": layer, "group": layer.name, "placement": placement}
+        return ModelRun(segment_job, [layer.data, axes, frame_range, plane, get_predictor,
+                                      layer.name, placement],
+                        total=frame_range[1] - frame_range[0])
+
+    def _ready_to_run(self, run: ModelRun) -> bool:
+        if not self._framing_checked():
+            return False
+        run.args.append(self._framing_kwargs(run.args[2]))  # segment_job's framing=
+        return True
 
     # --- worker callbacks (GUI thread) --------------------------------------------------------
     def _show_device(self, message: str) -> None:
         if self._predictor is not None and message.startswith("segmenting"):
             self.device_used.value = self._predictor.device_name
 
-    def _on_done(self, result: dict) -> None:
-        from napari.layers import Layer
-
-        if "error" in result:
-            self._report_error(result["error"])
-            return
+    def _show_result(self, result: dict) -> None:
         pending, builder = self._pending, result["builder"]
         predictor = result["predictor"]
-        self.device_used.value = predictor.device_name
         extra = {"source_image": pending["group"], "model": predictor.entry.name,
                  "device": predictor.device_name,
                  "score_threshold": float(predictor.score_threshold)}
         if result["planes"] is not None:
             extra["focal_planes_used"] = [int(z) for z in result["planes"]]
         builder.extra.update(extra)
-        data = builder.layer_data()
-        for old in result_layers_of(list(self.viewer.layers), pending["group"]):
-            self.viewer.layers.remove(old)  # re-running replaces, it does not pile up
-        added = []
-        for tup in data:
-            layer = Layer.create(*tup)
-            self.viewer.add_layer(layer)
-            apply_display(layer)
-            added.append(layer)
-        amodal = [la for la in added if la.metadata["blastoseg"]["role"] == "amodal"]
-        if amodal:
-            self.viewer.layers.selection.active = amodal[0]
+        added = self._replace_layers(result_layers_of(list(self.viewer.layers),
+                                                      pending["group"]), builder.layer_data())
+        amodal = self._select_first(added, "amodal")
         unsure = self._show_run_framing(pending, result.get("framing") or [])
         counts = builder.counts
         n_layers = f"{len(amodal)} amodal layer" + ("s" if len(amodal) != 1 else "")
@@ -344,6 +208,3 @@ class SegmentWidget(FramingFormMixin, JobRunnerMixin, Container):
         self.status.value = (
             f"{len(counts)} frames, {min(counts)} to {max(counts)} cells, {n_layers}"
             if len(counts) > 1 else f"{where}{counts[0]} cells in {n_layers}") + unsure
-
-    def _report_error(self, exc: Exception) -> None:
-        _ui.report_error(self.status, exc)

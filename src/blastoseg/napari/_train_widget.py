@@ -194,7 +194,7 @@ class TrainWidget(Container):
     # --- actions ------------------------------------------------------------------------------
     def start(self) -> None:
         """Check the data and the base model, write the job folder, launch the training."""
-        from blastoseg.napari._segment_widget import import_predictor_safely
+        from blastoseg.napari.torch_import import import_predictor_safely
         from blastoseg.train.finetune import create_finetune_job
         from blastoseg.train.monitor import launch_job
 

@@ -1,5 +1,6 @@
-"""Small pieces every blastoseg widget shares: settings that persist between sessions, and
-how a user error is shown (status line + napari notification, never a traceback)."""
+"""Small pieces every blastoseg widget shares: settings that persist between sessions, how a
+user error is shown (status line + napari notification, never a traceback), the blastoseg tag
+in a layer's metadata, the model lists and the rows every model-running form has."""
 
 from __future__ import annotations
 
@@ -33,6 +34,20 @@ def save_settings(file_name: str, settings: dict) -> None:
         atomic_write_text(path, json.dumps(settings, indent=1))
     except OSError:
         pass  # settings are a convenience; never fail a run over them
+
+
+def layer_tag(layer) -> dict:
+    """A layer's blastoseg tag, ``metadata["blastoseg"]`` ({} when it has none): what made it
+    (``role``, ``group``, ``model``, ...), so widgets find their own layers and leave the
+    others alone."""
+    meta = getattr(layer, "metadata", None) or {}
+    tag = meta.get("blastoseg") if isinstance(meta, dict) else None
+    return tag if isinstance(tag, dict) else {}
+
+
+def retag(layer, **values) -> None:
+    """Update entries of a layer's blastoseg tag (metadata is replaced, so napari notices)."""
+    layer.metadata = {**layer.metadata, "blastoseg": {**layer_tag(layer), **values}}
 
 
 def report_error(status, exc: Exception) -> None:
@@ -118,17 +133,21 @@ def frames_to_run(viewer, layer, axes: str, mode: str) -> tuple[int, int]:
     return 0, int(layer.data.shape[0])
 
 
-def model_names(*kinds: str, first: str | None = None) -> list[str]:
-    """Names of the registered models of the given kinds (in that order of kinds; ``first``,
-    a shipped default, before the rest); [] when the model folder cannot be read, so a broken
-    user folder never breaks a form (the error comes when the model is used)."""
+def model_names(*kinds: str) -> list[str]:
+    """Names of the registered models of the given kinds (:mod:`blastoseg.kinds`), in that
+    order of kinds, each kind's shipped ``default_model`` before the rest of its kind; [] when
+    the model folder cannot be read, so a broken user folder never breaks a form (the error
+    comes when the model is used)."""
+    from blastoseg.kinds import get_kind
     from blastoseg.weights.registry import list_models
 
+    defaults = [get_kind(kind).default_model for kind in kinds]  # an unknown kind is a bug
     try:
-        names = [m.name for kind in kinds for m in list_models(kind=kind)]
+        found = [[m.name for m in list_models(kind=kind)] for kind in kinds]
     except Exception:
         return []
-    return sorted(names, key=lambda n: n != first) if first else names
+    return [n for names, first in zip(found, defaults, strict=True)
+            for n in sorted(names, key=lambda n: n != first)]
 
 
 def card_number(model: str, kind: str, section: str, key: str, default: float) -> float:

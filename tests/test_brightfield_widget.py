@@ -282,7 +282,8 @@ def test_widget_shows_overlapping_cells_measures_edits_and_exports(
     np.testing.assert_array_equal(ds.load_image(0), scene.planes[0])
     with open(out["cells"], newline="") as f:
         cells = list(csv.DictReader(f))
-    assert [int(r["cell"]) for r in cells] == [r["cell"] for r in widget.rows]
+    # cells.csv is the CLI's table: the label value napari shows is its "instance"
+    assert [int(r["instance"]) for r in cells] == [r["cell"] for r in widget.rows]
     assert [int(r["overlap_px"]) for r in cells] == [r["overlap_px"] for r in widget.rows]
     assert (tmp_path / "export" / "overlap_probability.tif").is_file()
     from blastoseg.errors import DatasetFormatError

@@ -4,47 +4,16 @@ DIR [--json] [--model M] [--baseline watershed --overlap-model M]``."""
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
 from blastoseg.commands.progress import progress_printer
-from blastoseg.errors import BlastosegError
-
-
-def _tiff_bytes(array) -> bytes:
-    import tifffile
-
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, array, imagej=True, metadata={"axes": "TYX" if array.ndim == 3
-                                                       else "YX"})
-    return buf.getvalue()
-
-
-def _write_maps(out: Path, frames, overwrite: bool) -> dict[str, Path]:
-    """The nuclei / overlap probability maps of the frames as float32 (T, Y, X) TIFFs."""
-    import numpy as np
-
-    from blastoseg.io.atomic import atomic_write_bytes
-
-    written = {}
-    for key in ("nuclei", "overlap"):
-        maps = [f.meta.get(key) for f in frames]
-        if any(m is None for m in maps):
-            continue
-        path = out / f"{key}_probability.tif"
-        if path.exists() and not overwrite:
-            raise BlastosegError(f"{path} exists; pass --overwrite to replace it")
-        stack = np.stack([np.asarray(m, np.float32) for m in maps])
-        written[f"{key}_probability"] = atomic_write_bytes(
-            path, _tiff_bytes(stack if len(stack) > 1 else stack[0]))
-    return written
 
 
 def _segment_brightfield(args: argparse.Namespace) -> int:
     from blastoseg.io import read_images
     from blastoseg.predict.brightfield import BrightfieldPredictor
-    from blastoseg.predict.export import write_segmentation
+    from blastoseg.results.brightfield import write_brightfield_results
 
     stack = read_images(args.input)
     data = stack.data if stack.axes != "TZYX" else stack.data[:, args.plane]
@@ -54,9 +23,9 @@ def _segment_brightfield(args: argparse.Namespace) -> int:
     result = predictor.predict(data, progress=progress_printer("segmenting"))
     frames = result if isinstance(result, list) else [result]
     images = data if isinstance(result, list) else data[None]
-    paths = write_segmentation(args.out, images, frames, pixel_size_um=stack.pixel_size_um,
-                               overwrite=args.overwrite)
-    paths.update(_write_maps(Path(args.out), frames, args.overwrite))
+    paths = write_brightfield_results(frames, args.out, images=images,
+                                      pixel_size_um=stack.pixel_size_um,
+                                      overwrite=args.overwrite)
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
     return 0
@@ -101,7 +70,8 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
     p.add_argument("--out", required=True, type=Path,
                    help="output folder: dataset (images + amodal masks), counts.csv, "
-                        "cells.csv, nuclei/overlap probability TIFFs")
+                        "cells.csv, nuclei/overlap probability TIFFs (the files of the "
+                        "widget's Export)")
     p.add_argument("--plane", type=int, default=0,
                    help="focal-plane index for (T, Z, Y, X) input (default 0)")
     p.add_argument("--overwrite", action="store_true",

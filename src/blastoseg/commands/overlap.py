@@ -12,14 +12,14 @@ from blastoseg.commands.progress import progress_printer
 def _segment_overlap(args: argparse.Namespace) -> int:
     from blastoseg.io import read_images
     from blastoseg.predict.overlap import OverlapPredictor
-    from blastoseg.predict.overlap_export import write_overlap_result
+    from blastoseg.results.overlap import write_overlap_results
 
     stack = read_images(args.input)
     data = stack.data if stack.axes != "TZYX" else stack.data[:, args.plane]
     predictor = OverlapPredictor(args.model, device=args.device)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     result = predictor.predict(data, progress=progress_printer("predicting"))
-    for name, path in write_overlap_result(args.out, result, overwrite=args.overwrite).items():
+    for name, path in write_overlap_results(result, args.out, overwrite=args.overwrite).items():
         print(f"wrote {name}: {path}")
     return 0
 

@@ -102,7 +102,7 @@ def _requested_framing(embryo, diameter_px, localise, args, model_localises=True
 def _segment_amodal(args: argparse.Namespace) -> int:
     from blastoseg.io import read_images
     from blastoseg.predict.amodal import AmodalPredictor
-    from blastoseg.predict.export import write_segmentation
+    from blastoseg.results.amodal import write_amodal_results
 
     stack = read_images(args.input)
     images = stack.data if stack.axes != "TZYX" else stack.data[:, args.plane]
@@ -121,8 +121,8 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     if not isinstance(result, list):
         images = images[None]
     print(_framing_line(_report_framing(frames), len(frames)))
-    paths = write_segmentation(args.out, images, frames, pixel_size_um=stack.pixel_size_um,
-                               overwrite=args.overwrite)
+    paths = write_amodal_results(frames, args.out, images=images,
+                                 pixel_size_um=stack.pixel_size_um, overwrite=args.overwrite)
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
     return 0
@@ -218,7 +218,8 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     am = kinds.add_parser("amodal", help="amodal blastomere masks (frame, TIFF stack, frame folder)")
     am.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
     am.add_argument("--out", required=True, type=Path,
-                    help="output folder: dataset (images + masks), counts.csv, cells.csv")
+                    help="output folder: dataset (images + masks), counts.csv, cells.csv, "
+                         "framing.csv")
     am.add_argument("--plane", type=int, default=0,
                     help="focal-plane index for (T, Z, Y, X) input (default 0)")
     am.add_argument("--overwrite", action="store_true",

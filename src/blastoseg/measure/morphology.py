@@ -4,40 +4,51 @@ Amodal masks give each blastomere's full projected outline, so sizes are not bia
 which cell happens to lie on top. Size symmetry is the coefficient of variation (CV) of the
 blastomere diameters: clinical grading (e.g. the Istanbul consensus) scores day-2/3 embryos
 as even or uneven by blastomere size, and CV of diameters is its usual quantitative form.
+
+The same rows describe any instance result (amodal blastomeres, brightfield cells): they are
+the ``cells.csv`` and ``counts.csv`` of every writer in :mod:`blastoseg.results` and the tables
+of the napari Measure and brightfield widgets.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import asdict, dataclass, fields
-from io import StringIO
 from pathlib import Path
 
 import numpy as np
 from skimage.measure import regionprops
 
 from blastoseg.instances import FrameInstances
-from blastoseg.io.atomic import atomic_write_text
+from blastoseg.measure.overlap import cell_overlaps
+from blastoseg.results.files import write_csv
 
 
 @dataclass
 class InstanceMeasurements:
+    """One cell of one frame (a row of ``cells.csv``). Sizes in µm are None without a pixel
+    size; new columns are added at the end, so scripts reading by position keep working."""
+
     frame: int
-    instance: int
+    instance: int  # the cell's label value in napari: track id + 1, else its position + 1
     track_id: int | None
     area_px: int
     area_um2: float | None
-    diameter_px: float
+    diameter_px: float  # equivalent diameter: of the disk with the cell's area
     diameter_um: float | None
-    eccentricity: float
+    eccentricity: float  # of the ellipse with the same second moments (0 = round)
     overlap_fraction: float  # share of this cell's amodal area covered by at least one other cell
     centroid_y: float
     centroid_x: float
+    overlap_px: int  # this cell's pixels inside at least one other cell
+    neighbours: int  # other cells sharing at least one pixel with this one
+    score: float  # the model's confidence; 1 for cells drawn or corrected by hand
 
 
 @dataclass
 class EmbryoMeasurements:
+    """One frame (a row of ``counts.csv``)."""
+
     frame: int
     cell_count: int
     mean_diameter_px: float
@@ -58,35 +69,44 @@ def measure_frame(
     Parameters
     ----------
     instances
-        Amodal instances of the frame.
+        The frame's instances (amodal blastomeres or brightfield cells). Their track ids,
+        when they have some, give each cell's ``instance`` number (track id + 1, the label
+        value napari shows).
     frame
         Frame index written into the rows.
     pixel_size_um
         Pixel size in micrometres; when given, areas and diameters are also reported in um.
     """
     coverage = instances.coverage()
+    overlap_px, neighbours = cell_overlaps(instances)
+    boxes = instances.boxes.astype(int)
+    tracks = instances.track_ids
     rows: list[InstanceMeasurements] = []
     for i, mask in enumerate(instances.masks):
         area = int(mask.sum())
         if area == 0:
             continue
-        props = regionprops(mask.astype(np.uint8))[0]
-        others = coverage[mask] - 1
+        x0, y0, x1, y1 = boxes[i]
+        # the cell's box only: regionprops of a whole frame per cell is slow on big frames
+        props = regionprops(mask[y0:y1, x0:x1].astype(np.uint8))[0]
         diameter = _equivalent_diameter(area)
         cy, cx = props.centroid
         rows.append(
             InstanceMeasurements(
                 frame=frame,
-                instance=i + 1,
-                track_id=None if instances.track_ids is None else int(instances.track_ids[i]),
+                instance=i + 1 if tracks is None else int(tracks[i]) + 1,
+                track_id=None if tracks is None else int(tracks[i]),
                 area_px=area,
                 area_um2=None if pixel_size_um is None else area * pixel_size_um**2,
                 diameter_px=diameter,
                 diameter_um=None if pixel_size_um is None else diameter * pixel_size_um,
                 eccentricity=float(props.eccentricity),
-                overlap_fraction=float((others > 0).mean()),
-                centroid_y=float(cy),
-                centroid_x=float(cx),
+                overlap_fraction=int(overlap_px[i]) / area,
+                centroid_y=float(cy + y0),
+                centroid_x=float(cx + x0),
+                overlap_px=int(overlap_px[i]),
+                neighbours=int(neighbours[i]),
+                score=float(instances.scores[i]),
             )
         )
     diameters = np.array([r.diameter_px for r in rows])
@@ -116,27 +136,8 @@ def measure_stack(
     return per_frame, per_cell
 
 
-def _format(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def write_measurements_csv(rows: list, path: str | Path) -> Path:
     """Write dataclass rows (per-frame or per-blastomere) to a CSV file, atomically."""
-    path = Path(path)
     if not rows:
         raise ValueError("no measurements to write")
-    names = [f.name for f in fields(rows[0])]
-    lines: list[list[str]] = [names]
-    for row in rows:
-        d = asdict(row)
-        lines.append([_format(d[n]) for n in names])
-
-
-    buf = StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(lines)
-    atomic_write_text(path, buf.getvalue())
-    return path
+    return write_csv(path, [f.name for f in fields(rows[0])], [asdict(r) for r in rows])

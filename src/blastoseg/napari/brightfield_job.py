@@ -15,30 +15,30 @@ a dict with the layer data:
   maps (float32 in [0, 1], as from the "Overlap map" widget, but tinting the image magenta /
   cyan where high instead of adding magma), when the model has them;
 
-plus the measurements (:func:`brightfield_measurements`) and the cell count per frame.
+plus the widget table's rows (:func:`brightfield_measurements`, computed by
+:func:`blastoseg.measure.measure_frame`) and the cell count per frame. :func:`export_brightfield`
+writes through :func:`blastoseg.results.brightfield.write_brightfield_results`, the CLI's writer:
+same files, same columns.
 
 CLI twin: ``blastoseg segment brightfield INPUT --out DIR``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from blastoseg.errors import DatasetFormatError, InvalidImageError
 from blastoseg.instances import FrameInstances
-from blastoseg.napari.layer_conversion import _label_values
+from blastoseg.measure import measure_frame
 from blastoseg.napari.overlap_job import _grey, probability_layer_name
 from blastoseg.napari.result_layers import Placement, ResultLayerBuilder
+from blastoseg.results.brightfield import CATEGORY
 
 __all__ = [
-    "CATEGORY",
     "MAP_ROLE",
-    "MEASUREMENT_COLUMNS",
     "brightfield_export_exists",
     "brightfield_job",
     "brightfield_measurements",
@@ -48,7 +48,6 @@ __all__ = [
     "frame_counts",
 ]
 
-CATEGORY = "cell"
 DEFAULT_MODEL = "brightfield-default"
 DEFAULT_THRESHOLD = 0.3
 #: metadata role of the probability layers made here (the "Overlap map" widget has its own,
@@ -64,7 +63,6 @@ MAP_COLORMAPS = {
 }
 #: the instance layers kept from the ResultLayerBuilder
 KEPT_ROLES = ("amodal", "centroids")
-MEASUREMENT_COLUMNS = ("cell", "frame", "area_px", "overlap_px", "overlap_pct", "neighbours")
 
 
 # --- models --------------------------------------------------------------------------------
@@ -88,36 +86,18 @@ def card_threshold(model: str) -> float:
 
 def brightfield_measurements(frames: Sequence[FrameInstances], first_frame: int = 0
                              ) -> list[dict]:
-    """One row per (non-empty) cell: ``cell`` (its label value in napari), ``frame``
-    (``first_frame`` + position in ``frames``), ``area_px``, ``overlap_px`` (its pixels that
-    lie inside at least one other cell), ``overlap_pct`` (that as % of its area) and
-    ``neighbours`` (how many other cells share at least one pixel with it)."""
+    """The widget table's rows, one per (non-empty) cell, from
+    :func:`blastoseg.measure.measure_frame`: ``cell`` (its label value in napari, the
+    ``instance`` of ``cells.csv``), ``frame`` (``first_frame`` + position in ``frames``),
+    ``area_px``, ``overlap_px`` (its pixels that lie inside at least one other cell),
+    ``overlap_pct`` (that as % of its area) and ``neighbours`` (how many other cells share at
+    least one pixel with it)."""
     rows: list[dict] = []
     for i, inst in enumerate(frames):
-        n = len(inst)
-        if n == 0:
-            continue
-        masks, boxes = inst.masks, inst.boxes.astype(int)  # x0, y0, x1, y1 (exclusive)
-        coverage = inst.coverage()
-        neighbours = np.zeros(n, int)
-        for a in range(n):
-            for b in range(a + 1, n):
-                x0, y0 = max(boxes[a, 0], boxes[b, 0]), max(boxes[a, 1], boxes[b, 1])
-                x1, y1 = min(boxes[a, 2], boxes[b, 2]), min(boxes[a, 3], boxes[b, 3])
-                if x0 < x1 and y0 < y1 and (masks[a, y0:y1, x0:x1]
-                                            & masks[b, y0:y1, x0:x1]).any():
-                    neighbours[a] += 1
-                    neighbours[b] += 1
-        for k, value in enumerate(_label_values(inst)):
-            x0, y0, x1, y1 = boxes[k]
-            mask = masks[k, y0:y1, x0:x1]
-            area = int(mask.sum())
-            if area == 0:
-                continue
-            overlap = int((coverage[y0:y1, x0:x1][mask] >= 2).sum())
-            rows.append({"cell": int(value), "frame": int(first_frame + i), "area_px": area,
-                         "overlap_px": overlap, "overlap_pct": 100.0 * overlap / area,
-                         "neighbours": int(neighbours[k])})
+        _, cells = measure_frame(inst, frame=first_frame + i)
+        rows += [{"cell": c.instance, "frame": c.frame, "area_px": c.area_px,
+                  "overlap_px": c.overlap_px, "overlap_pct": 100.0 * c.overlap_fraction,
+                  "neighbours": c.neighbours} for c in cells]
     return rows
 
 
@@ -127,16 +107,6 @@ def frame_counts(rows: Sequence[dict], frames: Sequence[int]) -> dict[int, int]:
     for r in rows:
         counts[r["frame"]] = counts.get(r["frame"], 0) + 1
     return counts
-
-
-def _csv_text(columns: Sequence[str], rows: Sequence[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: (f"{r[k]:.4g}" if isinstance(r[k], float) else r[k])
-                         for k in columns})
-    return buf.getvalue()
 
 
 # --- the job ---------------------------------------------------------------------------------
@@ -237,25 +207,29 @@ def brightfield_job(data, axes: str, frame_range: tuple[int, int],
 def brightfield_export_exists(folder: str | Path) -> list[Path]:
     """Files an export into ``folder`` would replace."""
     from blastoseg.napari.export_results import export_exists
+    from blastoseg.results.files import probability_file
 
     folder = Path(folder)
-    return export_exists(folder) + [p for p in (folder / "cells.csv", folder / "counts.csv")
+    return export_exists(folder) + [p for p in (folder / probability_file(k) for k in MAP_KEYS)
                                     if p.exists()]
 
 
 def export_brightfield(folder: str | Path, image, amodal_layers: Sequence,
                        map_layers: Sequence = (), pixel_size_um: float | None = None,
                        overwrite: bool = False) -> dict:
-    """Write a result, the user's corrections included, to ``folder``: the dataset format
-    (``annotations.json`` + ``images/``, category 1 = "cell"; read it back with
-    :func:`blastoseg.io.read_dataset`), ``cells.csv`` (:func:`brightfield_measurements`),
-    ``counts.csv`` (cells per frame) and ``<key>_probability.tif`` (float32) for each map
-    layer. An existing export is refused unless ``overwrite`` (the previous annotations and
-    images are then kept as ``.bak`` files)."""
-    from blastoseg.io.atomic import atomic_write_bytes, atomic_write_text
-    from blastoseg.io.dataset import Sample, lossless_suffix, write_dataset
-    from blastoseg.napari.export_results import _image_frames, _tag
-    from blastoseg.napari.result_layers import iter_instances_from_layers, placement_of
+    """Write a result, the user's corrections included, to ``folder`` through
+    :func:`~blastoseg.results.brightfield.write_brightfield_results` (the files of ``blastoseg
+    segment brightfield``, the dataset in ``folder`` itself so it opens in napari):
+    ``annotations.json`` + ``images/`` (category 1 = "cell"; read it back with
+    :func:`blastoseg.io.read_dataset`), ``counts.csv``, ``cells.csv`` and
+    ``<key>_probability.tif`` (float32) for each map layer. An existing export is refused
+    unless ``overwrite`` (the previous annotations and images are then kept as ``.bak``
+    files).
+
+    Returns the writer's name -> path, plus ``frames`` (how many) and ``rows`` (the
+    :class:`~blastoseg.measure.InstanceMeasurements` of ``cells.csv``)."""
+    from blastoseg.napari.export_results import _tag, result_frames
+    from blastoseg.results.brightfield import write_brightfield_results
 
     if not amodal_layers:
         raise InvalidImageError("nothing to export: segment the cells first")
@@ -266,44 +240,12 @@ def export_brightfield(folder: str | Path, image, amodal_layers: Sequence,
     if existing and not overwrite:
         raise DatasetFormatError(f"{existing[0]} exists already: choose another folder, or "
                                  "confirm replacing it")
-    placement = placement_of(amodal_layers[0])
-    first, frames, tracked = iter_instances_from_layers(amodal_layers)
-    n = placement.n_frames(amodal_layers[0].data)
-    video = "T" in placement.axes
-    rows: list[dict] = []
-
-    def samples() -> Iterator[Sample]:
-        for local, (frame, inst) in enumerate(zip(
-                _image_frames(image, placement, n, None), frames, strict=True)):
-            t = first + local
-            if frame.ndim == 3 and frame.shape[-1] == 4:
-                frame = frame[..., :3]  # RGBA: the dataset holds grey or RGB
-            if frame.shape[:2] != inst.shape:
-                raise InvalidImageError(f"the labels {inst.shape} do not match the image "
-                                        f"layer {image.name!r} ({frame.shape[:2]})")
-            rows.extend(brightfield_measurements([inst], first_frame=t))
-            if not tracked:
-                inst.track_ids = None
-            yield Sample(image=frame, instances=inst,
-                         file_name=f"images/frame_{t:04d}{lossless_suffix(frame)}"
-                         if video else None, video_id=0 if video else None,
-                         frame_index=t if video else None, pixel_size_um=pixel_size_um)
-
-    ann = write_dataset(folder, samples(), categories={1: CATEGORY}, overwrite=True, info={
-        "description": f"blastoseg brightfield cells of {image.name!r}",
-        "source_image": str(image.name), "model": _tag(amodal_layers[0]).get("model")})
-    out = {"dataset": ann, "frames": n, "rows": rows,
-           "cells": atomic_write_text(folder / "cells.csv",
-                                      _csv_text(MEASUREMENT_COLUMNS, rows)),
-           "counts": atomic_write_text(folder / "counts.csv", _csv_text(
-               ("frame", "cells"), [{"frame": t, "cells": c} for t, c in frame_counts(
-                   rows, range(first, first + n)).items()]))}
-    import tifffile
-
-    for layer in map_layers:
-        key = _tag(layer).get("head", "map")
-        buf = io.BytesIO()
-        tifffile.imwrite(buf, np.asarray(layer.data, np.float32))
-        out[f"{key}_probability"] = atomic_write_bytes(folder / f"{key}_probability.tif",
-                                                       buf.getvalue())
-    return out
+    frames = result_frames(image, amodal_layers)
+    written = write_brightfield_results(
+        frames.instances, folder, images=frames.images,
+        maps={_tag(la).get("head", "map"): np.asarray(la.data) for la in map_layers},
+        pixel_size_um=pixel_size_um, first_frame=frames.first, video=frames.video,
+        track_ids=frames.tracked, dataset_dir="", overwrite=True,
+        info={"description": f"blastoseg brightfield cells of {image.name!r}",
+              "source_image": str(image.name), "model": _tag(amodal_layers[0]).get("model")})
+    return {**written, "frames": frames.n, "rows": written.cells}

@@ -17,7 +17,6 @@ sub-folders) get ``<stem>_<image id>_P.tif``.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -26,13 +25,13 @@ from collections.abc import Callable, Generator, Mapping
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-import tifffile
 
 from blastoseg.errors import BlastosegError
 from blastoseg.io.atomic import atomic_write_text, backup_existing
 from blastoseg.io.dataset import read_dataset
 from blastoseg.io.nuclei import load_nuclei
 from blastoseg.progress import run_with_progress
+from blastoseg.results.files import tiff_bytes
 
 __all__ = ["PROBABILITY_DIR", "PROBABILITY_KEY", "export_probability_maps",
            "iter_export_probability_maps", "probability_file_names"]
@@ -55,13 +54,6 @@ def probability_file_names(images: list[dict]) -> list[str]:
     return [f"{PROBABILITY_DIR}/{s}_P.tif" if counts[s] == 1
             else f"{PROBABILITY_DIR}/{s}_{e['id']}_P.tif" for s, e in zip(stems, images,
                                                                           strict=True)]
-
-
-def _tiff_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, np.ascontiguousarray(array, dtype=np.float32), imagej=True,
-                     metadata={"axes": "YX"})
-    return buf.getvalue()
 
 
 def _check(variant: str, params: Mapping | None) -> dict:
@@ -105,7 +97,7 @@ def iter_export_probability_maps(dataset_dir: str | os.PathLike, variant: str,
             if p.shape != (entry["height"], entry["width"]):
                 raise BlastosegError(f"P of {entry['file_name']} is {p.shape}, the image "
                                      f"{(entry['height'], entry['width'])}")
-            (stage / f"{i}.tif").write_bytes(_tiff_bytes(p))
+            (stage / f"{i}.tif").write_bytes(tiff_bytes(p))
             yield i + 1, n
         # everything computed: move the maps in, then point annotations.json at them
         for i, name in enumerate(names):

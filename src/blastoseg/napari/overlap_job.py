@@ -32,7 +32,6 @@ __all__ = [
     "HEAD_COLORMAPS",
     "LABELS_ROLE",
     "PROBABILITY_ROLE",
-    "overlap_axes",
     "overlap_job",
     "overlap_labels_data",
     "probability_layer_name",
@@ -54,30 +53,6 @@ def probability_layer_name(image: str, head: str) -> str:
 
 def overlap_labels_name(image: str) -> str:
     return f"{image} overlap"
-
-
-def overlap_axes(shape: tuple[int, ...], rgb: bool = False) -> str:
-    """Non-spatial axes of an image layer the overlap model can run on: ``""`` (one 2D frame,
-    grey or RGB) or ``"T"`` (a (T, Y, X) stack, grey or RGB).
-
-    Raises
-    ------
-    InvalidImageError
-        Any other shape, e.g. a (T, Z, Y, X) stack with focal planes.
-    """
-    nd = len(shape) - (1 if rgb else 0)
-    if nd == 2:
-        return ""
-    if nd == 3:
-        return "T"
-    if nd == 4:
-        raise InvalidImageError(
-            f"cannot compute overlap maps of a {tuple(shape)} stack with focal planes: the "
-            "model runs on 2D frames or (T, Y, X) time-lapses. Choose one focal plane first "
-            "(e.g. right-click the layer > Split Stack, or open that plane only)")
-    raise InvalidImageError(
-        f"cannot compute overlap maps of an image of shape {tuple(shape)}: expected a 2D "
-        "frame, an RGB frame of grey content or a (T, Y, X) time-lapse")
 
 
 def _grey(frames, rgb: bool) -> np.ndarray:
@@ -116,7 +91,7 @@ def overlap_job(data, axes: str, frame_range: tuple[int, int],
     data
         The image layer's data: (Y, X), (Y, X, 3/4) with ``rgb``, (T, Y, X) or (T, Y, X, 3/4).
     axes
-        ``""`` or ``"T"`` (see :func:`overlap_axes`).
+        ``""`` or ``"T"`` (see :func:`blastoseg.io.frames.image_axes`).
     frame_range
         ``(t0, t1)``: the frames of a (T, Y, X) stack to run on (``(t, t + 1)`` for the
         current frame); ignored for a 2D frame.

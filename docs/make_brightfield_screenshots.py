@@ -108,19 +108,20 @@ class StandIn:
 def main() -> None:
     import napari
 
-    from blastoseg.napari import _brightfield_widget as bw
+    from blastoseg.napari import _ui
+    from blastoseg.napari._brightfield_widget import BrightfieldWidget
     from blastoseg.synth.brightfield import BrightfieldConfig, render_brightfield
 
     OUT.mkdir(exist_ok=True)
     config = BrightfieldConfig.from_dict({**BrightfieldConfig().to_dict(), **SCENE})
     sc = render_brightfield(SEED, config.for_size(SIZE))
-    real = "brightfield-default" in bw.brightfield_model_names()
+    real = "brightfield-default" in _ui.model_names("brightfield")
     if not real:
         print("brightfield-default is not installed: using the ground-truth stand-in "
               "(re-run this script once the shipped model exists)")
         stand_in = StandIn(sc)
-        bw.brightfield_model_names = lambda: [STAND_IN]
-        bw.load_predictor = lambda model, device: stand_in
+        _ui.model_names = lambda *kinds: [STAND_IN]
+        BrightfieldWidget._load_predictor = lambda self, model, device, **options: stand_in
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 1000)
     viewer.add_image(sc.planes[0], name="brightfield")

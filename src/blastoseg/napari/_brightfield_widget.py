@@ -83,19 +83,12 @@ class BrightfieldWidget(ModelRunWidget):
             self.summary, self.table, self.export_button, self.status]
 
     def _connect(self, saved: dict) -> None:
-        self._on_model_changed()
-        if saved.get("model") == self.model.value and "threshold" in saved:
-            self.threshold.value = float(saved["threshold"])
-        self.model.changed.connect(self._on_model_changed)
+        self._threshold_follows_card(saved)
         self.export_button.changed.connect(self._export_dialog)
         self.viewer.dims.events.current_step.connect(self._on_step)
 
     def _extra_settings(self) -> dict:
         return {"threshold": float(self.threshold.value)}
-
-    def _on_model_changed(self, *_args) -> None:
-        if self.model.value:
-            self.threshold.value = self.card_threshold(self.model.value)
 
     # --- running ------------------------------------------------------------------------------
     def _predictor_options(self) -> dict:

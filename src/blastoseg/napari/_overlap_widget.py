@@ -55,19 +55,11 @@ class OverlapWidget(ModelRunWidget):
                 self._run_row(), self.progress, self.device_used, self.status]
 
     def _connect(self, saved: dict) -> None:
-        self._on_model_changed()
-        if saved.get("model") == self.model.value and "threshold" in saved:
-            self.threshold.value = float(saved["threshold"])
-        self.model.changed.connect(self._on_model_changed)
+        self._threshold_follows_card(saved)  # a new model's: no re-threshold of the old result
         self.threshold.changed.connect(self._rethreshold)
 
     def _extra_settings(self) -> dict:
         return {"threshold": float(self.threshold.value)}
-
-    def _on_model_changed(self, *_args) -> None:
-        if self.model.value:  # a new model's own threshold; no re-threshold of the old result
-            with self.threshold.changed.blocked():
-                self.threshold.value = self.card_threshold(self.model.value)
 
     # --- running ------------------------------------------------------------------------------
     def _make_run(self, layer, axes: str, frame_range: tuple[int, int],

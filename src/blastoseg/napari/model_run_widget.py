@@ -24,7 +24,8 @@ the messages come from it) and fills in four hooks::
         def _make_run(self, layer, axes, frames, get_predictor): ...  # -> ModelRun
         def _show_result(self, result): ...      # the job's result -> layers, status
 
-and may override :meth:`_connect` (restore and wire its fields), :meth:`_image_changed`,
+and may override :meth:`_connect` (restore and wire its fields; a ``threshold`` field that
+starts at the model card's calls :meth:`_threshold_follows_card`), :meth:`_image_changed`,
 :meth:`_predictor_options`, :meth:`_ready_to_run` and :meth:`_extra_settings`.
 """
 
@@ -160,6 +161,21 @@ class ModelRunWidget(JobRunnerMixin, Container):
         when the card has none or cannot be read)."""
         section, key, default = cls.card_threshold_key  # type: ignore[misc]
         return _ui.card_number(model, cls.kind, section, key, default)
+
+    def _threshold_follows_card(self, saved: dict) -> None:
+        """``self.threshold`` (a subclass's field) starts at the saved value when the saved
+        model is chosen, else at the model's card threshold, and takes the card threshold of
+        every model chosen afterwards (without firing its ``changed`` signal: choosing a model
+        is not changing the threshold of the last result)."""
+        self._show_card_threshold()
+        if saved.get("model") == self.model.value and "threshold" in saved:
+            self.threshold.value = float(saved["threshold"])
+        self.model.changed.connect(self._show_card_threshold)
+
+    def _show_card_threshold(self, *_args) -> None:
+        if self.model.value:
+            with self.threshold.changed.blocked():
+                self.threshold.value = self.card_threshold(self.model.value)
 
     def _axes_of(self, layer) -> str:
         """Non-spatial axes of an image layer ("", "T", "Z", "TZ"); raises for shapes the kind

@@ -100,17 +100,13 @@ def working_window(predictor, image):
     import numpy as np
     import torch
 
-    from blastoseg.predict.overlap import normalise_percentiles, resize_map, split_frames
+    from blastoseg.io.frames import as_frames
+    from blastoseg.predict.overlap import working_frame
     from blastoseg.predict.tiling import window_grid
 
-    frames, _ = split_frames(image)
-    frame = np.asarray(frames[0], np.float32)
-    if frame.ndim == 3:
-        frame = frame.mean(axis=-1)
-    grey = normalise_percentiles(frame, predictor.percentiles)
-    work = predictor.working_shape(grey.shape)
-    if work != grey.shape:
-        grey = resize_map(grey, work)
+    frames, _ = as_frames(image)
+    grey = working_frame(frames[0], None, predictor.percentiles, predictor.scale)
+    work = grey.shape
     window, overlap = predictor._tiling(work)
     (win_h, win_w), _, starts = window_grid(work, window, overlap, predictor.seunet.multiple)
     h, w = grey.shape

@@ -276,7 +276,7 @@ class Frame:
     their overlaps, the occlusion map, the ground truth in the model frame and its stats."""
 
     def __init__(self, rec: dict, variant: str = "shipped", min_score: float = 0.05) -> None:
-        from blastoseg.predict.amodal_post import mask_overlaps
+        from blastoseg.predict.mask_nms import mask_overlaps
 
         self.seed = rec.get("seed")
         self.file = rec.get("file")
@@ -320,7 +320,7 @@ def wide_summary(rec: dict) -> dict:
     import torch
     import torchvision
 
-    from blastoseg.predict.amodal_post import mask_nms_keep, mask_overlaps
+    from blastoseg.predict.mask_nms import mask_nms, mask_overlaps
 
     s = rec["wide_scores"].astype(np.float32)
     boxes = torch.from_numpy(rec["wide_boxes"].astype(np.float32))
@@ -344,7 +344,7 @@ def wide_summary(rec: dict) -> dict:
         iou, _ = mask_overlaps(b)
         counts = {}
         for nms in NMS_GRID:
-            kept = mask_nms_keep(iou, ss, nms, np.flatnonzero(ss >= min(THR_GRID)))
+            kept = mask_nms(iou, ss, nms, np.flatnonzero(ss >= min(THR_GRID)))
             ks = ss[kept]
             for thr in THR_GRID:
                 counts[(thr, nms)] = int((ks >= thr).sum())
@@ -364,9 +364,9 @@ def load_frames(records_iter, want_wide: bool) -> tuple[list[Frame], list[dict]]
 # --- diagnosis -------------------------------------------------------------------------------
 
 def plain_keep(fr: Frame, thr: float, nms: float) -> list[int]:
-    from blastoseg.predict.amodal_post import mask_nms_keep
+    from blastoseg.predict.mask_nms import mask_nms
 
-    return mask_nms_keep(fr.iou, fr.scores, nms, np.flatnonzero(fr.scores >= thr))
+    return mask_nms(fr.iou, fr.scores, nms, np.flatnonzero(fr.scores >= thr))
 
 
 def diagnose(frames: list[Frame], thr: float, nms: float) -> dict:

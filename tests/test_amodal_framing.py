@@ -13,14 +13,9 @@ import pytest
 
 from blastoseg.cli import main
 from blastoseg.predict import localise
-from blastoseg.predict.amodal import (
-    AmodalPredictor,
-    FramingError,
-    clear_predictor_cache,
-    get_predictor,
-    per_frame_embryos,
-    segment_amodal,
-)
+from blastoseg.predict.amodal import AmodalPredictor, segment_amodal
+from blastoseg.predict.base import clear_predictor_cache, load_predictor
+from blastoseg.predict.embryo_spec import FramingError, per_frame_embryos
 from blastoseg.predict.localise import EmbryoBox
 
 
@@ -167,28 +162,32 @@ def test_segment_amodal_keeps_the_loaded_predictor(tiny_models, tmp_path, monkey
 
     monkeypatch.setattr(amodal.AmodalPredictor, "__init__", counting_init)
     clear_predictor_cache()
-    p1 = get_predictor(str(weights), device="cpu")
-    assert get_predictor(str(weights), device="cpu") is p1 and len(loads) == 1
+
+    def get(**options):
+        return load_predictor(str(weights), "cpu", kind="amodal", **options)
+
+    p1 = get(score_threshold=None, batch_size=4)  # what segment_amodal asks for
+    assert get(score_threshold=None, batch_size=4) is p1 and len(loads) == 1
     frame = _frame()
     for _ in range(2):
         res = segment_amodal(frame, model=str(weights), device="cpu", embryo=(70, 60, 30))
         assert res.meta["embryo"]["source"] == "given"
     assert len(loads) == 1  # no reload per call
     # another threshold is another predictor; the first stays cached
-    assert get_predictor(str(weights), device="cpu", score_threshold=0.3) is not p1
-    assert get_predictor(str(weights), device="cpu") is p1 and len(loads) == 2
+    assert get(score_threshold=0.3, batch_size=4) is not p1
+    assert get(score_threshold=None, batch_size=4) is p1 and len(loads) == 2
     # the weights file changed (retrained / replaced): loaded afresh
     st = weights.stat()
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
-    p2 = get_predictor(str(weights), device="cpu")
+    p2 = get(score_threshold=None, batch_size=4)
     assert p2 is not p1 and len(loads) == 3
     # so does the card (re-calibrated)
     card = tmp_path / "m.json"
     st = card.stat()
     os.utime(card, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
-    assert get_predictor(str(weights), device="cpu") is not p2
+    assert get(score_threshold=None, batch_size=4) is not p2
     clear_predictor_cache()
-    assert get_predictor(str(weights), device="cpu") is not p2
+    assert get(score_threshold=None, batch_size=4) is not p2
 
 
 # --- CLI ------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Post-processing of the amodal detector's candidates (predict/amodal_post.py)."""
+"""Post-processing of the amodal detector's candidates (predict/amodal_post.py) and the one
+mask NMS every predictor uses (predict/mask_nms.py)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from blastoseg.predict.amodal import mask_nms
 from blastoseg.predict.amodal_post import (
     DEFAULT_LAYER_EDGES,
     LayerRule,
     fit_layer_table,
     layer_count,
-    mask_nms_keep,
-    mask_overlaps,
     postprocess_detections,
     select_cells,
 )
+from blastoseg.predict.mask_nms import mask_nms, mask_overlaps
 
 SIZE = 96
 
@@ -58,17 +57,50 @@ def test_mask_overlaps_two_squares():
     assert np.allclose(iou_p, iou) and np.allclose(iou_u, iou)
 
 
+def reference_nms(probs: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
+    """Greedy mask NMS written out pair by pair: best score first, a candidate goes when its
+    IoU (masks at 0.5) with a kept one is above ``thr``."""
+    masks = probs >= 0.5
+    keep: list[int] = []
+    for i in np.argsort(-scores, kind="stable").tolist():
+        ok = True
+        for j in keep:
+            inter = (masks[i] & masks[j]).sum()
+            union = (masks[i] | masks[j]).sum()
+            ok &= bool(inter / max(union, 1) <= thr)
+        if ok:
+            keep.append(i)
+    return keep
+
+
 @pytest.mark.parametrize("thr", [0.3, 0.6, 0.9, 1.0])
-def test_mask_nms_keep_matches_the_predictors_mask_nms(thr):
+def test_mask_nms_matches_the_pairwise_rule(thr):
     rng = np.random.default_rng(1)
     probs, scores = random_candidates(rng, 12)
     iou, _ = mask_overlaps(probs)
-    ours = mask_nms_keep(iou, scores, thr)
-    theirs = mask_nms(torch.from_numpy(probs), torch.from_numpy(scores), thr).tolist()
-    if thr >= 1.0:  # everything kept; mask_nms then keeps the input order, ours score order
-        assert sorted(ours) == sorted(theirs) and ours == np.argsort(-scores).tolist()
-    else:
-        assert ours == theirs
+    assert mask_nms(iou, scores, thr) == reference_nms(probs, scores, thr)
+    # the same on torch tensors (compared where they lie, e.g. on the GPU)
+    iou_t, area_t = mask_overlaps(torch.from_numpy(probs))
+    assert np.allclose(iou_t, iou) and mask_nms(iou_t, scores, thr) == mask_nms(iou, scores, thr)
+    if thr >= 1.0:
+        assert mask_nms(iou, scores, thr) == np.argsort(-scores, kind="stable").tolist()
+
+
+def test_mask_nms_candidates_kept_and_empty():
+    rng = np.random.default_rng(4)
+    probs, scores = random_candidates(rng, 10)
+    iou, _ = mask_overlaps(probs)
+    above = np.flatnonzero(scores >= 0.4)
+    assert mask_nms(iou, scores, 0.5, above) == above[
+        reference_nms(probs[above], scores[above], 0.5)].tolist()
+    # kept ones come first, are never dropped, and suppress the others
+    first = int(np.argmin(scores))
+    rest = [i for i in range(10) if i != first]
+    out = mask_nms(iou, scores, 0.5, rest, kept=[first])
+    assert out[0] == first and all(iou[first, j] <= 0.5 for j in out[1:])
+    assert mask_nms(np.zeros((0, 0)), [], 0.5) == []
+    assert mask_overlaps(np.zeros((0, 8, 8)))[0].shape == (0, 0)
+    assert mask_overlaps(torch.zeros(0, 8, 8))[0].shape == (0, 0)
 
 
 def test_plain_recipe_is_unchanged_without_a_rule():
@@ -80,8 +112,7 @@ def test_plain_recipe_is_unchanged_without_a_rule():
             res = postprocess_detections(probs, scores, None, score_threshold=thr,
                                          mask_nms_iou=0.6)
             above = np.flatnonzero(scores >= thr)
-            kept = mask_nms(torch.from_numpy(probs[above]), torch.from_numpy(scores[above]),
-                            0.6).numpy()
+            kept = reference_nms(probs[above], scores[above], 0.6)
             assert res.indices.tolist() == above[kept].tolist()
             assert np.allclose(res.scores, scores[res.indices])
             assert res.n_cells == len(kept) and res.layer_estimate is None
@@ -95,8 +126,7 @@ def test_ap_mode_returns_the_plain_list_and_counts_at_the_count_threshold():
     res = postprocess_detections(probs, scores, None, score_threshold=0.05, mask_nms_iou=0.6,
                                  count_threshold=0.5)
     above = np.flatnonzero(scores >= 0.05)
-    kept = above[mask_nms(torch.from_numpy(probs[above]), torch.from_numpy(scores[above]),
-                          0.6).numpy()]
+    kept = above[reference_nms(probs[above], scores[above], 0.6)]
     assert sorted(res.indices.tolist()) == sorted(kept.tolist())
     assert np.all(np.diff(res.scores) <= 0)
     assert res.n_cells == int((scores[kept] >= 0.5).sum()) == int((res.scores >= 0.5).sum())

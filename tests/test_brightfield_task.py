@@ -132,8 +132,8 @@ def test_loss_is_finite_and_falls_on_one_batch(tmp_path):
 
 def test_task_rejects_bad_data_options(tmp_path):
     from blastoseg.train.brightfield_task import BrightfieldTask
-    from blastoseg.train.task import TrainingError
     from blastoseg.train.job import TrainJob
+    from blastoseg.train.task import TrainingError
 
     path, _, _ = _two_cells(tmp_path)
     task = BrightfieldTask()
@@ -159,14 +159,14 @@ def test_decode_scores_and_mask_nms():
     mask[1, 0, 0] = 0.0  # maskness lowered a little (prob 0.5 inside)
     mask[2, 5:, 5:] = 10.0
     cls = torch.tensor([[2.0], [1.0], [-3.0]])
-    out = decode_instances(cls, mask, score_threshold=0.0, nms_iou=0.8)
+    out = decode_instances(cls, mask, score_threshold=0.0, mask_nms_iou=0.8)
     assert len(out) == 2 and out.masks[0, :4, :4].all()
     assert out.scores[0] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item(), rel=1e-3)
     assert out.class_ids.tolist() == [1, 1]
-    assert len(decode_instances(cls, mask, score_threshold=0.0, nms_iou=None)) == 3
-    assert len(decode_instances(cls, mask, score_threshold=0.5, nms_iou=None)) == 2
+    assert len(decode_instances(cls, mask, score_threshold=0.0, mask_nms_iou=None)) == 3
+    assert len(decode_instances(cls, mask, score_threshold=0.5, mask_nms_iou=None)) == 2
     iou = torch.tensor([0.0, 0.0, 20.0])  # the IoU head halves the first two scores
-    scored = decode_instances(cls, mask, iou, score_threshold=0.0, nms_iou=None)
+    scored = decode_instances(cls, mask, iou, score_threshold=0.0, mask_nms_iou=None)
     assert scored.scores[0] == pytest.approx(0.5 * torch.sigmoid(torch.tensor(2.0)).item(),
                                              rel=1e-3)
     assert scored.scores[-1] == pytest.approx(torch.sigmoid(torch.tensor(-3.0)).item(),
@@ -238,7 +238,7 @@ def test_trained_model_card_and_predictor(tiny_bf):
     # thresholds at 0: every prediction is kept, however little the model has trained;
     # max_side 1024: the 96 px frame runs whole
     predictor = BrightfieldPredictor(str(weights), device="cpu", score_threshold=0.0,
-                                     mask_threshold=0.0, nms_iou=False, max_side=1024)
+                                     mask_threshold=0.0, mask_nms_iou=False, max_side=1024)
     result = predictor.predict(image)
     assert isinstance(result, FrameInstances) and result.shape == image.shape[:2]
     assert len(result) == 8 and result.masks.dtype == bool  # num_instances

@@ -72,16 +72,20 @@ class StubPredictor:
         self.sc, self.delay, self.score_threshold = sc, delay, 0.3
         self.scores = np.linspace(0.95, 0.5, len(sc.instances)).astype(np.float32)
 
-    def iter_predict(self, image):
-        assert image.ndim == 2 and image.shape == self.sc.shape  # one grey frame at a time
+    def iter_predict(self, frames, on_result=None):
+        assert len(frames) == 1 and frames[0].shape[:2] == self.sc.shape  # a frame at a time
         for done in (1, 2):
             time.sleep(self.delay)
             yield done, 2
         keep = self.scores >= self.score_threshold
         overlap = self.sc.overlap.astype(np.float32)
-        return FrameInstances(masks=self.sc.instances.masks[keep], scores=self.scores[keep],
+        inst = FrameInstances(masks=self.sc.instances.masks[keep], scores=self.scores[keep],
                               occlusion=overlap, meta={"overlap": overlap,
                                                        "nuclei": (self.sc.nuclei > 0) * 0.9})
+        if on_result is not None:
+            on_result(0, inst)
+            return []
+        return [inst]
 
 
 # --- no Qt -------------------------------------------------------------------------------------

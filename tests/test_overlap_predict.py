@@ -9,13 +9,9 @@ from scipy import ndimage
 
 from blastoseg.errors import BlastosegError, InvalidImageError
 from blastoseg.instances import FrameInstances
+from blastoseg.io.frames import as_frames
 from blastoseg.models.seunet import HEADS, SEUNet, SEUNetConfig
-from blastoseg.predict.overlap import (
-    OverlapPredictor,
-    OverlapResult,
-    normalise_percentiles,
-    split_frames,
-)
+from blastoseg.predict.overlap import OverlapPredictor, OverlapResult, normalise_percentiles
 from blastoseg.predict.tiling import (
     TilingError,
     count_windows,
@@ -205,8 +201,13 @@ def test_predict_one_window_equals_direct_model_run(tiny_overlap, predictor):
 def test_stack_rgb_and_dtype_variants(predictor):
     stack = np.stack([_cells_image((48, 80), seed=s) for s in range(3)])
     seen = []
-    res = predictor.predict(stack, progress=lambda d, t: seen.append((d, t)))
-    assert res.is_stack
+    results = predictor.predict(stack, progress=lambda d, t: seen.append((d, t)))
+    # one result per frame, like every predictor; from_frames stacks them
+    assert len(results) == 3 and not any(r.is_stack for r in results)
+    assert [r.meta["frame"] for r in results] == [0, 1, 2]
+    res = OverlapResult.from_frames(results)
+    assert res.is_stack and "frame" not in res.meta
+    assert OverlapResult.from_frames(results[1]) is results[1]
     assert all(p.shape == (3, 48, 80) for p in res.probabilities.values())
     assert res.overlap_mask.shape == (3, 48, 80)
     per_frame = predictor.count_windows(stack[0])
@@ -258,7 +259,7 @@ def test_nan_in_one_frame_of_a_stack_names_the_frame(predictor):
     stack[2, 5, 5] = np.inf
     with pytest.raises(InvalidImageError, match="frame 2 has 1 NaN or infinite"):
         predictor.predict(stack)
-    frames, is_stack = split_frames(np.zeros((20, 30, 3)))
+    frames, is_stack = as_frames(np.zeros((20, 30, 3)))
     assert frames.shape == (1, 20, 30, 3) and not is_stack
 
 

@@ -43,9 +43,9 @@ def _segment(images: np.ndarray, model: str, progress) -> tuple[list[FrameInstan
         get_model(model)
     except BlastosegError:
         return None
-    from blastoseg.predict.amodal import AmodalPredictor
+    from blastoseg.predict.base import load_predictor
 
-    predictor = AmodalPredictor(model, device="auto")
+    predictor = load_predictor(model, "auto", kind="amodal")
     frames = predictor.predict(images, progress=progress)
     return frames, f"model {predictor.entry.name} on {predictor.device_name}"
 

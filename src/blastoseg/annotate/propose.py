@@ -133,34 +133,39 @@ def _existing_masks(existing: Any, shape: tuple[int, int]) -> np.ndarray:
     return m.astype(bool, copy=False)
 
 
-#: model kinds that can propose cells, -> how their predictor is loaded
-PROPOSAL_KINDS = ("amodal", "brightfield")
+def _for_proposals(predictor: Any, score_threshold: float, mask_nms_iou: float) -> Any:
+    """A shallow copy of ``predictor`` (sharing its loaded network) with the proposal run's
+    low score threshold and lenient mask NMS; the predictor itself is never changed (it may
+    be a shared, cached one). A predictor without NMS (``mask_nms_iou`` None) keeps none;
+    an object without these attributes is used as it is."""
+    if not (hasattr(predictor, "score_threshold") or hasattr(predictor, "mask_nms_iou")):
+        return predictor
+    run = copy.copy(predictor)
+    if getattr(run, "score_threshold", None) is not None:
+        run.score_threshold = min(float(run.score_threshold), score_threshold)
+    if getattr(run, "mask_nms_iou", None) is not None:
+        run.mask_nms_iou = max(float(run.mask_nms_iou), mask_nms_iou)
+    return run
 
 
 def load_proposal_predictor(model: str, device: str = "auto",
                             score_threshold: float = PROPOSAL_THRESHOLD,
-                            nms_iou: float = PROPOSAL_NMS_IOU):
-    """The predictor of a registered model for proposals: an amodal model's
-    :class:`~blastoseg.predict.amodal.AmodalPredictor` or a brightfield model's
-    :class:`~blastoseg.predict.brightfield.BrightfieldPredictor`, with the proposal run's
-    low score threshold and lenient NMS (a SparseSEU-Net whose card has no NMS keeps none)."""
+                            mask_nms_iou: float = PROPOSAL_NMS_IOU):
+    """The predictor of a registered model for proposals, for any kind whose instances are
+    cells (:attr:`blastoseg.kinds.ModelKind.proposes_cells`: amodal, brightfield), with the
+    proposal run's low score threshold and lenient mask NMS (a model whose card has no NMS
+    keeps none). The loaded model is the cached one of
+    :func:`~blastoseg.predict.base.load_predictor`; the settings go on a copy."""
+    from blastoseg.kinds import KINDS, get_kind
+    from blastoseg.predict.base import load_predictor
     from blastoseg.weights import resolve_model
 
     kind = resolve_model(model).kind
-    if kind == "amodal":
-        from blastoseg.predict.amodal import AmodalPredictor
-
-        return AmodalPredictor(model, device=device, score_threshold=score_threshold,
-                               mask_nms_iou=nms_iou)
-    if kind == "brightfield":
-        from blastoseg.predict.brightfield import BrightfieldPredictor
-
-        run = BrightfieldPredictor(model, device=device, score_threshold=score_threshold)
-        if run.nms_iou is not None:
-            run.nms_iou = max(float(run.nms_iou), nms_iou)
-        return run
-    raise BlastosegError(f"model {model!r} is of kind {kind!r}; cells can be proposed by "
-                         f"models of kind {' or '.join(PROPOSAL_KINDS)}")
+    if not get_kind(kind).proposes_cells:
+        able = " or ".join(k.name for k in KINDS.values() if k.proposes_cells)
+        raise BlastosegError(f"model {model!r} is of kind {kind!r}; cells can be proposed by "
+                             f"models of kind {able}")
+    return _for_proposals(load_predictor(model, device, kind=kind), score_threshold, mask_nms_iou)
 
 
 class Proposer:
@@ -169,30 +174,24 @@ class Proposer:
     Parameters
     ----------
     predictor
-        A registered model name / ``.safetensors`` path of kind ``amodal`` or ``brightfield``
+        A registered model name / ``.safetensors`` path of a kind that proposes cells
         (see :func:`load_proposal_predictor`), or any object with
         ``predict(frame) -> FrameInstances``. If the object has ``score_threshold`` /
-        ``mask_nms_iou`` attributes (an AmodalPredictor does), a shallow copy with the
+        ``mask_nms_iou`` attributes (every predictor does), a shallow copy with the
         proposal settings is used; the object itself is never changed.
     device
         Device for a model given by name ("auto", "cpu", "cuda", ...).
-    score_threshold, nms_iou
+    score_threshold, mask_nms_iou
         The proposal run's score threshold and mask NMS IoU.
     """
 
     def __init__(self, predictor: Any, device: str = "auto",
                  score_threshold: float = PROPOSAL_THRESHOLD,
-                 nms_iou: float = PROPOSAL_NMS_IOU) -> None:
+                 mask_nms_iou: float = PROPOSAL_NMS_IOU) -> None:
         if isinstance(predictor, str):
-            run = load_proposal_predictor(predictor, device, score_threshold, nms_iou)
+            run = load_proposal_predictor(predictor, device, score_threshold, mask_nms_iou)
         elif callable(getattr(predictor, "predict", None)):
-            run = predictor
-            if hasattr(predictor, "score_threshold") or hasattr(predictor, "mask_nms_iou"):
-                run = copy.copy(predictor)
-                if hasattr(run, "score_threshold"):
-                    run.score_threshold = min(float(run.score_threshold), score_threshold)
-                if hasattr(run, "mask_nms_iou"):
-                    run.mask_nms_iou = max(float(run.mask_nms_iou), nms_iou)
+            run = _for_proposals(predictor, score_threshold, mask_nms_iou)
         else:
             raise BlastosegError(f"expected a model name or a predictor with a "
                                  f"predict(frame) method; got {type(predictor).__name__}")

@@ -11,14 +11,16 @@ from blastoseg.commands.progress import progress_printer
 
 def _segment_overlap(args: argparse.Namespace) -> int:
     from blastoseg.io import read_images
-    from blastoseg.predict.overlap import OverlapPredictor
+    from blastoseg.predict.overlap import OverlapPredictor, OverlapResult
     from blastoseg.results.overlap import write_overlap_results
 
     stack = read_images(args.input)
     data = stack.data if stack.axes != "TZYX" else stack.data[:, args.plane]
     predictor = OverlapPredictor(args.model, device=args.device)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
-    result = predictor.predict(data, progress=progress_printer("predicting"))
+    # one result per frame; the writer takes the stack's maps as (T, H, W) arrays
+    result = OverlapResult.from_frames(
+        predictor.predict(data, progress=progress_printer("predicting")))
     for name, path in write_overlap_results(result, args.out, overwrite=args.overwrite).items():
         print(f"wrote {name}: {path}")
     return 0

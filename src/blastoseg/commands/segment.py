@@ -28,7 +28,7 @@ def _circle_arg(text: str) -> tuple[float, float, float]:
 def _diameter_px(args: argparse.Namespace, pixel_size_um: float | None, where: str
                  ) -> float | None:
     """``--diameter`` in pixels (``--diameter-unit um`` divides by the pixel size)."""
-    from blastoseg.predict.amodal import FramingError
+    from blastoseg.predict.embryo_spec import FramingError
 
     d = getattr(args, "diameter", None)
     if d is None:

@@ -61,12 +61,15 @@ def image_axes(shape: tuple[int, ...], rgb: bool = False, axes_hint: str | None 
                                     if focal_planes else ""))
 
 
-def as_frames(image: np.ndarray, *, min_side: int = MIN_SIDE) -> tuple[np.ndarray, bool]:
+def as_frames(image: np.ndarray, *, rgb: bool | None = None, min_side: int = MIN_SIDE
+              ) -> tuple[np.ndarray, bool]:
     """Check an input and view it as frames: returns (frames, was_a_stack).
 
     ``frames`` is (T, H, W) or (T, H, W, C) with C = 1, 3 or 4 (colour); nothing is copied.
-    A 3D array whose last axis is 3 or 4 long and whose first is longer than 4 is one colour
-    frame (Y, X, C); otherwise a 3D array is a (T, Y, X) stack.
+    ``rgb``: whether the last axis is colour (napari's ``layer.rgb``); None guesses: a 3D
+    array whose last axis is 3 or 4 long and whose first is longer than 4 is one colour
+    frame (Y, X, C), a (Y, X, 1) array one grey frame; otherwise a 3D array is a (T, Y, X)
+    stack.
 
     Raises
     ------
@@ -79,17 +82,18 @@ def as_frames(image: np.ndarray, *, min_side: int = MIN_SIDE) -> tuple[np.ndarra
         raise InvalidImageError(f"the image is empty (shape {arr.shape}); expected a 2D frame or "
                                 "a (T, Y, X) stack with pixels")
     check_pixels(arr)
-    if arr.ndim == 2:
+    colour = arr.ndim in (3, 4) and arr.shape[-1] in (1, 3, 4)
+    if rgb is None:
+        rgb = colour and (arr.ndim == 4 or arr.shape[-1] == 1 or arr.shape[0] > 4)
+    elif rgb and not colour:
+        raise InvalidImageError(f"expected a colour image with 3 or 4 channels last; got shape "
+                                f"{arr.shape}")
+    spatial = arr.ndim - (1 if rgb else 0)
+    if spatial == 2:
         frames, stack = arr[None], False
-    elif arr.ndim == 3 and arr.shape[-1] == 1:
-        frames, stack = arr[None], False
-    elif arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
-        frames, stack = arr[None], False  # (Y, X, C) colour frame
-    elif arr.ndim == 3:
+    elif spatial == 3:
         frames, stack = arr, True
-    elif arr.ndim == 4 and arr.shape[-1] in (1, 3, 4):
-        frames, stack = arr, True  # (T, Y, X, C)
-    elif arr.ndim == 4:
+    elif spatial == 4:
         raise InvalidImageError(
             f"got a (T, Z, Y, X) stack of shape {arr.shape}: choose one focal plane first "
             "(e.g. image[:, z]); the models run on 2D frames")
@@ -103,14 +107,16 @@ def as_frames(image: np.ndarray, *, min_side: int = MIN_SIDE) -> tuple[np.ndarra
     return frames, stack
 
 
-def grey_frame(frame: np.ndarray, index: int | None = None) -> np.ndarray:
+def grey_frame(frame: np.ndarray, index: int | None = None, *, min_side: int = MIN_SIDE
+               ) -> np.ndarray:
     """One frame as 2D float32: (H, W), (H, W, 1) or grey RGB(A) (R, G, B averaged, alpha
     dropped; equal channels lose nothing). ``index`` names the frame of a stack in errors.
 
     Raises
     ------
     InvalidImageError
-        Another shape, non-numeric pixels, or NaN / infinite pixels.
+        Another shape, sides under ``min_side`` px, non-numeric pixels, or NaN / infinite
+        pixels.
     """
     a = np.asarray(frame)
     check_pixels(a)
@@ -122,6 +128,10 @@ def grey_frame(frame: np.ndarray, index: int | None = None) -> np.ndarray:
         raise InvalidImageError(
             f"expected one 2D frame (H, W) or grey RGB (H, W, 3); got shape {a.shape}. "
             "Pass the frames of a (T, Y, X) stack one at a time.")
+    if min(a.shape) < min_side:
+        where = "the frame" if index is None else f"frame {index}"
+        raise InvalidImageError(f"frames must be at least {min_side} pixels per side; "
+                                f"{where} is {a.shape[0]} x {a.shape[1]}")
     a = a.astype(np.float32, copy=False)
     finite = np.isfinite(a)
     if not finite.all():

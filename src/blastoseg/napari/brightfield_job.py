@@ -32,8 +32,9 @@ import numpy as np
 
 from blastoseg.errors import DatasetFormatError, InvalidImageError
 from blastoseg.instances import FrameInstances
+from blastoseg.io.frames import as_frames
 from blastoseg.measure import measure_frame
-from blastoseg.napari.overlap_job import _grey, probability_layer_name
+from blastoseg.napari.overlap_job import probability_layer_name
 from blastoseg.napari.result_layers import Placement, ResultLayerBuilder
 from blastoseg.results.brightfield import CATEGORY
 
@@ -128,7 +129,7 @@ def brightfield_job(data, axes: str, frame_range: tuple[int, int],
         ``(t0, t1)``: the frames of a (T, Y, X) stack to segment; ignored for a 2D frame.
     get_predictor
         Returns a :class:`~blastoseg.predict.brightfield.BrightfieldPredictor` (or anything
-        with ``iter_predict(frame)`` returning FrameInstances, ``device_name``,
+        with ``iter_predict(frames)`` returning a FrameInstances per frame, ``device_name``,
         ``entry.name`` and ``score_threshold``).
     name
         The image layer's name: the layers' group and name prefix.
@@ -165,12 +166,14 @@ def brightfield_job(data, axes: str, frame_range: tuple[int, int],
     maps: dict[str, np.ndarray] = {}
     rows: list[dict] = []
     for i, t in enumerate(range(t0, t1)):
-        work = predictor.iter_predict(_grey(data if axes == "" else data[t], rgb))
-        while True:  # one frame at a time: its masks go into the builder and are dropped
+        # one frame at a time (read, run, its masks into the builder, dropped)
+        frame, _ = as_frames(data if axes == "" else data[t], rgb=rgb)
+        work = predictor.iter_predict(frame)
+        while True:
             try:
                 done, total = next(work)
             except StopIteration as stop:
-                inst = stop.value
+                inst = stop.value[0]
                 break
             yield message, i * total + done, n * total
         if builder is None:

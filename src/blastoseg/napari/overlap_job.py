@@ -26,6 +26,7 @@ from collections.abc import Callable, Generator
 import numpy as np
 
 from blastoseg.errors import InvalidImageError
+from blastoseg.io.frames import as_frames
 from blastoseg.napari.result_layers import Placement
 
 __all__ = [
@@ -53,18 +54,6 @@ def probability_layer_name(image: str, head: str) -> str:
 
 def overlap_labels_name(image: str) -> str:
     return f"{image} overlap"
-
-
-def _grey(frames, rgb: bool) -> np.ndarray:
-    """Frames as a numeric array; RGB(A) averaged over R, G, B (grey content loses nothing)."""
-    a = np.asarray(frames)
-    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer)
-                               or np.issubdtype(a.dtype, np.floating)):
-        raise InvalidImageError(f"expected an image of integer or floating-point pixels; got "
-                                f"dtype {a.dtype}")
-    if rgb:
-        a = a[..., :3].astype(np.float32).mean(axis=-1)
-    return a
 
 
 def _meta(group: str, role: str, placement: Placement, extra: dict) -> dict:
@@ -115,6 +104,8 @@ def overlap_job(data, axes: str, frame_range: tuple[int, int],
         The probability image layers in the model's head order, then the overlap Labels layer
         (absent when the model has no overlap head).
     """
+    from blastoseg.predict.overlap import OverlapResult  # torch: loaded with the job
+
     if axes not in ("", "T"):
         raise InvalidImageError(f"overlap maps run on 2D frames or (T, Y, X) stacks, not axes "
                                 f"{axes!r}")
@@ -123,9 +114,7 @@ def overlap_job(data, axes: str, frame_range: tuple[int, int],
         raise InvalidImageError(f"frames {t0}..{t1 - 1} are not in a stack of "
                                 f"{np.shape(data)[0]} frames")
     n = t1 - t0
-    frames = _grey(data if axes == "" else data[t0:t1], rgb)
-    if axes == "T" and n == 1:
-        frames = frames[0]  # one frame of a stack: predicted as a 2D frame
+    frames, _ = as_frames(data if axes == "" else data[t0:t1], rgb=rgb)
     yield "loading the model", 0, n
     predictor = get_predictor()
     device = predictor.device_name
@@ -136,9 +125,11 @@ def overlap_job(data, axes: str, frame_range: tuple[int, int],
         try:
             done, total = next(work)
         except StopIteration as stop:
-            result = stop.value
+            results = stop.value
             break
         yield message, done, total
+    # one result per frame; a stack's layers take (T, H, W) maps
+    result = OverlapResult.from_frames(results) if axes == "T" else results[0]
     thr = float(predictor.thresholds.get("overlap", 0.3) if threshold is None else threshold)
     if placement is None:
         placement = Placement(axes=axes)

@@ -1,9 +1,10 @@
 """Amodal blastomere segmentation: weights + framing + model -> FrameInstances.
 
 Each frame is normalised, the embryo is located and cropped to the model's working
-resolution (the same framing training used), the detector runs batched under
-``torch.inference_mode`` (mixed precision on CUDA), and masks, scores and the occlusion map
-are mapped back to the original frame. Visible (modal) masks are derived from the amodal
+resolution (the same framing training used), the detector runs batched in the shared
+inference context (:func:`blastoseg.predict.base.inference_context`: inference mode, mixed
+precision on CUDA), and masks, scores and the occlusion map are mapped back to the original
+frame. Visible (modal) masks are derived from the amodal
 ones: a pixel covered by several cells goes to the cell with the highest mask probability
 there (ties: the higher score) - an approximation, since the detector predicts no depth order.
 
@@ -12,80 +13,37 @@ every frame or one per frame, ``diameter_px=`` fixes the radius the localiser se
 and ``localise=False`` frames the whole image (frames that are already crops). Each result's
 ``meta`` records the framing used (``"embryo"``, ``"embryo_box"``) and whether the localiser
 was unsure (``"embryo_unsure"``, with its guess in ``"embryo_guess"``).
+
+:class:`AmodalPredictor` follows the predictor contract of :mod:`blastoseg.predict.base` (a
+frame gives FrameInstances, a stack a list, ``iter_predict`` streams; ``done``/``total``
+count frames). :func:`segment_amodal` is the one-call entry point; it keeps the loaded model
+between calls.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Generator, Sequence
-from contextlib import nullcontext
-from pathlib import Path
+from collections.abc import Callable, Generator, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from blastoseg.errors import InvalidImageError
 from blastoseg.instances import FrameInstances
 from blastoseg.models.amodal_config import AmodalConfig
 from blastoseg.models.amodal_rcnn import AmodalMaskRCNN
+from blastoseg.models.cards import AmodalCard
 from blastoseg.predict import localise as _localise
 from blastoseg.predict.amodal_post import LayerRule, postprocess_detections
-from blastoseg.predict.device import describe_device, resolve_device
+from blastoseg.predict.base import PredictorBase, Step, load_predictor
 from blastoseg.predict.embryo_spec import (
     EmbryoSpec,
     FramingError,
     check_diameter,
     per_frame_embryos,
 )
-from blastoseg.predict.framing import DEFAULT_MARGIN, Framing, frame_for_model, to_grey
+from blastoseg.predict.framing import Framing, frame_for_model, to_grey
 from blastoseg.predict.localise import EmbryoBox
-from blastoseg.progress import run_with_progress
-from blastoseg.weights import ModelEntry, load_into_model, resolve_model
 
-__all__ = ["DEFAULT_MODEL", "AmodalPredictor", "EmbryoSpec", "FramingError",
-           "clear_predictor_cache", "frames_of", "get_predictor", "mask_nms",
-           "per_frame_embryos", "segment_amodal", "visible_from_amodal"]
-
-DEFAULT_MODEL = "amodal-default"
-#: the localiser's confidence below which a frame falls back to the whole frame (the value
-#: training uses, :class:`blastoseg.train.amodal_data.AmodalDataset`)
-DEFAULT_MIN_CONFIDENCE = 0.15
-
-def frames_of(image: np.ndarray) -> tuple[list[np.ndarray], bool]:
-    """Split an input into 2D frames; returns (frames, was_a_stack)."""
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
-        return [arr], False  # (Y, X, C): one colour frame, to_grey makes it grey
-    if arr.ndim == 2:
-        return [arr], False
-    if arr.ndim == 3:
-        return list(arr), True
-    if arr.ndim == 4:
-        raise InvalidImageError(
-            f"got a (T, Z, Y, X) stack of shape {arr.shape}: choose one focal plane first "
-            "(e.g. image[:, z]) - the segmentation works on 2D frames")
-    raise InvalidImageError(f"expected a 2D frame or a (T, Y, X) stack; got shape {arr.shape}")
-
-
-def mask_nms(probs: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Indices kept by greedy non-maximum suppression on mask IoU (highest score first).
-
-    Box NMS must stay lenient for amodal blastomeres (two stacked cells can share 90 % of
-    their box), so duplicates of one cell are removed here, on the masks themselves.
-    """
-    if len(scores) == 0 or iou_threshold >= 1.0:
-        return torch.arange(len(scores))
-    binary = (probs >= 0.5).flatten(1).float()
-    inter = binary @ binary.T
-    area = binary.sum(1)
-    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1.0)
-    order = torch.argsort(scores, descending=True)
-    keep: list[int] = []
-    for i in order.tolist():
-        if all(float(iou[i, j]) <= iou_threshold for j in keep):
-            keep.append(i)
-    return torch.tensor(keep, dtype=torch.long)
+__all__ = ["AmodalPredictor", "segment_amodal", "visible_from_amodal"]
 
 
 def visible_from_amodal(probs: np.ndarray, scores: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -98,24 +56,26 @@ def visible_from_amodal(probs: np.ndarray, scores: np.ndarray, masks: np.ndarray
     return np.stack([(owner == i) & covered for i in range(len(masks))])
 
 
-class AmodalPredictor:
-    """A loaded amodal model, ready to segment frames.
+class AmodalPredictor(PredictorBase):
+    """A loaded amodal model, ready to segment frames (the contract:
+    :mod:`blastoseg.predict.base`; ``done``/``total`` count frames).
 
     Parameters
     ----------
     model
         Registered model name (see ``blastoseg models``), a ``.safetensors`` path with its
-        ``.json`` card beside it, or a training job folder (its finished model).
+        ``.json`` card beside it, or a training job folder (its finished model); None:
+        ``amodal-default``.
     device
         "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
     score_threshold
         Detections below this score are dropped; None takes the model card's calibrated
         value (``postprocess.score_threshold``, else 0.5).
+    batch_size
+        Frames per forward pass.
     mask_nms_iou
         Of two detections whose masks overlap more than this IoU, the lower-scored one is
         dropped; None takes the model card's value (``postprocess.mask_nms_iou``, else 0.8).
-    batch_size
-        Frames per forward pass.
 
     Notes
     -----
@@ -129,34 +89,51 @@ class AmodalPredictor:
     the model card's choice). A given circle wins over both.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto",
+    kind = "amodal"
+    card: AmodalCard
+
+    def __init__(self, model: str | None = None, device: str = "auto",
                  score_threshold: float | None = None, batch_size: int = 4,
                  mask_nms_iou: float | None = None) -> None:
-        self.entry: ModelEntry = resolve_model(model, kind="amodal")
-        post = self.entry.card.config.get("postprocess", {})
-        self.config = AmodalConfig.from_dict(self.entry.card.config.get("model", {}))
-        self.device = resolve_device(device)
-        self.device_name = describe_device(self.device)
-        net = AmodalMaskRCNN(self.config)
-        load_into_model(net, self.entry.weights_path, card=self.entry.card.to_dict(),
-                        expected_kind="amodal")
-        self.model = net.to(self.device).eval()
-        #: the model card's calibrated cell threshold (what counting should use)
-        self.calibrated_threshold = float(post.get("score_threshold", 0.5))
-        rule = post.get("layer_rule")
-        #: the card's layer rule (counting stacked cells from the occlusion map), or None
-        self.layer_rule = None if rule is None else LayerRule.from_dict(rule)
+        super().__init__(model, device)
         self.score_threshold = float(score_threshold if score_threshold is not None
-                                     else self.calibrated_threshold)
+                                     else self.card.score_threshold)
         self.mask_nms_iou = float(mask_nms_iou if mask_nms_iou is not None
-                                  else post.get("mask_nms_iou", 0.8))
+                                  else self.card.mask_nms_iou)
         self.batch_size = max(int(batch_size), 1)
-        framing = self.entry.card.config.get("framing", {})
-        #: localise the embryo in each frame unless told otherwise (the model card's choice)
-        self.use_localisation = bool(framing.get("use_localisation", True))
-        #: below this localiser confidence the whole frame is used (as in training)
-        self.min_confidence = float(framing.get("min_confidence", DEFAULT_MIN_CONFIDENCE))
-        self.margin = float(framing.get("margin", DEFAULT_MARGIN))
+
+    def build_model(self) -> AmodalMaskRCNN:
+        return AmodalMaskRCNN(self.card.model)
+
+    # the card's settings, by the names callers use
+    @property
+    def config(self) -> AmodalConfig:
+        """The detector's architecture."""
+        return self.card.model
+
+    @property
+    def calibrated_threshold(self) -> float:
+        """The model card's calibrated cell threshold (what counting should use)."""
+        return self.card.score_threshold
+
+    @property
+    def layer_rule(self) -> LayerRule | None:
+        """The card's layer rule (counting stacked cells from the occlusion map), or None."""
+        return self.card.layer_rule
+
+    @property
+    def use_localisation(self) -> bool:
+        """Localise the embryo in each frame unless told otherwise (the card's choice)."""
+        return self.card.use_localisation
+
+    @property
+    def min_confidence(self) -> float:
+        """Below this localiser confidence the whole frame is used (as in training)."""
+        return self.card.min_confidence
+
+    @property
+    def margin(self) -> float:
+        return self.card.margin
 
     # --- framing ------------------------------------------------------------------------------
     def _choose(self, grey: np.ndarray, spec: EmbryoSpec, diameter_px: float | None,
@@ -212,9 +189,7 @@ class AmodalPredictor:
     # --- model ------------------------------------------------------------------------------
     def _run(self, crops: list[np.ndarray]) -> list[dict]:
         tensors = [torch.from_numpy(c)[None].to(self.device) for c in crops]
-        amp = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
-               else nullcontext())
-        with torch.inference_mode(), amp:
+        with self.inference():
             return self.model(tensors)
 
     def _to_instances(self, out: dict, framing: Framing, info: dict | None = None
@@ -246,15 +221,18 @@ class AmodalPredictor:
             occlusion=occlusion, meta=meta,
         )
 
-    def _frame_batch(self, chunk: Sequence[np.ndarray], specs: Sequence[EmbryoSpec] | None = None,
-                     diameter_px: float | None = None, localise: bool | None = None
+    def _frame_batch(self, chunk: Sequence[np.ndarray], names: Sequence[int | None],
+                     specs: Sequence[EmbryoSpec] | None = None, diameter_px: float | None = None,
+                     localise: bool | None = None
                      ) -> tuple[list[dict], list[Framing], list[dict]]:
+        """A batch of frames framed and run: (outputs, framings, infos). ``names``: each
+        frame's index in errors (None: it is the only frame)."""
         crops, framings, infos = [], [], []
         specs = [None] * len(chunk) if specs is None else specs
-        for frame, spec in zip(chunk, specs, strict=True):
+        for frame, name, spec in zip(chunk, names, specs, strict=True):
             # one conversion per frame; it raises the clear errors (NaN, shape, size) and
             # frame_for_model raises for a constant frame
-            grey = to_grey(frame)
+            grey = to_grey(frame, name)
             # exactly the framing training used (train/amodal_data.py), unless told otherwise
             box, unsure, guess = self._choose(grey, spec, diameter_px, localise)
             crop, framing = frame_for_model(grey, box, self.config.working_size,
@@ -271,51 +249,38 @@ class AmodalPredictor:
         """The detector's outputs at the working resolution, one dict per frame, before any
         thresholding or NMS (for calibration; default framing)."""
         for start in range(0, len(frames), self.batch_size):
-            outputs, _, _ = self._frame_batch(frames[start:start + self.batch_size])
+            stop = min(start + self.batch_size, len(frames))
+            outputs, _, _ = self._frame_batch(frames[start:stop], range(start, stop))
             yield from outputs
 
-    def iter_predict(self, frames: Sequence[np.ndarray],
-                     on_result: Callable[[int, FrameInstances], None] | None = None, *,
-                     embryo: object = None, diameter_px: float | None = None,
-                     localise: bool | None = None
-                     ) -> Generator[tuple[int, int], None, list[FrameInstances]]:
-        """Segment frames in batches, yielding (done, total) after each batch (so a GUI
-        worker can show progress and cancel between batches); returns the results.
-
-        With ``on_result(index, instances)`` each frame's result is handed over as soon as it
-        is ready and not kept (the return value is then an empty list): a long time-lapse is
-        never held as instance masks (the napari widget streams into its layers this way).
+    def run_frames(self, frames: Sequence[np.ndarray], *, embryo: object = None,
+                   diameter_px: float | None = None, localise: bool | None = None
+                   ) -> Iterator[Step]:
+        """Frames in batches of :attr:`batch_size`, one step per batch (``done``/``total``
+        count frames).
 
         ``embryo``, ``diameter_px`` and ``localise`` choose the framing (see :meth:`predict`);
-        they are checked before any frame is processed (:class:`FramingError`).
+        they are checked here, before any frame is processed (:class:`FramingError`).
         """
-        total = len(frames)
-        specs = per_frame_embryos(embryo, total)
-        diameter_px = check_diameter(diameter_px)
-        return self._iter_predict(frames, on_result, specs, diameter_px, localise)
+        specs = per_frame_embryos(embryo, len(frames))
+        return self._batches(frames, specs, check_diameter(diameter_px), localise)
 
-    def _iter_predict(self, frames, on_result, specs, diameter_px, localise):
+    def _batches(self, frames, specs, diameter_px, localise) -> Iterator[Step]:
         total = len(frames)
-        results: list[FrameInstances] = []
-        done = 0
         for start in range(0, total, self.batch_size):
-            stop = start + self.batch_size
-            outputs, framings, infos = self._frame_batch(frames[start:stop], specs[start:stop],
-                                                         diameter_px, localise)
-            for out, framing, info in zip(outputs, framings, infos, strict=True):
-                inst = self._to_instances(out, framing, info)
-                if on_result is None:
-                    results.append(inst)
-                else:
-                    on_result(done, inst)
-                done += 1
-            yield done, total
-        return results
+            stop = min(start + self.batch_size, total)
+            names = range(start, stop) if total > 1 else [None]
+            outputs, framings, infos = self._frame_batch(
+                frames[start:stop], names, specs[start:stop], diameter_px, localise)
+            finished = [(start + k, self._to_instances(out, framing, info))
+                        for k, (out, framing, info)
+                        in enumerate(zip(outputs, framings, infos, strict=True))]
+            yield stop, total, finished
 
-    def predict(self, image: np.ndarray,
-                progress: Callable[[int, int], None] | None = None, *,
-                embryo: object = None, diameter_px: float | None = None,
-                localise: bool | None = None) -> FrameInstances | list[FrameInstances]:
+    def predict(self, image: np.ndarray, progress: Callable[[int, int], None] | None = None,
+                cancel: Callable[[], bool] | None = None, *, embryo: object = None,
+                diameter_px: float | None = None, localise: bool | None = None
+                ) -> FrameInstances | list[FrameInstances]:
         """Segment a 2D frame (returns FrameInstances) or a (T, Y, X) stack (returns a list).
 
         Parameters
@@ -323,7 +288,9 @@ class AmodalPredictor:
         image
             (H, W) frame, (T, H, W) stack, or grey-content RGB; any real dtype.
         progress
-            Called with (done, total) after each batch.
+            Called with (done, total) frames after each batch.
+        cancel
+            Asked between batches; True stops the run (:class:`~blastoseg.progress.Cancelled`).
         embryo
             The embryo's circle in pixels instead of localising it: None (localise every
             frame), one :class:`EmbryoBox` or (cx, cy, r) for every frame, or a sequence with
@@ -348,67 +315,11 @@ class AmodalPredictor:
         InvalidImageError
             A frame the model cannot use.
         """
-        frames, stack = frames_of(image)
-        gen = self.iter_predict(frames, embryo=embryo, diameter_px=diameter_px,
-                                localise=localise)
-        results = run_with_progress(gen, progress)
-        return results if stack else results[0]
+        return super().predict(image, progress, cancel, embryo=embryo,
+                               diameter_px=diameter_px, localise=localise)
 
 
-# --- a cache of loaded predictors --------------------------------------------------------------
-
-_CACHE_SIZE = 2
-_cache: OrderedDict[tuple, AmodalPredictor] = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def _file_stamp(path: Path) -> tuple[str, int, int]:
-    try:
-        st = path.stat()
-    except OSError:
-        return str(path), -1, -1
-    return str(path.resolve()), st.st_mtime_ns, st.st_size
-
-
-def get_predictor(model: str = DEFAULT_MODEL, device: str = "auto",
-                  score_threshold: float | None = None, batch_size: int = 4
-                  ) -> AmodalPredictor:
-    """A loaded :class:`AmodalPredictor`, reused across calls.
-
-    Predictors are kept (the last two) by model, device, threshold and batch size, and by
-    the weights file and its card (path, modification time, size): a model retrained,
-    re-calibrated or replaced under the same name is loaded afresh. Treat the returned
-    predictor as shared: do not change its attributes (make your own
-    :class:`AmodalPredictor` for that).
-    """
-    entry = resolve_model(model, kind="amodal")
-    key = (str(model), str(device),
-           None if score_threshold is None else float(score_threshold), int(batch_size),
-           _file_stamp(entry.weights_path), _file_stamp(entry.card_path))
-    with _cache_lock:
-        hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            return hit
-    predictor = AmodalPredictor(model, device=device, score_threshold=score_threshold,
-                                batch_size=batch_size)
-    with _cache_lock:
-        # drop older versions of the same model (its files changed) and the least recent
-        for old in [k for k in _cache if k[:4] == key[:4]]:
-            del _cache[old]
-        _cache[key] = predictor
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return predictor
-
-
-def clear_predictor_cache() -> None:
-    """Forget every predictor :func:`get_predictor` (and :func:`segment_amodal`) kept."""
-    with _cache_lock:
-        _cache.clear()
-
-
-def segment_amodal(image: np.ndarray, model: str = DEFAULT_MODEL, device: str = "auto",
+def segment_amodal(image: np.ndarray, model: str | None = None, device: str = "auto",
                    score_threshold: float | None = None, batch_size: int = 4,
                    progress: Callable[[int, int], None] | None = None, *,
                    embryo: object = None, diameter_px: float | None = None,
@@ -417,12 +328,13 @@ def segment_amodal(image: np.ndarray, model: str = DEFAULT_MODEL, device: str = 
     """Amodal blastomere masks of a frame or a (T, Y, X) stack (any dtype, grey RGB accepted).
 
     Returns FrameInstances (amodal masks, visible masks, scores, occlusion map; centroids via
-    ``.centroids``) for a 2D frame, or a list of them for a stack. ``embryo``,
-    ``diameter_px`` and ``localise`` choose the framing (:meth:`AmodalPredictor.predict`).
-    The loaded model is kept between calls (:func:`get_predictor`), so calling this in a
-    loop over frames loads the weights once.
+    ``.centroids``) for a 2D frame, or a list of them for a stack. ``model`` None is
+    ``amodal-default``. ``embryo``, ``diameter_px`` and ``localise`` choose the framing
+    (:meth:`AmodalPredictor.predict`). The loaded model is kept between calls
+    (:func:`blastoseg.predict.base.load_predictor`), so calling this in a loop over frames
+    loads the weights once.
     """
-    predictor = get_predictor(model, device=device, score_threshold=score_threshold,
-                              batch_size=batch_size)
+    predictor = load_predictor(model, device, kind="amodal", score_threshold=score_threshold,
+                               batch_size=batch_size)
     return predictor.predict(image, progress=progress, embryo=embryo, diameter_px=diameter_px,
                              localise=localise)

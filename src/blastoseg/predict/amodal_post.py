@@ -4,8 +4,8 @@ The detector (:class:`~blastoseg.models.amodal_rcnn.AmodalMaskRCNN`) returns, pe
 up to ``box_detections_per_img`` candidates with a score and a mask probability map, and a
 per-pixel occlusion probability (the chance that a pixel lies inside two or more cells).
 Turning these into cells takes a score threshold and a duplicate filter. The plain recipe
-(score >= t, then greedy NMS on mask IoU, :func:`mask_nms_keep`) is what the predictor has
-used so far.
+(score >= t, then greedy NMS on mask IoU, :func:`blastoseg.predict.mask_nms.mask_nms`) is what
+the predictor has used so far.
 
 Why the plain recipe under-counts at 4-8 cells (``docs/counting_analysis.md``): a blastomere
 lying under another one has an amodal mask that overlaps the upper cell's mask by IoU 0.5-0.9
@@ -38,52 +38,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from blastoseg.predict.mask_nms import as_binary, mask_nms, mask_overlaps
+
 __all__ = ["DEFAULT_LAYER_EDGES", "LayerRule", "PostResult", "fit_layer_table",
-           "layer_count", "mask_nms_keep", "mask_overlaps", "postprocess_detections",
-           "select_cells"]
+           "layer_count", "postprocess_detections", "select_cells"]
 
 #: bin edges of the occlusion probability for the layer table (the shipped detector's
 #: occlusion map saturates near 0.55, so finer bins above 0.6 would stay empty)
 DEFAULT_LAYER_EDGES: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(13))
-
-
-def _as_binary(masks: np.ndarray) -> np.ndarray:
-    """(N, H, W) probabilities (float, or uint8 0-255) or bool -> bool masks at 0.5."""
-    m = np.asarray(masks)
-    if m.dtype == bool:
-        return m
-    if m.dtype == np.uint8:
-        return m >= 128
-    return m >= 0.5
-
-
-def mask_overlaps(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairwise mask IoU (N, N) and areas (N,) of (N, H, W) masks (binarised at 0.5)."""
-    b = _as_binary(masks)
-    flat = b.reshape(len(b), -1).astype(np.float32)
-    inter = flat @ flat.T
-    area = flat.sum(1)
-    iou = inter / np.maximum(area[:, None] + area[None, :] - inter, 1.0)
-    return iou, area
-
-
-def mask_nms_keep(iou: np.ndarray, scores: np.ndarray, iou_threshold: float,
-                  candidates: Sequence[int] | np.ndarray | None = None) -> list[int]:
-    """Greedy NMS on a precomputed mask-IoU matrix (highest score first).
-
-    Same rule as :func:`blastoseg.predict.amodal.mask_nms`: a candidate is dropped when its
-    IoU with an already kept one is above ``iou_threshold`` (>= 1 keeps everything).
-    ``candidates`` restricts the candidates (e.g. those above the score threshold).
-    Returns indices in descending score order.
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    idx = np.arange(len(s)) if candidates is None else np.asarray(candidates, dtype=int)
-    order = idx[np.argsort(-s[idx], kind="stable")]
-    keep: list[int] = []
-    for i in order.tolist():
-        if iou_threshold >= 1.0 or all(iou[i, j] <= iou_threshold for j in keep):
-            keep.append(i)
-    return keep
 
 
 def fit_layer_table(occlusions: Sequence[np.ndarray], layer_maps: Sequence[np.ndarray],
@@ -140,7 +102,7 @@ def layer_count(masks: np.ndarray, occlusion: np.ndarray, table: Sequence[float]
     under others adds layers to pixels already in the union, so it raises the estimate even
     when no kept mask covers it, while a duplicate adds nothing. 0.0 without masks.
     """
-    b = _as_binary(masks)
+    b = as_binary(masks)
     if len(b) == 0:
         return 0.0
     area = b.reshape(len(b), -1).sum(1).astype(np.float64)
@@ -209,7 +171,7 @@ def select_cells(iou: np.ndarray, area: np.ndarray, masks: np.ndarray, scores: n
     Parameters
     ----------
     iou, area
-        :func:`mask_overlaps` of ``masks``.
+        :func:`~blastoseg.predict.mask_nms.mask_overlaps` of ``masks``.
     masks
         (N, H, W) candidate masks (probabilities or bool) at the working resolution.
     scores
@@ -230,10 +192,10 @@ def select_cells(iou: np.ndarray, area: np.ndarray, masks: np.ndarray, scores: n
     """
     s = np.asarray(scores, dtype=np.float64)
     above = np.flatnonzero(s >= score_threshold)
-    keep = mask_nms_keep(iou, s, mask_nms_iou, above)
+    keep = mask_nms(iou, s, mask_nms_iou, above)
     if rule is None or occlusion is None or not keep:
         return keep, None
-    b = _as_binary(masks)
+    b = as_binary(masks)
     kept_area = area[keep]
     if kept_area.mean() <= 0:
         return keep, None
@@ -330,13 +292,9 @@ def postprocess_detections(masks: np.ndarray, scores: np.ndarray,
         # the rest of the plain recipe's list (for mask AP): NMS over everything above
         # score_threshold, the cells first so that they are never suppressed by a non-cell
         cellset = set(cells)
-        rest = [j for j in np.argsort(-s, kind="stable").tolist()
-                if s[j] >= score_threshold and j not in cellset]
-        kept = list(cells)
-        for j in rest:
-            if mask_nms_iou >= 1.0 or all(iou[i, j] <= mask_nms_iou for i in kept):
-                kept.append(j)
-                new[j] = min(float(s[j]), float(below))
+        rest = [j for j in range(n) if s[j] >= score_threshold and j not in cellset]
+        for j in mask_nms(iou, s, mask_nms_iou, rest, kept=cells)[len(cells):]:
+            new[j] = min(float(s[j]), float(below))
     idx = np.array(sorted(new, key=lambda j: (-new[j], j)), dtype=np.int64)
     out = np.array([new[j] for j in idx], dtype=np.float32)
     keep = out >= score_threshold

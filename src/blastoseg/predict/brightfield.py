@@ -10,20 +10,25 @@ working resolution the model was trained at), runs the network and returns a
 ``occlusion`` = the overlap head's probability map and ``meta["nuclei"]`` /
 ``meta["overlap"]`` = the nuclei / overlap probability maps when the model has those heads.
 
-Model card layout (``card.config``)::
+Model card layout (``card.config``, read by :class:`~blastoseg.models.cards.BrightfieldCard`)::
 
     {"model": SparseSEUNetConfig.to_dict(),
      "preprocess": {"percentiles": [1, 99.8], "scale": 1.0},
-     "postprocess": {"score_threshold": 0.3, "mask_threshold": 0.5, "nms_iou": 0.8,
-                     "largest_component": true}}
+     "postprocess": {"score_threshold": 0.3, "mask_threshold": 0.5, "mask_nms_iou": 0.8,
+                     "largest_component": true},
+     "inference": {"max_side": 128, "tile_overlap": 64}}
+
+(older cards, ``brightfield-default`` among them, call the mask-NMS IoU ``nms_iou``; it is
+read under either name.)
 
 Post-processing (section 4.5.3): mask probability m = sigmoid(mask logit), binary mask
 m >= ``mask_threshold``; score s = class probability x maskness (the mean of m inside the
 binary mask), times sigmoid(IoU logit) when the model has the IoU-objectness head
 (section 5.7.3; ``use_iou=False`` leaves it out). Predictions scoring under
 ``score_threshold`` or with an empty mask are dropped. The one-to-one matching makes
-duplicates rare, so NMS is optional: with ``nms_iou`` set, a mask whose IoU with a
-higher-scoring kept mask exceeds it is dropped (mask NMS; None turns it off). With
+duplicates rare, so NMS is optional: with ``mask_nms_iou`` set, a mask whose IoU with a
+higher-scoring kept mask exceeds it is dropped (mask NMS,
+:func:`blastoseg.predict.mask_nms.mask_nms`; None turns it off). With
 ``largest_component`` (our addition, on by default; measured in docs/benchmarks.md) each
 mask keeps only its largest connected piece: a cell is one piece, and the dot-product masks
 can leave small specks on other cells.
@@ -51,14 +56,14 @@ crop // 2}`` into new cards.
 The masks of a large frame are full-size arrays, so memory grows with pixels x cells.
 
 Inputs: as :class:`~blastoseg.predict.overlap.OverlapPredictor` (a 2D frame, grey RGB,
-(T, Y, X) stacks; any real dtype; at least 8 px per side). A stack gives a list of
-FrameInstances, one per frame.
+(T, Y, X) stacks; any real dtype; at least 8 px per side). It follows the predictor contract
+of :mod:`blastoseg.predict.base`: a frame gives FrameInstances, a stack a list of them (one
+per frame), ``iter_predict`` streams them; ``done``/``total`` count network passes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from contextlib import nullcontext
+from collections.abc import Callable, Generator, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -66,86 +71,42 @@ import torch.nn.functional as F
 
 from blastoseg.errors import BlastosegError
 from blastoseg.instances import FrameInstances
+from blastoseg.io.frames import as_frames
+from blastoseg.models.cards import BrightfieldCard, check_non_negative_int, check_unit
 from blastoseg.models.seunet import SEUNetConfig
+from blastoseg.models.sparse_seunet import SparseSEUNet
+from blastoseg.predict.base import PredictorBase, Step, load_predictor
 from blastoseg.predict.brightfield_post import (
     _Candidate,
     _candidates,
     _merge,
     _to_frame,
-    decode_instances,
     select_predictions,
 )
-from blastoseg.predict.device import describe_device, resolve_device
-from blastoseg.predict.overlap import (
-    MIN_SIDE,
-    _grey,
-    card_preprocess,
-    normalise_percentiles,
-    resize_map,
-    split_frames,
-)
+from blastoseg.predict.overlap import resize_map, working_frame, working_shape
 from blastoseg.predict.tiling import iter_sliding_window, window_grid
-from blastoseg.progress import run_with_progress
-from blastoseg.weights import ModelEntry, WeightsError, load_into_model, resolve_model
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "DEFAULT_POSTPROCESS",
-    "KIND",
-    "MAX_SIDE",
-    "BrightfieldPredictor",
-    "decode_instances",
-    "predict_brightfield",
-    "select_predictions",
-]
+__all__ = ["TILE_MERGE_IOU", "BrightfieldPredictor", "predict_brightfield"]
 
-KIND = "brightfield"
-DEFAULT_MODEL = "brightfield-default"
-DEFAULT_POSTPROCESS = {"score_threshold": 0.3, "mask_threshold": 0.5, "nms_iou": 0.8,
-                       "largest_component": True}
-#: frames up to this working size (px per side) run whole; larger ones are tiled
-MAX_SIDE = 1024
-#: overlap of the windows of a tiled frame (working px) when the card sets none
-DEFAULT_TILE_OVERLAP = 256
 #: the IoU above which instances of neighbouring windows are the same cell
 TILE_MERGE_IOU = 0.5
 
 
-def seunet_config_of(config) -> SEUNetConfig:
-    """The SE-U-Net config inside a SparseSEUNetConfig (stored as an object or a dict)."""
-    if isinstance(getattr(config, "seunet_config", None), SEUNetConfig):
-        return config.seunet_config
-    s = getattr(config, "seunet", None)
-    if isinstance(s, SEUNetConfig):
-        return s
-    return SEUNetConfig.from_dict(dict(s or {}))
-
-
-def _unit(value, name: str, source: str = "", *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
-            or not 0.0 <= float(value) <= 1.0):
-        where = f" (model {source})" if source else ""
-        none = " or None" if allow_none else ""
-        raise BlastosegError(f"{name} must be a number in [0, 1]{none}, got {value!r}{where}")
-    return float(value)
-
-
 # --- predictor ---------------------------------------------------------------------------------
 
-class BrightfieldPredictor:
+class BrightfieldPredictor(PredictorBase):
     """A loaded SparseSEU-Net, ready to segment whole cells in brightfield frames.
 
     Parameters
     ----------
     model
-        Registered model name of kind "brightfield" (see ``blastoseg models``) or a
-        ``.safetensors`` path with its ``.json`` card beside it.
+        Registered model name of kind "brightfield" (see ``blastoseg models``), a
+        ``.safetensors`` path with its ``.json`` card beside it or a training job folder;
+        None: ``brightfield-default``.
     device
         "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
-    score_threshold, mask_threshold, nms_iou
-        Override the card's post-processing (0.3, 0.5, 0.8 by default); ``nms_iou=False``
+    score_threshold, mask_threshold, mask_nms_iou
+        Override the card's post-processing (0.3, 0.5, 0.8 by default); ``mask_nms_iou=False``
         turns mask NMS off.
     largest_component
         Override the card's ``largest_component`` (default True): keep only each mask's
@@ -159,84 +120,84 @@ class BrightfieldPredictor:
         None: the card's ``inference.tile_overlap``, else 256.
     use_iou
         Multiply the score by the IoU-objectness when the model has that head.
+    tile_merge_iou
+        Two instances from neighbouring windows overlapping more are one cell.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto",
+    kind = "brightfield"
+    card: BrightfieldCard
+
+    def __init__(self, model: str | None = None, device: str = "auto",
                  score_threshold: float | None = None, mask_threshold: float | None = None,
-                 nms_iou: float | bool | None = None, *,
+                 mask_nms_iou: float | bool | None = None, *,
                  largest_component: bool | None = None, max_side: int | None = None,
                  tile_overlap: int | None = None, use_iou: bool = True,
                  tile_merge_iou: float = TILE_MERGE_IOU) -> None:
-        from blastoseg.models.sparse_seunet import SparseSEUNet, SparseSEUNetConfig
-
-        self.entry: ModelEntry = resolve_model(model, kind=KIND)
-        source = self.entry.name
-        config = self.entry.card.config or {}
-        try:
-            self.config = SparseSEUNetConfig.from_dict(dict(config.get("model", {}) or {}))
-            self.seunet = seunet_config_of(self.config)
-        except (BlastosegError, TypeError, ValueError) as exc:
-            raise WeightsError(f"model card of {source}: {exc}") from None
-        self.percentiles, self.scale = card_preprocess(config, source)
-        post = {**DEFAULT_POSTPROCESS, **(config.get("postprocess", {}) or {})}
-        if score_threshold is not None:
-            post["score_threshold"] = score_threshold
-        if mask_threshold is not None:
-            post["mask_threshold"] = mask_threshold
-        if nms_iou is not None:
-            post["nms_iou"] = None if nms_iou is False else nms_iou
-        if largest_component is not None:
-            post["largest_component"] = largest_component
-        if not isinstance(post["largest_component"], bool):
+        super().__init__(model, device)
+        card, source = self.card, self.entry.name
+        self.score_threshold = check_unit(
+            card.score_threshold if score_threshold is None else score_threshold,
+            "score_threshold", source)
+        self.mask_threshold = check_unit(
+            card.mask_threshold if mask_threshold is None else mask_threshold,
+            "mask_threshold", source)
+        if mask_nms_iou is None:
+            mask_nms_iou = card.mask_nms_iou
+        self.mask_nms_iou = check_unit(None if mask_nms_iou is False else mask_nms_iou,
+                                       "mask_nms_iou", source, allow_none=True)
+        if largest_component is None:
+            largest_component = card.largest_component
+        if not isinstance(largest_component, bool):
             raise BlastosegError(f"largest_component must be true or false, got "
-                                 f"{post['largest_component']!r} (model {source})")
-        self.largest_component = post["largest_component"]
-        self.score_threshold = _unit(post["score_threshold"], "score_threshold", source)
-        self.mask_threshold = _unit(post["mask_threshold"], "mask_threshold", source)
-        self.nms_iou = _unit(post["nms_iou"], "nms_iou", source, allow_none=True)
-        self.tile_merge_iou = _unit(tile_merge_iou, "tile_merge_iou")
+                                 f"{largest_component!r} (model {source})")
+        self.largest_component = largest_component
+        self.tile_merge_iou = check_unit(tile_merge_iou, "tile_merge_iou")
         self.use_iou = bool(use_iou)
-        inference = config.get("inference", {}) or {}
-        if max_side is None:
-            max_side = inference.get("max_side", MAX_SIDE)
-        if tile_overlap is None:
-            tile_overlap = inference.get("tile_overlap", DEFAULT_TILE_OVERLAP)
+        max_side = check_non_negative_int(card.max_side if max_side is None else max_side,
+                                          "max_side")
+        tile_overlap = check_non_negative_int(
+            card.tile_overlap if tile_overlap is None else tile_overlap, "tile_overlap")
         m = self.seunet.multiple
-        for name, value in (("max_side", max_side), ("tile_overlap", tile_overlap)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise BlastosegError(f"{name} must be a non-negative integer, got {value!r}")
         if max_side < m:
             raise BlastosegError(f"max_side must be at least {m} for this model (depth "
                                  f"{self.seunet.depth}); got {max_side}")
-        self.max_side = int(max_side)
+        self.max_side = max_side
         self.window = self.max_side // m * m
         if tile_overlap >= self.window:
             raise BlastosegError(f"tile_overlap ({tile_overlap}) must be smaller than the "
                                  f"window ({self.window})")
-        self.tile_overlap = int(tile_overlap)
-        self.device = resolve_device(device)
-        self.device_name = describe_device(self.device)
-        net = SparseSEUNet(self.config)
-        load_into_model(net, self.entry.weights_path, card=self.entry.card.to_dict(),
-                        expected_kind=KIND)
-        self.model = net.to(self.device).eval()
+        self.tile_overlap = tile_overlap
+
+    def build_model(self) -> SparseSEUNet:
+        return SparseSEUNet(self.card.model)
+
+    @property
+    def seunet(self) -> SEUNetConfig:
+        """The SE-U-Net part of the network's architecture."""
+        return self.card.seunet
 
     @property
     def heads(self) -> tuple[str, ...]:
         return tuple(self.seunet.heads)
 
     @property
+    def percentiles(self) -> tuple[float, float]:
+        return self.card.percentiles
+
+    @property
+    def scale(self) -> float:
+        """The model works at ``scale`` x the image's pixel size; masks are resized back."""
+        return self.card.scale
+
+    @property
     def postprocess(self) -> dict:
         return {"score_threshold": self.score_threshold, "mask_threshold": self.mask_threshold,
-                "nms_iou": self.nms_iou, "largest_component": self.largest_component}
+                "mask_nms_iou": self.mask_nms_iou, "largest_component": self.largest_component}
 
     # geometry --------------------------------------------------------------------------
     def working_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
         """The size a frame of ``shape`` is resized to before the model sees it."""
-        if self.scale == 1.0:
-            return int(shape[0]), int(shape[1])
-        return (max(round(shape[0] * self.scale), MIN_SIDE),
-                max(round(shape[1] * self.scale), MIN_SIDE))
+        return working_shape(shape, self.scale)
 
     def _tiling(self, work_shape: tuple[int, int]) -> tuple[int, int]:
         """(window, overlap) for a working frame: one window covering it, or tiles."""
@@ -250,11 +211,14 @@ class BrightfieldPredictor:
         return max(self.working_shape(shape)) > self.max_side
 
     def count_windows(self, image: np.ndarray) -> int:
-        """How many network passes :meth:`iter_predict` makes for this input (all frames)."""
-        frames, _ = split_frames(image)
-        work = self.working_shape(frames.shape[1:3])
+        """How many network passes ``predict(image)`` makes (all frames)."""
+        frames, _ = as_frames(image)
+        return len(frames) * self._passes_per_frame(frames.shape[1:3])
+
+    def _passes_per_frame(self, shape: tuple[int, int]) -> int:
+        work = self.working_shape(shape)
         window, overlap = self._tiling(work)
-        return len(frames) * len(window_grid(work, window, overlap, self.seunet.multiple)[2])
+        return len(window_grid(work, window, overlap, self.seunet.multiple)[2])
 
     # running ---------------------------------------------------------------------------
     def _forward(self, windows: np.ndarray):
@@ -262,9 +226,7 @@ class BrightfieldPredictor:
         x = torch.from_numpy(np.ascontiguousarray(windows, np.float32)).to(self.device)
         if self.seunet.in_channels != x.shape[1]:
             x = x[:, :1].expand(-1, self.seunet.in_channels, -1, -1)
-        amp = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
-               else nullcontext())
-        with torch.inference_mode(), amp:
+        with self.inference():
             return self.model(x, upsample_masks=False)
 
     def _frame(self, grey: np.ndarray, shape: tuple[int, int]
@@ -295,7 +257,7 @@ class BrightfieldPredictor:
                 keep, scores, labels = select_predictions(
                     out.class_logits[b], out.mask_logits[b],
                     None if iou is None else iou[b], score_threshold=self.score_threshold,
-                    mask_threshold=self.mask_threshold, nms_iou=self.nms_iou,
+                    mask_threshold=self.mask_threshold, mask_nms_iou=self.mask_nms_iou,
                     use_iou=self.use_iou)
                 logits = out.mask_logits[b, keep].float()
                 if stride > 1 and len(keep):
@@ -327,43 +289,33 @@ class BrightfieldPredictor:
             meta={**maps, "model": self.entry.name, "scale": self.scale, "tiled": tiled,
                   "device": self.device_name})
 
-    def iter_predict(self, image: np.ndarray) -> Generator[
-            tuple[int, int], None, FrameInstances | list[FrameInstances]]:
-        """Instances of a frame or a (T, Y, X) stack, yielding (done, total) over the network
-        passes of all frames (a GUI worker can show progress and cancel between them);
-        returns FrameInstances for a frame, a list of them for a stack."""
-        frames, stack = split_frames(image)
-        shape = tuple(int(v) for v in frames.shape[1:3])
-        work_shape = self.working_shape(shape)
-        window, overlap = self._tiling(work_shape)
-        per_frame = len(window_grid(work_shape, window, overlap, self.seunet.multiple)[2])
-        total = len(frames) * per_frame
-        results = []
+    def run_frames(self, frames: Sequence[np.ndarray]) -> Iterator[Step]:
+        """Each frame whole or in windows: one step per network pass (``done``/``total``
+        count passes over all frames)."""
+        n = len(frames)
+        sizes = [tuple(int(v) for v in np.shape(f)[:2]) for f in frames]
+        counts = [self._passes_per_frame(size) for size in sizes]
+        total, before = sum(counts), 0
         for t, frame in enumerate(frames):
-            grey = normalise_percentiles(_grey(frame, t, stack), self.percentiles)
-            if work_shape != shape:
-                grey = resize_map(grey, work_shape)
-            work = self._frame(grey, shape)
+            grey = working_frame(frame, t if n > 1 else None, self.percentiles, self.scale)
+            work = self._frame(grey, sizes[t])
             while True:
                 try:
                     done, _ = next(work)
                 except StopIteration as stop:
                     result = stop.value
                     break
-                yield t * per_frame + done, total
-            if stack:
-                result.meta["frame"] = t
-            results.append(result)
-        return results if stack else results[0]
-
-    def predict(self, image: np.ndarray, progress: Callable[[int, int], None] | None = None
-                ) -> FrameInstances | list[FrameInstances]:
-        """Instances of a frame or a stack (``progress(done, total)`` per network pass)."""
-        return run_with_progress(self.iter_predict(image), progress)
+                if done < counts[t]:  # the frame's last step comes with its result
+                    yield before + done, total, []
+            before += counts[t]
+            yield before, total, [(t, result)]
 
 
-def predict_brightfield(image: np.ndarray, model: str = DEFAULT_MODEL, device: str = "auto",
-                        progress: Callable[[int, int], None] | None = None, **kwargs
+def predict_brightfield(image: np.ndarray, model: str | None = None, device: str = "auto",
+                        progress: Callable[[int, int], None] | None = None, **options
                         ) -> FrameInstances | list[FrameInstances]:
-    """One-call brightfield instances (see :class:`BrightfieldPredictor`)."""
-    return BrightfieldPredictor(model, device=device, **kwargs).predict(image, progress)
+    """One-call brightfield instances of a frame or a (T, Y, X) stack (a list); ``options``
+    go to :class:`BrightfieldPredictor`, and the loaded model is kept between calls
+    (:func:`~blastoseg.predict.base.load_predictor`)."""
+    predictor = load_predictor(model, device, kind="brightfield", **options)
+    return predictor.predict(image, progress)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from blastoseg.instances import FrameInstances
 from blastoseg.io.dataset import read_dataset
 from blastoseg.metrics import evaluate_amodal
+from blastoseg.predict.base import load_predictor
 from blastoseg.predict.brightfield import BrightfieldPredictor
 
 __all__ = ["AP_SCORE_THRESHOLD", "evaluate_brightfield_model", "evaluate_watershed_baseline"]
@@ -61,9 +62,10 @@ def evaluate_brightfield_model(model: str | BrightfieldPredictor, data: str | os
         predictor = model
         count_threshold = predictor.score_threshold
     else:
-        predictor = BrightfieldPredictor(model, device=device)
-        count_threshold = predictor.score_threshold
-        predictor.score_threshold = AP_SCORE_THRESHOLD
+        # every prediction AP can rank; counting uses the card's threshold
+        predictor = load_predictor(model, device, kind="brightfield",
+                                   score_threshold=AP_SCORE_THRESHOLD)
+        count_threshold = predictor.card.score_threshold
     if score_threshold is not None:
         count_threshold = float(score_threshold)
     ds = read_dataset(data)
@@ -103,7 +105,7 @@ def evaluate_watershed_baseline(overlap_model, data: str | os.PathLike, *,
     from blastoseg.predict.watershed import watershed_from_result
 
     predictor = (overlap_model if isinstance(overlap_model, OverlapPredictor)
-                 else OverlapPredictor(overlap_model, device=device))
+                 else load_predictor(overlap_model, device, kind="overlap"))
     ds = read_dataset(data)
     n = _count(ds, max_images)
     gt: list[FrameInstances] = []

@@ -13,34 +13,17 @@ import torch
 from scipy import ndimage
 
 from blastoseg.instances import FrameInstances
+from blastoseg.predict.mask_nms import mask_nms, mask_overlaps
 
 _MARGIN = 2  # working px kept around a mask's box (bilinear resize reaches 1 px beyond it)
 
 
 # --- post-processing ---------------------------------------------------------------------------
 
-def _nms_order(binary: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy mask NMS on (n, h, w) bool masks already sorted by score: kept indices."""
-    n = binary.shape[0]
-    if n <= 1:
-        return torch.arange(n, device=binary.device)
-    flat = binary.reshape(n, -1).float()
-    inter = flat @ flat.T
-    area = flat.sum(dim=1)
-    iou = inter / (area[:, None] + area[None, :] - inter).clamp_min(1.0)
-    keep = torch.ones(n, dtype=torch.bool, device=binary.device)
-    for i in range(n):
-        if keep[i]:
-            later = iou[i] > iou_threshold
-            later[: i + 1] = False
-            keep &= ~later
-    return torch.nonzero(keep).flatten()
-
-
 def select_predictions(class_logits: torch.Tensor, mask_logits: torch.Tensor,
                        iou_logits: torch.Tensor | None = None, *,
                        score_threshold: float = 0.3, mask_threshold: float = 0.5,
-                       nms_iou: float | None = 0.8, use_iou: bool = True
+                       mask_nms_iou: float | None = 0.8, use_iou: bool = True
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The predictions of ONE image that pass the post-processing (module docstring).
 
@@ -69,21 +52,23 @@ def select_predictions(class_logits: torch.Tensor, mask_logits: torch.Tensor,
         scores = scores * torch.sigmoid(iou_logits.float().reshape(-1))
     keep = torch.nonzero((scores >= score_threshold) & (area > 0)).flatten()
     keep = keep[torch.argsort(scores[keep], descending=True)]
-    if nms_iou is not None and len(keep) > 1:
-        keep = keep[_nms_order(binary[keep], float(nms_iou))]
+    if mask_nms_iou is not None and len(keep) > 1:
+        iou, _ = mask_overlaps(binary[keep])
+        kept = mask_nms(iou, scores[keep].cpu().numpy(), float(mask_nms_iou))
+        keep = keep[torch.as_tensor(kept, dtype=torch.long, device=keep.device)]
     return keep, scores[keep], labels[keep]
 
 
 def decode_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
                      iou_logits: torch.Tensor | None = None, *, score_threshold: float = 0.3,
-                     mask_threshold: float = 0.5, nms_iou: float | None = 0.8,
+                     mask_threshold: float = 0.5, mask_nms_iou: float | None = 0.8,
                      use_iou: bool = True, largest_component: bool = False) -> FrameInstances:
     """:func:`select_predictions` as FrameInstances at the logits' resolution (binary masks
     ``sigmoid(logit) >= mask_threshold``, each reduced to its :func:`largest_component_of` if
     asked; ``class_ids`` = class index + 1)."""
     keep, scores, labels = select_predictions(
         class_logits, mask_logits, iou_logits, score_threshold=score_threshold,
-        mask_threshold=mask_threshold, nms_iou=nms_iou, use_iou=use_iou)
+        mask_threshold=mask_threshold, mask_nms_iou=mask_nms_iou, use_iou=use_iou)
     masks = (torch.sigmoid(mask_logits[keep].float()) >= mask_threshold).cpu().numpy()
     if largest_component:
         masks = np.stack([largest_component_of(m) for m in masks]) if len(masks) else masks
@@ -147,19 +132,35 @@ def _candidates(scores, labels, prob: torch.Tensor, threshold: float, oy: int, o
 
 def _merge(cands: list[_Candidate], merge_iou: float) -> list[_Candidate]:
     """Tiled frames: whole instances by mask NMS, then cut ones not already covered."""
-    whole = sorted((c for c in cands if not c.truncated), key=lambda c: -c.score)
+    whole = [c for c in cands if not c.truncated]
     cut = sorted((c for c in cands if c.truncated), key=lambda c: (-c.area, -c.score))
-    kept: list[_Candidate] = []
-    for c in whole:
-        area = c.area
-        if all(c.overlap(k) / max(area + k.area - c.overlap(k), 1) <= merge_iou for k in kept):
-            kept.append(c)
+    kept = [whole[i] for i in mask_nms(_pair_ious(whole), [c.score for c in whole], merge_iou)]
     for c in cut:
         area = max(c.area, 1)
         covered = sum(c.overlap(k) for k in kept)  # upper bound of the covered pixels
         if covered / area <= 0.5:
             kept.append(c)
     return sorted(kept, key=lambda c: -c.score)
+
+
+def _pair_ious(cands: list[_Candidate]) -> np.ndarray:
+    """Mask IoU of every pair of candidates whose boxes meet (0 for the others: a tiled frame
+    has hundreds of candidates, each touching a few)."""
+    n = len(cands)
+    iou = np.zeros((n, n))
+    if n < 2:
+        return iou
+    y0 = np.array([c.y0 for c in cands])
+    x0 = np.array([c.x0 for c in cands])
+    y1 = y0 + np.array([c.binary.shape[0] for c in cands])
+    x1 = x0 + np.array([c.binary.shape[1] for c in cands])
+    meet = ((np.maximum(y0[:, None], y0[None]) < np.minimum(y1[:, None], y1[None]))
+            & (np.maximum(x0[:, None], x0[None]) < np.minimum(x1[:, None], x1[None])))
+    area = [c.area for c in cands]
+    for i, j in zip(*np.nonzero(np.triu(meet, 1)), strict=True):
+        inter = cands[i].overlap(cands[j])
+        iou[i, j] = iou[j, i] = inter / max(area[i] + area[j] - inter, 1)
+    return iou
 
 
 def largest_component_of(mask: np.ndarray) -> np.ndarray:

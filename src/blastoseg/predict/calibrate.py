@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from blastoseg.io.atomic import atomic_write_text, backup_existing
 from blastoseg.io.dataset import read_dataset
-from blastoseg.predict.amodal import AmodalPredictor, mask_nms
+from blastoseg.predict.amodal import AmodalPredictor
+from blastoseg.predict.mask_nms import mask_nms, mask_overlaps
 
 SCORE_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 NMS_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -38,17 +38,19 @@ def calibrate_counts(
     predictor = AmodalPredictor(model, device=device, score_threshold=0.0, mask_nms_iou=1.0)
     true = np.array([len(ds.instances(i)) for i in range(n)])
     frames = [ds.load_image(i) for i in range(n)]
-    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+    # per frame: the candidates' pairwise mask IoU (computed once) and scores
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
     for k, out in enumerate(predictor.raw_outputs(frames)):
-        kept.append((out["masks"][:, 0].float().cpu(), out["scores"].float().cpu()))
+        iou, _ = mask_overlaps(out["masks"][:, 0].float())
+        kept.append((iou, out["scores"].float().cpu().numpy()))
         if progress:
             progress(k + 1, n)
     grid = []
-    for iou in nms_grid:
-        survivors = [scores[mask_nms(probs, scores, iou)] for probs, scores in kept]
+    for iou_threshold in nms_grid:
+        survivors = [scores[mask_nms(iou, scores, iou_threshold)] for iou, scores in kept]
         for thr in score_grid:
             pred = np.array([int((s >= thr).sum()) for s in survivors])
-            grid.append({"mask_nms_iou": iou, "score_threshold": thr,
+            grid.append({"mask_nms_iou": iou_threshold, "score_threshold": thr,
                          "count_exact": float((pred == true).mean()),
                          "count_mae": float(np.abs(pred - true).mean())})
     best = max(grid, key=lambda g: (g["count_exact"], -g["count_mae"]))

@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from blastoseg.errors import InvalidImageError
 from blastoseg.instances import FrameInstances
+from blastoseg.io.frames import grey_frame
 from blastoseg.predict.localise import EmbryoBox
 
 __all__ = [
@@ -40,35 +41,16 @@ DEFAULT_MARGIN = 0.15
 _LOW, _HIGH = 1.0, 99.8  # normalisation percentiles
 
 
-def to_grey(image: np.ndarray) -> np.ndarray:
-    """One 2D float32 frame from (H, W), (H, W, 1) or (grey) RGB(A) (H, W, 3/4), any real dtype.
-
-    Colour is averaged over R, G, B (alpha dropped); frames whose channels are equal lose
-    nothing. Raises :class:`InvalidImageError` for other shapes, non-numeric dtypes, sizes
-    outside 64..4096 px and NaN / infinite pixels.
-    """
-    a = np.asarray(image)
-    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer)
-                               or np.issubdtype(a.dtype, np.floating)):
-        raise InvalidImageError(f"expected an image of integer or floating-point pixels; got "
-                                f"dtype {a.dtype}")
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    elif a.ndim == 3 and a.shape[-1] in (3, 4):
-        a = a[..., :3].astype(np.float32).mean(axis=-1)
-    if a.ndim != 2:
-        raise InvalidImageError(
-            f"expected one 2D frame (H, W) or grey RGB (H, W, 3); got shape {a.shape}. "
-            "Pass the frames of a (T, Y, X) stack one at a time.")
+def to_grey(image: np.ndarray, index: int | None = None) -> np.ndarray:
+    """One 2D float32 frame the amodal model can frame: :func:`blastoseg.io.frames.grey_frame`
+    (any real dtype, grey RGB(A) averaged; other shapes and NaN / infinite pixels refused),
+    from 64 to 4096 px per side. ``index`` names the frame of a stack in errors."""
+    a = grey_frame(image, index, min_side=1)
     h, w = a.shape
     if min(h, w) < MIN_IMAGE_SIZE or max(h, w) > MAX_IMAGE_SIZE:
         raise InvalidImageError(
             f"expected a frame from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels per side; got "
             f"{h} x {w}. Resample it (or crop the embryo) first.")
-    a = a.astype(np.float32, copy=False)
-    if not np.isfinite(a).all():
-        raise InvalidImageError(f"the frame has {int((~np.isfinite(a)).sum())} NaN or infinite "
-                                "pixels; expected finite values (replace or mask them first)")
     return a
 
 

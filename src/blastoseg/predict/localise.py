@@ -46,6 +46,7 @@ from scipy import fft as sp_fft
 from scipy import ndimage
 
 from blastoseg.errors import InvalidImageError
+from blastoseg.io.frames import grey_frame
 from blastoseg.predict.circle_fit import (
     RING,
     boundary_circle,
@@ -155,20 +156,6 @@ class EmbryoBox:
         d = asdict(self)
         d["image_shape"] = None if self.image_shape is None else list(self.image_shape)
         return d
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[-1] in (2, 3, 4):
-        a = a[..., 0] if a.shape[-1] == 2 else a[..., :3].astype(np.float32).mean(axis=-1)
-    if a.ndim != 2:
-        raise InvalidImageError(f"locate_embryo expects one 2D frame (H, W) or grey RGB "
-                                f"(H, W, 3); got shape {a.shape}")
-    a = a.astype(np.float32, copy=False)
-    if not np.isfinite(a).all():
-        raise InvalidImageError("image contains NaN or infinite pixels; locate_embryo needs "
-                                "finite values")
-    return a
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
@@ -340,7 +327,7 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
     InvalidImageError
         Not a 2D frame, or NaN / infinite pixels.
     """
-    grey = _grey(image)
+    grey = grey_frame(image, min_side=1)
     h, w = grey.shape
     if min(h, w) < 16:
         raise InvalidImageError(f"locate_embryo needs a frame of at least 16 x 16 pixels; got "

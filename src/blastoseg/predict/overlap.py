@@ -3,117 +3,52 @@
 :class:`OverlapPredictor` loads a registered model of kind ``"overlap"`` (an
 :class:`~blastoseg.models.seunet.SEUNet`), normalises each frame to [0, 1] with its own
 percentiles (1, 99.8 by default), runs 512 px windows overlapping by 256 px (section 5.3,
-:mod:`blastoseg.predict.tiling`) and returns, per head, the averaged sigmoid probability
-maps, plus the overlap mask thresholded at 0.3 (the thesis's threshold for the overlap head).
+:mod:`blastoseg.predict.tiling`) and returns, per frame, an :class:`OverlapResult`: per
+head, the averaged sigmoid probability maps, plus the overlap mask thresholded at 0.3 (the
+thesis's threshold for the overlap head).
 
-Model card layout (``card.config``)::
+It follows the predictor contract of :mod:`blastoseg.predict.base` like every kind: a 2D
+frame gives one OverlapResult, a (T, Y, X) stack a list of them (one per frame), and
+``iter_predict`` streams them; ``done``/``total`` count network windows over all frames.
+Where one result for the whole stack is wanted ((T, H, W) maps, e.g. to write one TIFF per
+head), :meth:`OverlapResult.from_frames` stacks the per-frame results.
+
+Model card layout (``card.config``, read by :class:`~blastoseg.models.cards.OverlapCard`)::
 
     {"seunet": SEUNetConfig.to_dict(),
-     "preprocess": {"percentiles": [1, 99.8]},
+     "preprocess": {"percentiles": [1, 99.8], "scale": 1.0},
      "threshold": {"overlap": 0.3, "cytoplasm": 0.5, "nuclei": 0.5}}
 
 Heads without a threshold in the card use 0.5. Inputs: a 2D frame, (H, W, 1), grey RGB(A)
 (H, W, 3/4) (channels are averaged), a (T, Y, X) stack or a (T, Y, X, C) colour stack, any
-real dtype, at least 8 px per side and no upper size limit (large frames are tiled). A
-constant frame is normalised to zeros rather than refused (an empty field of view is valid
-input: it must just give low maps). A model with more than one input channel gets the grey
-frame repeated on every channel.
+real dtype, at least 8 px per side and no upper size limit (large frames are tiled)
+(:mod:`blastoseg.io.frames`). A constant frame is normalised to zeros rather than refused (an
+empty field of view is valid input: it must just give low maps). A model with more than one
+input channel gets the grey frame repeated on every channel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from blastoseg.errors import BlastosegError, InvalidImageError
-from blastoseg.models.seunet import SEUNet, SEUNetConfig, SEUNetConfigError
-from blastoseg.predict.device import describe_device, resolve_device
+from blastoseg.errors import BlastosegError
+from blastoseg.io.frames import MIN_SIDE, as_frames, grey_frame
+from blastoseg.models.cards import DEFAULT_PERCENTILES, OverlapCard, check_unit
+from blastoseg.models.seunet import SEUNet, SEUNetConfig
+from blastoseg.predict.base import PredictorBase, Step, load_predictor
 from blastoseg.predict.tiling import count_windows, iter_sliding_window
-from blastoseg.progress import run_with_progress
-from blastoseg.weights import ModelEntry, WeightsError, load_into_model, resolve_model
 
 __all__ = [
-    "DEFAULT_MODEL",
-    "DEFAULT_PERCENTILES",
-    "DEFAULT_THRESHOLDS",
-    "MIN_SIDE",
     "OverlapPredictor",
     "OverlapResult",
     "normalise_percentiles",
     "predict_overlap",
-    "split_frames",
+    "resize_map",
 ]
-
-DEFAULT_MODEL = "overlap-default"
-DEFAULT_PERCENTILES = (1.0, 99.8)
-#: the thesis thresholds the overlap head at 0.3; the other heads at 0.5
-DEFAULT_THRESHOLDS = {"overlap": 0.3, "cytoplasm": 0.5, "nuclei": 0.5}
-MIN_SIDE = 8
-
-
-# --- input handling ---------------------------------------------------------------------------
-
-def _check_dtype(arr: np.ndarray) -> None:
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
-                                 or np.issubdtype(arr.dtype, np.floating)):
-        raise InvalidImageError(f"expected an image of integer or floating-point pixels; got "
-                                f"dtype {arr.dtype}")
-
-
-def split_frames(image: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Check an input and view it as frames: returns (frames, was_a_stack).
-
-    ``frames`` is (T, H, W) or (T, H, W, C) (colour, C = 3 or 4, or 1); nothing is copied.
-
-    Raises
-    ------
-    InvalidImageError
-        Empty, non-numeric, (T, Z, Y, X), more than 4 axes, or sides under 8 px.
-    """
-    arr = np.asarray(image)
-    if arr.size == 0:
-        raise InvalidImageError(f"the image is empty (shape {arr.shape}); expected a 2D frame or "
-                                "a (T, Y, X) stack with pixels")
-    _check_dtype(arr)
-    if arr.ndim == 2:
-        frames, stack = arr[None], False
-    elif arr.ndim == 3 and arr.shape[-1] == 1:
-        frames, stack = arr[None], False
-    elif arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
-        frames, stack = arr[None], False  # (Y, X, C) colour frame
-    elif arr.ndim == 3:
-        frames, stack = arr, True
-    elif arr.ndim == 4 and arr.shape[-1] in (1, 3, 4):
-        frames, stack = arr, True  # (T, Y, X, C)
-    elif arr.ndim == 4:
-        raise InvalidImageError(
-            f"got a (T, Z, Y, X) stack of shape {arr.shape}: choose one focal plane first "
-            "(e.g. image[:, z]); overlap maps are computed on 2D frames")
-    else:
-        raise InvalidImageError(f"expected a 2D frame, grey RGB (H, W, 3) or a (T, Y, X) stack; "
-                                f"got shape {arr.shape}")
-    h, w = frames.shape[1:3]
-    if min(h, w) < MIN_SIDE:
-        raise InvalidImageError(f"frames must be at least {MIN_SIDE} pixels per side; got "
-                                f"{h} x {w} (shape {arr.shape})")
-    return frames, stack
-
-
-def _grey(frame: np.ndarray, index: int, stack: bool) -> np.ndarray:
-    a = frame
-    if a.ndim == 3:
-        a = a[..., 0] if a.shape[-1] == 1 else a[..., :3].astype(np.float32).mean(axis=-1)
-    a = a.astype(np.float32, copy=False)
-    finite = np.isfinite(a)
-    if not finite.all():
-        where = f"frame {index} has" if stack else "the image has"
-        raise InvalidImageError(f"{where} {int((~finite).sum())} NaN or infinite pixels; "
-                                "expected finite values (replace or mask them first)")
-    return a
 
 
 def normalise_percentiles(frame: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
@@ -206,42 +141,59 @@ class OverlapResult:
         for t in range(self.shape[0]):
             yield self.frame(t)
 
+    @classmethod
+    def from_frames(cls, results: OverlapResult | Sequence[OverlapResult]) -> OverlapResult:
+        """One result for a stack from its per-frame results ((T, H, W) maps; what
+        ``predict`` of a stack returns, as a list); a single frame's result is returned as it
+        is."""
+        if isinstance(results, OverlapResult):
+            return results
+        results = list(results)
+        if not results:
+            raise BlastosegError("no overlap results to stack")
+        first = results[0]
+        shapes = {r.shape for r in results}
+        if len(shapes) > 1 or any(r.is_stack for r in results):
+            raise BlastosegError(f"only single-frame results of one size stack; got shapes "
+                                 f"{sorted(shapes)}")
+        masks = [r.overlap_mask for r in results]
+        return cls(
+            probabilities={h: np.stack([r.probabilities[h] for r in results])
+                           for h in first.heads},
+            overlap_mask=None if masks[0] is None else np.stack(masks),
+            thresholds=dict(first.thresholds), device_name=first.device_name,
+            model=first.model, is_stack=True,
+            meta={k: v for k, v in first.meta.items() if k != "frame"})
+
 
 # --- predictor --------------------------------------------------------------------------------
 
-def _card_numbers(value, what: str, source: str) -> tuple[float, ...]:
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise WeightsError(f"model card of {source}: {what} must be a list of numbers, got "
-                           f"{value!r}") from None
-    return out
+def working_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The size a frame of ``shape`` is resized to for a model working at ``scale`` x its
+    pixel size (shared by the SE-U-Net kinds)."""
+    if scale == 1.0:
+        return int(shape[0]), int(shape[1])
+    return (max(round(shape[0] * scale), MIN_SIDE), max(round(shape[1] * scale), MIN_SIDE))
 
 
-def card_preprocess(config: dict, source: str) -> tuple[tuple[float, float], float]:
-    """``(percentiles, scale)`` from a model card's ``preprocess`` block, checked (shared by
-    the overlap and brightfield predictors, whose cards use the same block)."""
-    pre = config.get("preprocess", {}) or {}
-    percentiles = _card_numbers(pre.get("percentiles", DEFAULT_PERCENTILES),
-                                "preprocess.percentiles", source)
-    if len(percentiles) != 2 or not 0.0 <= percentiles[0] < percentiles[1] <= 100.0:
-        raise WeightsError(f"model card of {source}: preprocess.percentiles must be two "
-                           f"increasing numbers in 0..100, got {list(percentiles)}")
-    scale = _card_numbers([pre.get("scale", 1.0)], "preprocess.scale", source)[0]
-    if not 0.05 <= scale <= 4.0:
-        raise WeightsError(f"model card of {source}: preprocess.scale must be in [0.05, 4], "
-                           f"got {scale}")
-    return (percentiles[0], percentiles[1]), scale
+def working_frame(frame: np.ndarray, index: int | None, percentiles: tuple[float, float],
+                  scale: float) -> np.ndarray:
+    """One frame as the SE-U-Net kinds feed it: grey (:func:`~blastoseg.io.frames.grey_frame`),
+    normalised with its own percentiles, resized to :func:`working_shape`."""
+    grey = normalise_percentiles(grey_frame(frame, index), percentiles)
+    work = working_shape(grey.shape, scale)
+    return grey if work == grey.shape else resize_map(grey, work)
 
 
-class OverlapPredictor:
+class OverlapPredictor(PredictorBase):
     """A loaded SE-U-Net overlap model, ready to compute probability maps.
 
     Parameters
     ----------
     model
-        Registered model name of kind "overlap" (see ``blastoseg models``) or a
-        ``.safetensors`` path with its ``.json`` card beside it.
+        Registered model name of kind "overlap" (see ``blastoseg models``), a
+        ``.safetensors`` path with its ``.json`` card beside it or a training job folder;
+        None: ``overlap-default``.
     device
         "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
     window, overlap
@@ -253,30 +205,17 @@ class OverlapPredictor:
         Overrides the card's overlap threshold (default 0.3).
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto", window: int = 512,
+    kind = "overlap"
+    card: OverlapCard
+
+    def __init__(self, model: str | None = None, device: str = "auto", window: int = 512,
                  overlap: int = 256, batch_size: int = 4,
                  overlap_threshold: float | None = None) -> None:
-        self.entry: ModelEntry = resolve_model(model, kind="overlap")
-        source = self.entry.name
-        config = self.entry.card.config or {}
-        try:
-            self.config = SEUNetConfig.from_dict(config.get("seunet", {}))
-        except SEUNetConfigError as exc:
-            raise WeightsError(f"model card of {source}: {exc}") from None
-        #: the model works at ``scale`` x the image's pixel size (a CPU-sized model trained on
-        #: half-resolution images); maps are resized back to the input's size
-        self.percentiles, self.scale = card_preprocess(config, source)
-        thresholds = {**DEFAULT_THRESHOLDS, **(config.get("threshold", {}) or {})}
+        super().__init__(model, device)
+        self.thresholds: dict[str, float] = dict(self.card.thresholds)
         if overlap_threshold is not None:
-            thresholds["overlap"] = overlap_threshold
-        self.thresholds: dict[str, float] = {}
-        for head in self.config.heads:
-            value = thresholds.get(head, 0.5)
-            if (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not 0.0 <= float(value) <= 1.0):
-                raise BlastosegError(f"the {head} threshold must be a number in [0, 1], got "
-                                     f"{value!r} (model {source})")
-            self.thresholds[head] = float(value)
+            self.thresholds["overlap"] = check_unit(overlap_threshold, "the overlap threshold",
+                                                    self.entry.name)
         m = self.config.multiple
         for name, value in (("window", window), ("overlap", overlap), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -288,56 +227,59 @@ class OverlapPredictor:
             raise BlastosegError(f"overlap ({overlap}) must be smaller than the window ({window})")
         self.window, self.overlap = int(window), int(overlap)
         self.batch_size = max(int(batch_size), 1)
-        self.device = resolve_device(device)
-        self.device_name = describe_device(self.device)
-        net = SEUNet(self.config)
-        load_into_model(net, self.entry.weights_path, card=self.entry.card.to_dict(),
-                        expected_kind="overlap")
-        self.model = net.to(self.device).eval()
+
+    def build_model(self) -> SEUNet:
+        return SEUNet(self.card.seunet)
+
+    @property
+    def config(self) -> SEUNetConfig:
+        """The network's architecture."""
+        return self.card.seunet
 
     @property
     def heads(self) -> tuple[str, ...]:
         return tuple(self.config.heads)
+
+    @property
+    def percentiles(self) -> tuple[float, float]:
+        return self.card.percentiles
+
+    @property
+    def scale(self) -> float:
+        """The model works at ``scale`` x the image's pixel size; maps are resized back."""
+        return self.card.scale
 
     def _run_windows(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         """(B, 1, h, w) normalised windows -> head -> (B, h, w) probabilities."""
         x = torch.from_numpy(windows).to(self.device)
         if self.config.in_channels != x.shape[1]:
             x = x[:, :1].expand(-1, self.config.in_channels, -1, -1)
-        amp = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
-               else nullcontext())
-        with torch.inference_mode(), amp:
+        with self.inference():
             out = self.model(x)
         return {k: torch.sigmoid(v.float())[:, 0].cpu().numpy() for k, v in out.logits.items()}
 
     def count_windows(self, image: np.ndarray) -> int:
-        """How many windows :meth:`iter_predict` runs for this input (all frames)."""
-        frames, _ = split_frames(image)
-        return len(frames) * count_windows(self.working_shape(frames.shape[1:3]), self.window,
-                                           self.overlap, self.config.multiple)
+        """How many windows ``predict(image)`` runs (all frames)."""
+        frames, _ = as_frames(image)
+        return len(frames) * self._windows_per_frame(frames.shape[1:3])
+
+    def _windows_per_frame(self, shape: tuple[int, int]) -> int:
+        return count_windows(self.working_shape(shape), self.window, self.overlap,
+                             self.config.multiple)
 
     def working_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
         """The size a frame of ``shape`` is resized to before the model sees it."""
-        if self.scale == 1.0:
-            return int(shape[0]), int(shape[1])
-        return (max(round(shape[0] * self.scale), MIN_SIDE),
-                max(round(shape[1] * self.scale), MIN_SIDE))
+        return working_shape(shape, self.scale)
 
-    def iter_predict(self, image: np.ndarray
-                     ) -> Generator[tuple[int, int], None, OverlapResult]:
-        """Probability maps of a frame or a (T, Y, X) stack, yielding (done, total) over all
-        windows of all frames (so a GUI worker can show progress and cancel between
-        batches); returns an :class:`OverlapResult`."""
-        frames, stack = split_frames(image)
-        n, (h, w) = len(frames), frames.shape[1:3]
-        work_shape = self.working_shape((h, w))
-        per_frame = count_windows(work_shape, self.window, self.overlap, self.config.multiple)
-        total = n * per_frame
-        probs = {head: np.zeros((n, h, w), np.float32) for head in self.heads}
+    def run_frames(self, frames: Sequence[np.ndarray]) -> Iterator[Step]:
+        """Each frame in windows: one step per batch of windows (``done``/``total`` count
+        windows over all frames; frames of different sizes are counted as they come)."""
+        n = len(frames)
+        sizes = [tuple(np.shape(f)[:2]) for f in frames]
+        counts = [self._windows_per_frame(size) for size in sizes]
+        total, before = sum(counts), 0
         for t, frame in enumerate(frames):
-            grey = normalise_percentiles(_grey(frame, t, stack), self.percentiles)
-            if work_shape != (h, w):
-                grey = resize_map(grey, work_shape)
+            grey = working_frame(frame, t if n > 1 else None, self.percentiles, self.scale)
             work = iter_sliding_window(grey, self._run_windows, self.window, self.overlap,
                                        batch=self.batch_size, multiple=self.config.multiple)
             while True:
@@ -346,31 +288,31 @@ class OverlapPredictor:
                 except StopIteration as stop:
                     maps = stop.value
                     break
-                yield t * per_frame + done, total
-            for head in self.heads:
-                probs[head][t] = (maps[head] if work_shape == (h, w)
-                                  else np.clip(resize_map(maps[head], (h, w)), 0.0, 1.0))
-        if not stack:
-            probs = {k: v[0] for k, v in probs.items()}
+                if done < counts[t]:  # the frame's last step comes with its result
+                    yield before + done, total, []
+            before += counts[t]
+            yield before, total, [(t, self._result(maps, sizes[t]))]
+
+    def _result(self, maps: dict[str, np.ndarray], shape: tuple[int, int]) -> OverlapResult:
+        probs = {head: (maps[head] if maps[head].shape == shape
+                        else np.clip(resize_map(maps[head], shape), 0.0, 1.0))
+                 for head in self.heads}
         overlap_mask = (probs["overlap"] >= self.thresholds["overlap"]
                         if "overlap" in probs else None)
         return OverlapResult(probabilities=probs, overlap_mask=overlap_mask,
                              thresholds=dict(self.thresholds), device_name=self.device_name,
-                             model=self.entry.name, is_stack=stack,
+                             model=self.entry.name, is_stack=False,
                              meta={"window": self.window, "overlap": self.overlap,
-                                   "scale": self.scale,
-                                   "percentiles": list(self.percentiles)})
-
-    def predict(self, image: np.ndarray, progress: Callable[[int, int], None] | None = None
-                ) -> OverlapResult:
-        """Probability maps of a frame or a stack (``progress(done, total)`` per batch)."""
-        return run_with_progress(self.iter_predict(image), progress)
+                                   "scale": self.scale, "percentiles": list(self.percentiles)})
 
 
-def predict_overlap(image: np.ndarray, model: str = DEFAULT_MODEL, device: str = "auto",
+def predict_overlap(image: np.ndarray, model: str | None = None, device: str = "auto",
                     window: int = 512, overlap: int = 256, batch_size: int = 4,
-                    progress: Callable[[int, int], None] | None = None) -> OverlapResult:
-    """One-call overlap maps of a frame or a (T, Y, X) stack (see :class:`OverlapPredictor`)."""
-    predictor = OverlapPredictor(model, device=device, window=window, overlap=overlap,
-                                 batch_size=batch_size)
+                    progress: Callable[[int, int], None] | None = None
+                    ) -> OverlapResult | list[OverlapResult]:
+    """One-call overlap maps of a frame (one result) or a (T, Y, X) stack (a list, see
+    :meth:`OverlapResult.from_frames`); the loaded model is kept between calls
+    (:func:`~blastoseg.predict.base.load_predictor`)."""
+    predictor = load_predictor(model, device, kind="overlap", window=window, overlap=overlap,
+                               batch_size=batch_size)
     return predictor.predict(image, progress=progress)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from blastoseg.io.dataset import read_dataset
 from blastoseg.io.nuclei import load_nuclei
 from blastoseg.metrics.pixel import PixelMetrics
+from blastoseg.predict.base import load_predictor
 from blastoseg.predict.overlap import OverlapPredictor
 from blastoseg.targets.heads import head_targets
 
@@ -35,8 +36,8 @@ def evaluate_overlap_model(model: str | OverlapPredictor, data: str | os.PathLik
     card's. Returns ``{"model": name, "data": path, "n_images": n, "cytoplasm": {...},
     "nuclei": {...}, "overlap": {...}}``; heads the model lacks are left out.
     """
-    predictor = model if isinstance(model, OverlapPredictor) else OverlapPredictor(
-        model, device=device)
+    predictor = model if isinstance(model, OverlapPredictor) else load_predictor(
+        model, device, kind="overlap")
     ds = read_dataset(data)
     n = len(ds) if max_images is None else min(len(ds), int(max_images))
     heads = [h for h in EVAL_HEADS if h in predictor.heads]

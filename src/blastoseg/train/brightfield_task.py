@@ -15,7 +15,7 @@ Config (``--config`` JSON)::
      "data": {"crop": 256, "repeats": 4, "scale": 1.0, "max_instances": null,
               "border_width": 2},
      "init_seunet": null,  (or a trained overlap model: the SE-U-Net part starts from it)
-     "postprocess": {"score_threshold": 0.3, "mask_threshold": 0.5, "nms_iou": 0.8},
+     "postprocess": {"score_threshold": 0.3, "mask_threshold": 0.5, "mask_nms_iou": 0.8},
      "hyper": {"batch_size": 4, "grad_accum": 1, "lr": 1e-3, ...}}
 
 Loss = the sparse instance losses (:func:`blastoseg.train.sparse_losses.sparse_losses`:
@@ -51,13 +51,15 @@ from torch import nn
 
 from blastoseg.instances import FrameInstances
 from blastoseg.metrics import evaluate_masks
-from blastoseg.predict.brightfield import DEFAULT_POSTPROCESS, KIND, seunet_config_of
+from blastoseg.models.cards import brightfield_postprocess
 from blastoseg.predict.brightfield_post import decode_instances
 from blastoseg.train.brightfield_data import BrightfieldDataset, collate_brightfield
 from blastoseg.train.job import TrainJob
 from blastoseg.train.overlap_losses import seunet_loss
 from blastoseg.train.overlap_task import split_batch
 from blastoseg.train.task import TrainingError, TrainTask, register_task
+
+KIND = "brightfield"
 
 __all__ = ["DEFAULT_HEAD_LOSS", "DEFAULT_SPARSE_LOSS", "BrightfieldTask",
            "init_seunet_from_overlap", "model_config"]
@@ -131,7 +133,7 @@ class BrightfieldTask(TrainTask):
         if not 1 <= cap <= n:
             raise TrainingError(f"data 'max_instances' must be in 1..{n} (the model's "
                                 f"num_instances), got {cap}")
-        multiple = seunet_config_of(cfg).multiple
+        multiple = cfg.seunet_config.multiple
         crop = int(data.get("crop", 256))
         if crop < multiple or crop % multiple:
             raise TrainingError(f"data 'crop' must be a positive multiple of {multiple} (the "
@@ -159,12 +161,12 @@ class BrightfieldTask(TrainTask):
                 "alpha": None if heads["alpha"] is None else float(heads["alpha"])}
 
     def _postprocess(self) -> dict:
-        return {**DEFAULT_POSTPROCESS, **dict(self.job.config.get("postprocess", {}) or {})}
+        return brightfield_postprocess(self.job.config.get("postprocess"))
 
     # data ------------------------------------------------------------------------------
     def make_datasets(self, job: TrainJob):
         cfg = model_config(job.config)
-        heads = seunet_config_of(cfg).heads
+        heads = cfg.seunet_config.heads
         opts = self._data_options(job)
         prob = dict(job.config.get("probability", DEFAULT_PROBABILITY) or DEFAULT_PROBABILITY)
         train = BrightfieldDataset(
@@ -224,7 +226,7 @@ class BrightfieldTask(TrainTask):
             pred.append(decode_instances(
                 out.class_logits[0], out.mask_logits[0, :, :h, :w],
                 None if iou is None else iou[0], score_threshold=VAL_SCORE_THRESHOLD,
-                mask_threshold=float(post["mask_threshold"]), nms_iou=post["nms_iou"],
+                mask_threshold=float(post["mask_threshold"]), mask_nms_iou=post["mask_nms_iou"],
                 largest_component=bool(post.get("largest_component", False))))
             gt.append(FrameInstances(masks=item["masks"].numpy() > 0.5,
                                      class_ids=item["labels"].numpy() + 1))

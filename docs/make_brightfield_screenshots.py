@@ -90,7 +90,9 @@ class StandIn:
     def __init__(self, sc) -> None:
         self.sc = sc
 
-    def iter_predict(self, image):
+    def iter_predict(self, frames, on_result=None):
+        """The predictor contract (predict/base.py): one result per frame, streamed to
+        ``on_result`` or returned as a list."""
         from scipy import ndimage
 
         from blastoseg.instances import FrameInstances
@@ -100,9 +102,13 @@ class StandIn:
                           0, 1)
         nuclei = ndimage.gaussian_filter((self.sc.nuclei > 0).astype(np.float32), 1.0)
         n = len(self.sc.instances)
-        return FrameInstances(masks=self.sc.instances.masks,
+        inst = FrameInstances(masks=self.sc.instances.masks,
                               scores=np.linspace(0.95, 0.6, n).astype(np.float32),
                               occlusion=overlap, meta={"overlap": overlap, "nuclei": nuclei})
+        if on_result is not None:
+            on_result(0, inst)
+            return []
+        return [inst]
 
 
 def main() -> None:

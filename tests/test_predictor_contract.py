@@ -1,5 +1,5 @@
 """One predictor contract for every kind (predict/base.py), the typed model cards
-(models/cards.py) and the one place that turns images into frames (io/frames.py)."""
+(predict/cards.py) and the one place that turns images into frames (io/frames.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from blastoseg.errors import BlastosegError, InvalidImageError
 from blastoseg.io.frames import as_frames, grey_frame, image_axes
 from blastoseg.kinds import KINDS, get_kind, runnable_kinds
-from blastoseg.models import cards
+from blastoseg.predict import cards
 from blastoseg.predict.base import (
     Predictor,
     PredictorBase,

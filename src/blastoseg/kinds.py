@@ -100,7 +100,7 @@ class ModelKind:
 KINDS: dict[str, ModelKind] = {k.name: k for k in (
     ModelKind(
         name="amodal", title="amodal blastomere instances (S1)",
-        card="blastoseg.models.cards:AmodalCard",
+        card="blastoseg.predict.cards:AmodalCard",
         task="blastoseg.train.amodal_task",
         predictor="blastoseg.predict.amodal:AmodalPredictor",
         default_model="amodal-default",
@@ -108,7 +108,7 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         cli="blastoseg.commands.amodal", widget="blastoseg.segment_widget", proposes_cells=True),
     ModelKind(
         name="overlap", title="overlap probability maps (S4, SE-U-Net)",
-        card="blastoseg.models.cards:OverlapCard",
+        card="blastoseg.predict.cards:OverlapCard",
         task="blastoseg.train.overlap_task",
         predictor="blastoseg.predict.overlap:OverlapPredictor",
         default_model="overlap-default",
@@ -116,7 +116,7 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         cli="blastoseg.commands.overlap", widget="blastoseg.overlap_widget"),
     ModelKind(
         name="brightfield", title="brightfield cell instances (S4, SparseSEU-Net)",
-        card="blastoseg.models.cards:BrightfieldCard",
+        card="blastoseg.predict.cards:BrightfieldCard",
         task="blastoseg.train.brightfield_task",
         predictor="blastoseg.predict.brightfield:BrightfieldPredictor",
         default_model="brightfield-default",
@@ -124,12 +124,12 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         cli="blastoseg.commands.brightfield", widget="blastoseg.brightfield_widget", proposes_cells=True),
     ModelKind(
         name="shape_prior", title="VQ-VAE shape prior of the amodal mask head",
-        card="blastoseg.models.cards:ShapePriorCard",
+        card="blastoseg.predict.cards:ShapePriorCard",
         task="blastoseg.train.shape_prior_task",
         default_model="shape-prior-default"),
     ModelKind(
         name="pix2pix", title="pix2pix image translator for synthetic data",
-        card="blastoseg.models.cards:Pix2PixCard",
+        card="blastoseg.predict.cards:Pix2PixCard",
         task="blastoseg.train.pix2pix_task",
         default_model="pix2pix-brightfield"),
 )}

@@ -43,14 +43,10 @@ __all__ = [
     "brightfield_export_exists",
     "brightfield_job",
     "brightfield_measurements",
-    "brightfield_model_names",
-    "card_threshold",
     "export_brightfield",
     "frame_counts",
 ]
 
-DEFAULT_MODEL = "brightfield-default"
-DEFAULT_THRESHOLD = 0.3
 #: metadata role of the probability layers made here (the "Overlap map" widget has its own,
 #: so neither widget touches the other's layers)
 MAP_ROLE = "brightfield_probability"
@@ -64,23 +60,6 @@ MAP_COLORMAPS = {
 }
 #: the instance layers kept from the ResultLayerBuilder
 KEPT_ROLES = ("amodal", "centroids")
-
-
-# --- models --------------------------------------------------------------------------------
-
-def brightfield_model_names() -> list[str]:
-    """Registered models of kind "brightfield" (the shipped brightfield-default first)."""
-    from blastoseg.napari._ui import model_names
-
-    return model_names("brightfield", first=DEFAULT_MODEL)
-
-
-def card_threshold(model: str) -> float:
-    """The score threshold in a model's card (0.3 when none or unreadable)."""
-    from blastoseg.napari._ui import card_number
-
-    return card_number(model, "brightfield", "postprocess", "score_threshold",
-                       DEFAULT_THRESHOLD)
 
 
 # --- measurements ----------------------------------------------------------------------------
@@ -124,7 +103,7 @@ def brightfield_job(data, axes: str, frame_range: tuple[int, int],
     data
         The image layer's data: (Y, X), (Y, X, 3/4) with ``rgb``, (T, Y, X) or (T, Y, X, 3/4).
     axes
-        ``""`` or ``"T"`` (see :func:`blastoseg.napari.overlap_job.overlap_axes`).
+        ``""`` or ``"T"`` (see :func:`blastoseg.io.frames.image_axes`).
     frame_range
         ``(t0, t1)``: the frames of a (T, Y, X) stack to segment; ignored for a 2D frame.
     get_predictor
@@ -231,7 +210,8 @@ def export_brightfield(folder: str | Path, image, amodal_layers: Sequence,
 
     Returns the writer's name -> path, plus ``frames`` (how many) and ``rows`` (the
     :class:`~blastoseg.measure.InstanceMeasurements` of ``cells.csv``)."""
-    from blastoseg.napari.export_results import _tag, result_frames
+    from blastoseg.napari._ui import layer_tag
+    from blastoseg.napari.export_results import result_frames
     from blastoseg.results.brightfield import write_brightfield_results
 
     if not amodal_layers:
@@ -246,9 +226,9 @@ def export_brightfield(folder: str | Path, image, amodal_layers: Sequence,
     frames = result_frames(image, amodal_layers)
     written = write_brightfield_results(
         frames.instances, folder, images=frames.images,
-        maps={_tag(la).get("head", "map"): np.asarray(la.data) for la in map_layers},
+        maps={layer_tag(la).get("head", "map"): np.asarray(la.data) for la in map_layers},
         pixel_size_um=pixel_size_um, first_frame=frames.first, video=frames.video,
         track_ids=frames.tracked, dataset_dir="", overwrite=True,
         info={"description": f"blastoseg brightfield cells of {image.name!r}",
-              "source_image": str(image.name), "model": _tag(amodal_layers[0]).get("model")})
+              "source_image": str(image.name), "model": layer_tag(amodal_layers[0]).get("model")})
     return {**written, "frames": frames.n, "rows": written.cells}

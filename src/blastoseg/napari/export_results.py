@@ -24,6 +24,7 @@ import numpy as np
 
 from blastoseg.errors import DatasetFormatError, InvalidImageError
 from blastoseg.instances import FrameInstances
+from blastoseg.napari._ui import layer_tag
 from blastoseg.napari._writer import write_label_tiffs
 from blastoseg.napari.result_layers import FrameView, iter_instances_from_layers, placement_of
 from blastoseg.results.amodal import write_amodal_results
@@ -39,10 +40,6 @@ def export_exists(folder: str | Path) -> list[Path]:
     found = [p for p in instance_result_paths(folder, "") if p.exists()]
     labels = folder / "labels"
     return found + (sorted(labels.glob("*.tif")) if labels.is_dir() else [])
-
-
-def _tag(layer) -> dict:
-    return ((getattr(layer, "metadata", None) or {}).get("blastoseg") or {})
 
 
 def _image_frames(image, placement, n: int, planes: list[int] | None) -> Iterator[np.ndarray]:
@@ -96,7 +93,7 @@ def result_frames(image, amodal_layers: Sequence) -> ResultFrames:
         raise InvalidImageError(
             f"the labels ({labels_shape}) do not match the image layer "
             f"{getattr(image, 'name', '')!r} of shape {img_shape}")
-    planes = _tag(amodal_layers[0]).get("focal_planes_used")
+    planes = layer_tag(amodal_layers[0]).get("focal_planes_used")
     first, instances, tracked = iter_instances_from_layers(amodal_layers)
     return ResultFrames(first=first, n=n, video=n > 1 or "T" in placement.axes,
                         tracked=tracked, instances=instances,
@@ -145,7 +142,7 @@ def export_result(folder: str | Path, image, amodal_layers: Sequence,
         dataset_dir="", overwrite=True,
         info={"description": f"blastoseg result for {image.name!r}",
               "source_image": str(getattr(image, "name", "")),
-              "model": _tag(amodal_layers[0]).get("model")})
+              "model": layer_tag(amodal_layers[0]).get("model")})
     placement = placement_of(amodal_layers[0])
     tiffs = write_label_tiffs(Path(folder), [
         (FrameView(la.data, placement) if frames.n > 1 or placement.axes else

@@ -30,6 +30,7 @@ import numpy as np
 
 from blastoseg.errors import InvalidImageError
 from blastoseg.instances import FrameInstances
+from blastoseg.napari._ui import layer_tag
 from blastoseg.napari.compressed_stack import CompressedStack
 from blastoseg.napari.layer_conversion import (
     LabelLayerPacker,
@@ -319,15 +320,10 @@ def centroid_points(t_local: np.ndarray, yx: np.ndarray, values: np.ndarray, gro
 
 # --- layers in a viewer (duck-typed: anything with .name, .metadata, .data) -----------------
 
-def _tag(layer) -> dict:
-    meta = getattr(layer, "metadata", None) or {}
-    tag = meta.get("blastoseg") if isinstance(meta, dict) else None
-    return tag if isinstance(tag, dict) else {}
-
-
 def result_layers_of(layers: Iterable, group: str) -> list:
     """The layers of one result group (what a re-run replaces)."""
-    return [la for la in layers if _tag(la).get("group") == group and _tag(la).get("role") in ROLES]
+    return [la for la in layers
+            if layer_tag(la).get("group") == group and layer_tag(la).get("role") in ROLES]
 
 
 def amodal_groups(layers: Iterable) -> dict[str, list]:
@@ -339,7 +335,7 @@ def amodal_groups(layers: Iterable) -> dict[str, list]:
     """
     groups: dict[str, list] = {}
     for la in layers:
-        tag = _tag(la)
+        tag = layer_tag(la)
         if tag.get("role") != "amodal":
             continue
         group = tag.get("group") or re.sub(r"\s*\d+$", "", str(la.name)) or str(la.name)
@@ -349,7 +345,7 @@ def amodal_groups(layers: Iterable) -> dict[str, list]:
 
 def placement_of(layer) -> Placement:
     """The placement stored with a result layer; a plain (H, W) or (T, H, W) layer otherwise."""
-    d = _tag(layer).get("placement")
+    d = layer_tag(layer).get("placement")
     if d:
         return Placement.from_dict(d)
     ndim = np.ndim(layer.data) if not hasattr(layer.data, "ndim") else layer.data.ndim
@@ -380,7 +376,7 @@ def iter_instances_from_layers(amodal_layers: Sequence):
     if not amodal_layers:
         raise InvalidImageError("no amodal label layers to read")
     placement = placement_of(amodal_layers[0])
-    tracked = bool(_tag(amodal_layers[0]).get("labels_are_track_ids", False))
+    tracked = bool(layer_tag(amodal_layers[0]).get("labels_are_track_ids", False))
     views = [FrameView(la.data, placement) for la in amodal_layers]
     return placement.first_frame, iter_label_layers_to_instances(
         views, labels_are_track_ids=True), tracked
@@ -398,5 +394,5 @@ def instances_from_layers(amodal_layers: Sequence) -> tuple[int, list[FrameInsta
 
 def apply_display(layer) -> None:
     """Display settings napari does not take at creation: contours for amodal layers."""
-    if _tag(layer).get("role") == "amodal":
+    if layer_tag(layer).get("role") == "amodal":
         layer.contour = AMODAL_CONTOUR

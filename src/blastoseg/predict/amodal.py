@@ -30,10 +30,10 @@ import torch
 from blastoseg.instances import FrameInstances
 from blastoseg.models.amodal_config import AmodalConfig
 from blastoseg.models.amodal_rcnn import AmodalMaskRCNN
-from blastoseg.models.cards import AmodalCard
 from blastoseg.predict import localise as _localise
 from blastoseg.predict.amodal_post import LayerRule, postprocess_detections
 from blastoseg.predict.base import PredictorBase, Step, load_predictor
+from blastoseg.predict.cards import AmodalCard
 from blastoseg.predict.embryo_spec import (
     EmbryoSpec,
     FramingError,

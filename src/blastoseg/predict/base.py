@@ -18,7 +18,7 @@ What ``done``/``total`` count is the kind's unit of work (frames for amodal, net
 for overlap and brightfield); ``done`` reaches ``total`` at the end.
 
 :class:`PredictorBase` holds what the kinds share: the model entry, the typed card
-(:mod:`blastoseg.models.cards`), the device and the model in eval mode, loaded strictly, and
+(:mod:`blastoseg.predict.cards`), the device and the model in eval mode, loaded strictly, and
 the streaming of results. A kind implements :meth:`PredictorBase.build_model` and
 :meth:`PredictorBase.run_frames`. :func:`inference_context` is the one place that turns on
 inference mode (and autocast on CUDA). :func:`load_predictor` resolves a name, file or job

@@ -10,7 +10,7 @@ working resolution the model was trained at), runs the network and returns a
 ``occlusion`` = the overlap head's probability map and ``meta["nuclei"]`` /
 ``meta["overlap"]`` = the nuclei / overlap probability maps when the model has those heads.
 
-Model card layout (``card.config``, read by :class:`~blastoseg.models.cards.BrightfieldCard`)::
+Model card layout (``card.config``, read by :class:`~blastoseg.predict.cards.BrightfieldCard`)::
 
     {"model": SparseSEUNetConfig.to_dict(),
      "preprocess": {"percentiles": [1, 99.8], "scale": 1.0},
@@ -72,7 +72,6 @@ import torch.nn.functional as F
 from blastoseg.errors import BlastosegError
 from blastoseg.instances import FrameInstances
 from blastoseg.io.frames import as_frames
-from blastoseg.models.cards import BrightfieldCard, check_non_negative_int, check_unit
 from blastoseg.models.seunet import SEUNetConfig
 from blastoseg.models.sparse_seunet import SparseSEUNet
 from blastoseg.predict.base import PredictorBase, Step, load_predictor
@@ -83,6 +82,7 @@ from blastoseg.predict.brightfield_post import (
     _to_frame,
     select_predictions,
 )
+from blastoseg.predict.cards import BrightfieldCard, check_non_negative_int, check_unit
 from blastoseg.predict.overlap import resize_map, working_frame, working_shape
 from blastoseg.predict.tiling import iter_sliding_window, window_grid
 

@@ -13,7 +13,7 @@ frame gives one OverlapResult, a (T, Y, X) stack a list of them (one per frame),
 Where one result for the whole stack is wanted ((T, H, W) maps, e.g. to write one TIFF per
 head), :meth:`OverlapResult.from_frames` stacks the per-frame results.
 
-Model card layout (``card.config``, read by :class:`~blastoseg.models.cards.OverlapCard`)::
+Model card layout (``card.config``, read by :class:`~blastoseg.predict.cards.OverlapCard`)::
 
     {"seunet": SEUNetConfig.to_dict(),
      "preprocess": {"percentiles": [1, 99.8], "scale": 1.0},
@@ -37,9 +37,9 @@ import torch
 
 from blastoseg.errors import BlastosegError
 from blastoseg.io.frames import MIN_SIDE, as_frames, grey_frame
-from blastoseg.models.cards import DEFAULT_PERCENTILES, OverlapCard, check_unit
 from blastoseg.models.seunet import SEUNet, SEUNetConfig
 from blastoseg.predict.base import PredictorBase, Step, load_predictor
+from blastoseg.predict.cards import DEFAULT_PERCENTILES, OverlapCard, check_unit
 from blastoseg.predict.tiling import count_windows, iter_sliding_window
 
 __all__ = [

@@ -51,8 +51,8 @@ from torch import nn
 
 from blastoseg.instances import FrameInstances
 from blastoseg.metrics import evaluate_masks
-from blastoseg.models.cards import brightfield_postprocess
 from blastoseg.predict.brightfield_post import decode_instances
+from blastoseg.predict.cards import brightfield_postprocess
 from blastoseg.train.brightfield_data import BrightfieldDataset, collate_brightfield
 from blastoseg.train.job import TrainJob
 from blastoseg.train.overlap_losses import seunet_loss

@@ -22,8 +22,8 @@ Card layouts (``card.config``):
 * shape_prior: ``{"vqvae": VQVAEConfig}`` (or the VQVAEConfig keys at the top level)
 * pix2pix: ``{"pix2pix": Pix2PixConfig, "preprocess": {...}}``
 
-This module reads the framing default and the layer rule of :mod:`blastoseg.predict` (both
-plain data), so it sits above ``models/`` in the import order.
+It lives in ``predict/`` because it reads the framing default and the amodal layer rule
+defined here; the training tasks read it too.
 """
 
 from __future__ import annotations

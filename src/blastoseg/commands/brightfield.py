@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from blastoseg.commands.progress import progress_printer
+from blastoseg.kinds import get_kind
 
 
 def _segment_brightfield(args: argparse.Namespace) -> int:
@@ -56,7 +57,7 @@ def _eval_brightfield(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="brightfield-default",
+    p.add_argument("--model", default=get_kind("brightfield").default_model,
                    help="registered name, .safetensors or training job folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--threshold", type=float, default=None,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from blastoseg.commands.progress import progress_printer
+from blastoseg.kinds import get_kind
 
 
 def _segment_overlap(args: argparse.Namespace) -> int:
@@ -44,7 +45,7 @@ def _eval_overlap(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="overlap-default", help="registered name, .safetensors or training job folder")
+    p.add_argument("--model", default=get_kind("overlap").default_model, help="registered name, .safetensors or training job folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
 

@@ -1,0 +1,251 @@
+"""``blastoseg segment amodal INPUT --out DIR``, ``blastoseg eval amodal --data DIR`` and
+``blastoseg calibrate amodal --data DIR``: the amodal kind's command line (its ``cli`` in
+:mod:`blastoseg.kinds`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from blastoseg.commands.progress import progress_printer
+from blastoseg.kinds import get_kind
+
+DEFAULT_MODEL = get_kind("amodal").default_model
+MODEL_HELP = ("registered name, .safetensors file (its .json card beside it) or a training "
+              "job folder (the finished model of `blastoseg train ... --out DIR`)")
+#: unsure frames named one by one on stderr; the rest are counted
+_MAX_WARNINGS = 10
+
+
+def _circle_arg(text: str) -> tuple[float, float, float]:
+    from blastoseg.predict.localise import parse_circle
+
+    try:
+        return parse_circle(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _diameter_px(args: argparse.Namespace, pixel_size_um: float | None, where: str
+                 ) -> float | None:
+    """``--diameter`` in pixels (``--diameter-unit um`` divides by the pixel size)."""
+    from blastoseg.predict.embryo_spec import FramingError
+
+    d = getattr(args, "diameter", None)
+    if d is None:
+        return None
+    if not (d > 0 and d != float("inf")):
+        raise FramingError(f"--diameter must be a positive number; got {d}")
+    if args.diameter_unit == "px":
+        return float(d)
+    if not pixel_size_um:
+        raise FramingError(
+            f"--diameter {d:g} um needs the pixel size, but {where} does not record one; "
+            "give the diameter in pixels (--diameter-unit px)")
+    return float(d) / float(pixel_size_um)
+
+
+def _fmt_circle(d: dict) -> str:
+    return f"{d['cx']:.0f},{d['cy']:.0f},{d['radius']:.0f}"
+
+
+def _report_framing(frames: list, names: list[str] | None = None) -> dict[str, int]:
+    """Print how the frames were framed (stdout) and warn about unsure frames (stderr);
+    returns {source: number of frames, ..., "unsure": n}."""
+    counts: dict[str, int] = {}
+    unsure = []
+    for t, inst in enumerate(frames):
+        meta = inst.meta or {}
+        box = meta.get("embryo") or {}
+        counts[box.get("source", "unknown")] = counts.get(box.get("source", "unknown"), 0) + 1
+        if meta.get("embryo_unsure"):
+            unsure.append((t, box, meta.get("embryo_guess")))
+    counts["unsure"] = len(unsure)
+    for t, box, guess in unsure[:_MAX_WARNINGS]:
+        name = names[t] if names else f"frame {t}"
+        g = (f"its guess was {_fmt_circle(guess)} (confidence {guess['confidence']:.2f})"
+             if guess else "")
+        if box.get("source") == "whole frame":
+            what = f"no confident embryo found, the whole frame was used; {g}"
+        else:
+            what = f"used its guess {_fmt_circle(box)} (confidence {box['confidence']:.2f})"
+        if box.get("note"):
+            what += f" ({box['note']})"
+        print(f"blastoseg: warning: {name}: the localiser is unsure: {what}. If that is "
+              "wrong, give --embryo CX,CY,R, --diameter D or --no-localise", file=sys.stderr)
+    if len(unsure) > _MAX_WARNINGS:
+        print(f"blastoseg: warning: the localiser is unsure on {len(unsure) - _MAX_WARNINGS} "
+              "more frame(s)", file=sys.stderr)
+    return counts
+
+
+def _framing_line(counts: dict[str, int], n: int) -> str:
+    parts = [f"{k} {v}" for k, v in counts.items() if k != "unsure" and v]
+    line = f"framing of {n} frame(s): " + ", ".join(parts)
+    if counts.get("unsure"):
+        line += f" (localiser unsure on {counts['unsure']})"
+    return line
+
+
+def _requested_framing(embryo, diameter_px, localise, args, model_localises=True) -> str:
+    if embryo is not None:
+        return f"the given embryo circle {','.join(f'{v:g}' for v in embryo)} on every frame"
+    if localise is False:
+        return "the whole frame (--no-localise)"
+    if not model_localises:
+        return "the whole frame (the model card's framing.use_localisation is false)"
+    if diameter_px is not None:
+        unit = "" if args.diameter_unit == "px" else f" ({args.diameter:g} um)"
+        return f"localised, embryo diameter {diameter_px:.0f} px{unit}"
+    return "localised in each frame"
+
+
+def _segment_amodal(args: argparse.Namespace) -> int:
+    from blastoseg.io import read_images
+    from blastoseg.predict.amodal import AmodalPredictor
+    from blastoseg.results.amodal import write_amodal_results
+
+    stack = read_images(args.input)
+    images = stack.data if stack.axes != "TZYX" else stack.data[:, args.plane]
+    embryo = args.embryo
+    diameter_px = _diameter_px(args, stack.pixel_size_um, str(args.input))
+    localise = False if args.no_localise else None
+    predictor = AmodalPredictor(args.model, device=args.device,
+                                score_threshold=args.threshold, batch_size=args.batch_size)
+    print(f"model {predictor.entry.name} on {predictor.device_name}")
+    requested = _requested_framing(embryo, diameter_px, localise, args,
+                                   predictor.use_localisation)
+    print(f"framing: {requested}")
+    result = predictor.predict(images, progress=progress_printer("segmenting"),
+                               embryo=embryo, diameter_px=diameter_px, localise=localise)
+    frames = result if isinstance(result, list) else [result]
+    if not isinstance(result, list):
+        images = images[None]
+    print(_framing_line(_report_framing(frames), len(frames)))
+    paths = write_amodal_results(frames, args.out, images=images,
+                                 pixel_size_um=stack.pixel_size_um, overwrite=args.overwrite)
+    for name, path in paths.items():
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+def _eval_amodal(args: argparse.Namespace) -> int:
+    from blastoseg.io import read_dataset
+    from blastoseg.metrics import evaluate_amodal, format_report
+    from blastoseg.predict.amodal import AmodalPredictor
+
+    ds = read_dataset(args.data)
+    localise = False if args.no_localise else None
+    # every image's diameter in pixels first: a missing pixel size fails before the model runs
+    diameters = [_diameter_px(args, ds.images[i].get("pixel_size_um"),
+                              f"image {ds.images[i].get('file_name')!r} of {args.data}")
+                 for i in range(len(ds))]
+    # keep every detection above a low score: AP ranks them, counting uses --threshold
+    predictor = AmodalPredictor(args.model, device=args.device, score_threshold=0.05,
+                                batch_size=args.batch_size)
+    report = progress_printer("evaluating")
+    gt, pred = [], []
+    for i in range(len(ds)):
+        gt.append(ds.instances(i))
+        pred.append(predictor.predict(ds.load_image(i), diameter_px=diameters[i],
+                                      localise=localise))
+        report(i + 1, len(ds))
+    count_threshold = (args.threshold if args.threshold is not None
+                       else predictor.calibrated_threshold)
+    result = evaluate_amodal(gt, pred, score_threshold=count_threshold,
+                             categories=ds.categories)
+    result["model"] = predictor.entry.name
+    framing = _report_framing(pred, [str(ds.images[i].get("file_name")) for i in range(len(ds))])
+    result["framing"] = framing
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        print(_framing_line(framing, len(pred)))
+        print(format_report(result))
+    return 0
+
+
+def _calibrate_amodal(args: argparse.Namespace) -> int:
+    from blastoseg.predict.calibrate import calibrate_counts, write_postprocess
+    from blastoseg.weights import resolve_model
+
+    result = calibrate_counts(args.model, args.data, device=args.device,
+                              max_frames=args.frames, progress=progress_printer("calibrating"))
+    print(f"{'mask NMS IoU':>12} {'score thr':>9} {'exact %':>8} {'MAE':>6}")
+    for g in result["grid"]:
+        print(f"{g['mask_nms_iou']:>12.2f} {g['score_threshold']:>9.2f} "
+              f"{100 * g['count_exact']:>8.1f} {g['count_mae']:>6.2f}")
+    print(f"best: mask NMS IoU {result['mask_nms_iou']}, score threshold "
+          f"{result['score_threshold']} -> exact count {100 * result['count_exact']:.1f} %, "
+          f"MAE {result['count_mae']:.2f} on {result['n_frames']} frames")
+    if args.write:
+        entry = resolve_model(args.model, kind="amodal")
+        if entry.source == "bundled":
+            print("not written: bundled model cards are read-only; import the model first")
+            return 2
+        print(f"wrote {write_postprocess(entry.card_path, result)}")
+    return 0
+
+
+def _framing_options(p: argparse.ArgumentParser, *, circle: bool) -> None:
+    g = p.add_argument_group("framing (where the embryo is; default: localised in each frame)")
+    x = g.add_mutually_exclusive_group()
+    if circle:
+        x.add_argument("--embryo", type=_circle_arg, metavar="CX,CY,R", default=None,
+                       help="the embryo's circle in pixels (x = column, y = row, radius to "
+                            "the zona's outer face), used for every frame instead of "
+                            "localising it")
+    x.add_argument("--diameter", type=float, metavar="D", default=None,
+                   help="the embryo's diameter (zona included): the localiser only looks "
+                        "for embryos of this size (+-12 %%)")
+    x.add_argument("--no-localise", action="store_true",
+                   help="frame the whole image (frames that are already crops around the "
+                        "embryo)")
+    g.add_argument("--diameter-unit", choices=("px", "um"), default="px",
+                   help="unit of --diameter (um needs the image's pixel size; default px)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="score threshold for cells (default: the model card's calibrated value)")
+    p.add_argument("--batch-size", type=int, default=4)
+
+
+def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
+    am = kinds.add_parser("amodal", help="amodal blastomere masks (frame, TIFF stack, frame folder)")
+    am.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
+    am.add_argument("--out", required=True, type=Path,
+                    help="output folder: dataset (images + masks), counts.csv, cells.csv, "
+                         "framing.csv")
+    am.add_argument("--plane", type=int, default=0,
+                    help="focal-plane index for (T, Z, Y, X) input (default 0)")
+    am.add_argument("--overwrite", action="store_true",
+                    help="replace an existing output (previous annotations kept as a backup)")
+    _common(am)
+    _framing_options(am, circle=True)
+    am.set_defaults(func=_segment_amodal)
+
+
+def add_eval_parser(ekinds: argparse._SubParsersAction) -> None:
+    ea = ekinds.add_parser("amodal", help="amodal mask mAP, AP50, AP75, counting")
+    ea.add_argument("--data", required=True, type=Path, help="dataset folder with ground truth")
+    ea.add_argument("--json", action="store_true", help="print one JSON object")
+    _common(ea)
+    _framing_options(ea, circle=False)
+    ea.set_defaults(func=_eval_amodal)
+
+
+def add_calibrate_parser(ckinds: argparse._SubParsersAction) -> None:
+    ca = ckinds.add_parser("amodal", help="score threshold and mask NMS for exact cell counts")
+    ca.add_argument("--data", required=True, type=Path,
+                    help="validation dataset folder (never the test set)")
+    ca.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    ca.add_argument("--device", default="auto")
+    ca.add_argument("--frames", type=int, default=None, help="use at most N frames")
+    ca.add_argument("--write", action="store_true",
+                    help="store the chosen values in the model's card (a user model)")
+    ca.set_defaults(func=_calibrate_amodal)

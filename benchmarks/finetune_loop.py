@@ -18,10 +18,15 @@ most 15 minutes on this CPU, and compare amodal mAP before and after.
    the original held-out synthetic frames (seeds 900000+, as in amodal_benchmark.py): mask AP
    from detections at score >= 0.05, counts at each model's calibrated threshold.
 
+5. **Optionally** (``--interpolate 0.5,0.75``) the fine-tuned model mixed with its base in
+   weight space (WiSE-FT, ``blastoseg models interpolate``) at each alpha, evaluated the same
+   way: how much of the gain on style B a mix keeps while the original set does not fall.
+
 Usage::
 
     nice python benchmarks/finetune_loop.py --out /tmp/loop [--minutes 15] [--annotate 10]
-        [--test 50] [--orig 200] [--base amodal-default] [--json OUT]
+        [--test 50] [--orig 200] [--base amodal-default] [--interpolate 0.5,0.75]
+        [--json OUT]
 """
 
 from __future__ import annotations
@@ -112,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--synth-per-epoch", type=int, default=8)
     ap.add_argument("--name", default="finetune-loop-style-b")
+    ap.add_argument("--interpolate", default="",
+                    help="comma-separated alphas: also evaluate the fine-tuned model mixed with "
+                         "its base in weight space (WiSE-FT, blastoseg models interpolate)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -172,9 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     orig_images, orig_truth = render(args.orig, 900_000, Default())
     res: dict = {"style_b": STYLE_B, "corrections": totals, "n_train": exp.n_train,
                  "n_val": exp.n_val, "finetune_s": time.time() - t0, "steps": progress.step}
-    for label, model in (("before", args.base), ("after", args.name)):
+    rows = [("before", args.base), ("after", args.name)]
+    from blastoseg.weights.interpolate import interpolate_models
+
+    for alpha in [float(a) for a in args.interpolate.split(",") if a]:
+        mixed = f"{args.name}-mix{int(round(100 * alpha)):02d}"
+        if any(m.name == mixed for m in list_models()):
+            delete_model(mixed)
+        interpolate_models(args.base, args.name, alpha, mixed)
+        rows.append((f"after, mixed with the base (alpha {alpha:g})", mixed))
+    for label, model in rows:
         log(f"evaluating {model}")
-        res[label] = {"style_b": evaluate(model, test_images, test_truth),
+        res[label] = {"model": model, "style_b": evaluate(model, test_images, test_truth),
                       "original": evaluate(model, orig_images, orig_truth)}
     gain = res["after"]["style_b"]["mAP"] - res["before"]["style_b"]["mAP"]
     loss = res["before"]["original"]["mAP"] - res["after"]["original"]["mAP"]
@@ -191,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---:|---:|---:|---:|---:|")
     for key, name in (("style_b", f"style B, {args.test} frames"),
                       ("original", f"original synthetic, {args.orig} frames")):
-        for label, model in (("before", args.base), ("after", args.name)):
+        for label, model in rows:
             r = res[label][key]
             print(f"| {name} | {label}: `{model}` | {r['mAP']:.3f} | {r['AP50']:.3f} | "
                   f"{r['AP75']:.3f} | {100 * r['count_exact']:.0f} % | {r['count_mae']:.2f} |")

@@ -116,12 +116,14 @@ def find_scenes(paths: Sequence[str | Path]) -> tuple[list[Scene], dict[str, int
 
 
 def _grey(image: np.ndarray, where: str) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] in (3, 4):
-        image = image[..., :3].mean(axis=-1)
-    if image.ndim != 2:
-        raise TrainingError(f"{where}: expected a 2D image, got shape {image.shape}")
-    return image.astype(np.float32)
+    """A scene's plane as 2D float32 (io.frames.grey_frame), its errors naming the file."""
+    from blastoseg.errors import InvalidImageError
+    from blastoseg.io.frames import grey_frame
+
+    try:
+        return grey_frame(image, min_side=1)
+    except InvalidImageError as exc:
+        raise TrainingError(f"{where}: {exc}") from None
 
 
 class Pix2PixPairs(TorchDataset):

@@ -83,7 +83,12 @@ from blastoseg.predict.brightfield_post import (
     select_predictions,
 )
 from blastoseg.predict.cards import BrightfieldCard, check_non_negative_int, check_unit
-from blastoseg.predict.overlap import resize_map, working_frame, working_shape
+from blastoseg.predict.overlap import (
+    PercentileScaled,
+    resize_map,
+    working_frame,
+    working_shape,
+)
 from blastoseg.predict.tiling import iter_sliding_window, window_grid
 
 __all__ = ["TILE_MERGE_IOU", "BrightfieldPredictor", "predict_brightfield"]
@@ -94,7 +99,7 @@ TILE_MERGE_IOU = 0.5
 
 # --- predictor ---------------------------------------------------------------------------------
 
-class BrightfieldPredictor(PredictorBase):
+class BrightfieldPredictor(PercentileScaled, PredictorBase):
     """A loaded SparseSEU-Net, ready to segment whole cells in brightfield frames.
 
     Parameters
@@ -179,15 +184,6 @@ class BrightfieldPredictor(PredictorBase):
     @property
     def heads(self) -> tuple[str, ...]:
         return tuple(self.seunet.heads)
-
-    @property
-    def percentiles(self) -> tuple[float, float]:
-        return self.card.percentiles
-
-    @property
-    def scale(self) -> float:
-        """The model works at ``scale`` x the image's pixel size; masks are resized back."""
-        return self.card.scale
 
     @property
     def postprocess(self) -> dict:

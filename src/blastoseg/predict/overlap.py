@@ -185,7 +185,23 @@ def working_frame(frame: np.ndarray, index: int | None, percentiles: tuple[float
     return grey if work == grey.shape else resize_map(grey, work)
 
 
-class OverlapPredictor(PredictorBase):
+class PercentileScaled:
+    """What the SE-U-Net kinds (overlap, brightfield) read from their typed card to prepare a
+    frame: normalisation percentiles and the working scale."""
+
+    card: object
+
+    @property
+    def percentiles(self) -> tuple[float, float]:
+        return self.card.percentiles
+
+    @property
+    def scale(self) -> float:
+        """The model works at ``scale`` x the image's pixel size; outputs are resized back."""
+        return self.card.scale
+
+
+class OverlapPredictor(PercentileScaled, PredictorBase):
     """A loaded SE-U-Net overlap model, ready to compute probability maps.
 
     Parameters
@@ -239,15 +255,6 @@ class OverlapPredictor(PredictorBase):
     @property
     def heads(self) -> tuple[str, ...]:
         return tuple(self.config.heads)
-
-    @property
-    def percentiles(self) -> tuple[float, float]:
-        return self.card.percentiles
-
-    @property
-    def scale(self) -> float:
-        """The model works at ``scale`` x the image's pixel size; maps are resized back."""
-        return self.card.scale
 
     def _run_windows(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         """(B, 1, h, w) normalised windows -> head -> (B, h, w) probabilities."""

@@ -14,6 +14,13 @@ import numpy as np
 from blastoseg.errors import InvalidImageError
 
 
+def flat_masks(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) masks as (N, H * W), also for N = 0 (``reshape(0, -1)`` cannot infer the -1:
+    a frame with no cells is valid data, e.g. a negative training frame)."""
+    m = np.asarray(masks)
+    return m.reshape(m.shape[0], int(np.prod(m.shape[1:], dtype=np.int64)))
+
+
 @dataclass
 class FrameInstances:
     """Instances of one 2D frame.
@@ -96,7 +103,7 @@ class FrameInstances:
 
     @property
     def areas(self) -> np.ndarray:
-        return self.masks.reshape(len(self), -1).sum(axis=1)
+        return flat_masks(self.masks).sum(axis=1)
 
     @property
     def centroids(self) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from blastoseg.errors import BlastosegError, InvalidImageError
-from blastoseg.instances import FrameInstances
+from blastoseg.instances import FrameInstances, flat_masks
 
 __all__ = ["Detections", "Proposal", "Proposer", "image_key", "load_proposal_predictor",
            "propose_at"]
@@ -106,8 +106,8 @@ class Detections:
             return 0.0
         r0, r1, c0, c1 = self.boxes[i]
         crop = self.crops[i]
-        inter = (masks[:, r0:r1, c0:c1] & crop).reshape(len(masks), -1).sum(axis=1)
-        union = masks.reshape(len(masks), -1).sum(axis=1) + crop.sum() - inter
+        inter = flat_masks(masks[:, r0:r1, c0:c1] & crop).sum(axis=1)
+        union = flat_masks(masks).sum(axis=1) + crop.sum() - inter
         return float((inter / np.maximum(union, 1)).max())
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 import numpy as np
 import torch
 
-from blastoseg.instances import FrameInstances
+from blastoseg.instances import FrameInstances, flat_masks
 from blastoseg.models.amodal_config import AmodalConfig
 from blastoseg.models.amodal_rcnn import AmodalMaskRCNN
 from blastoseg.predict import localise as _localise
@@ -214,7 +214,7 @@ class AmodalPredictor(PredictorBase):
                 (0, *shape), bool), occlusion=occlusion, meta=meta)
         probs = framing.to_original(probs_small)
         masks = probs >= 0.5
-        nonempty = masks.reshape(len(masks), -1).any(axis=1)
+        nonempty = flat_masks(masks).any(axis=1)
         masks, probs, scores = masks[nonempty], probs[nonempty], scores[nonempty]
         return FrameInstances(
             masks=masks, scores=scores, visible_masks=visible_from_amodal(probs, scores, masks),

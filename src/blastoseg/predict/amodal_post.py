@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from blastoseg.instances import flat_masks
 from blastoseg.predict.mask_nms import as_binary, mask_nms, mask_overlaps
 
 __all__ = ["DEFAULT_LAYER_EDGES", "LayerRule", "PostResult", "fit_layer_table",
@@ -105,7 +106,7 @@ def layer_count(masks: np.ndarray, occlusion: np.ndarray, table: Sequence[float]
     b = as_binary(masks)
     if len(b) == 0:
         return 0.0
-    area = b.reshape(len(b), -1).sum(1).astype(np.float64)
+    area = flat_masks(b).sum(1).astype(np.float64)
     if area.mean() <= 0:
         return 0.0
     union = b.any(axis=0)

@@ -45,6 +45,10 @@ def model_config(config: Mapping[str, Any]) -> AmodalConfig:
     return AmodalConfig.from_dict(dict(config.get("model", {})))
 
 
+#: the shape prior a from-scratch amodal training uses when its config names none
+DEFAULT_SHAPE_PRIOR = "shape-prior-default"
+
+
 def load_shape_prior(name_or_path: str) -> VQVAE:
     """A trained VQ-VAE shape prior from the registry (or a .safetensors path), frozen."""
     entry = resolve_model(name_or_path, kind="shape_prior")
@@ -81,14 +85,16 @@ class AmodalTask(TrainTask):
         cfg = model_config(config)
         vq = None
         prior = config.get("shape_prior")
+        if not prior and cfg.mask_head != "fcn" and not self.job.base:
+            # training from scratch: the VQ-VAE mask head needs a trained shape prior; the
+            # bundled one is what amodal-default was trained with
+            prior = DEFAULT_SHAPE_PRIOR
+            self.start_notes = (*self.start_notes,
+                                f"no shape_prior in the config: the VQ-VAE mask head uses the "
+                                f"bundled {DEFAULT_SHAPE_PRIOR!r}")
         if prior:
             vq = load_shape_prior(prior)
             cfg.vqvae = vq.config
-        elif cfg.mask_head != "fcn" and not self.job.base:
-            raise TrainingError(
-                "the VQ-VAE mask head needs a trained shape prior: set \"shape_prior\" in the "
-                "config to a shape_prior model (blastoseg train shape_prior ...), or fine-tune "
-                "from a base amodal model with --base")
         return AmodalMaskRCNN(cfg, vqvae=vq)
 
     def make_datasets(self, job: TrainJob):

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from scipy import ndimage
 
-from blastoseg.instances import FrameInstances
+from blastoseg.instances import FrameInstances, flat_masks
 
 __all__ = [
     "AugmentConfig",
@@ -119,7 +119,7 @@ def finish_instances(inst: FrameInstances, masks: np.ndarray, vis: np.ndarray | 
         vis = np.asarray(vis, dtype=bool) & masks
     out = replace(inst, masks=masks, visible_masks=vis, occlusion=None, meta=dict(inst.meta))
     if len(masks):
-        area = masks.reshape(len(masks), -1).sum(axis=1)
+        area = flat_masks(masks).sum(axis=1)
         keep = area > 0
         if expected_area is not None:
             keep &= area >= min_keep_fraction * np.asarray(expected_area, dtype=np.float64)

@@ -44,6 +44,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from blastoseg.errors import DatasetFormatError
+from blastoseg.instances import flat_masks
 from blastoseg.io.dataset import read_dataset
 from blastoseg.targets.heads import HEADS
 from blastoseg.train.overlap_data import pad_to_multiple, prepare_sample
@@ -213,7 +214,7 @@ class BrightfieldDataset(TorchDataset):
         """Drop cells under ``min_area`` in the window; keep the largest ``max_instances``."""
         if self.crop is None:  # validation: every cell of the image
             return masks, labels
-        areas = masks.reshape(len(masks), -1).sum(axis=1)
+        areas = flat_masks(masks).sum(axis=1)
         keep = np.flatnonzero(areas >= self.min_area)
         if len(keep) > self.max_instances:
             keep = keep[np.argsort(-areas[keep], kind="stable")[:self.max_instances]]

@@ -61,6 +61,9 @@ class TrainTask(ABC):
     kind: str = ""
     main_metric: str | None = None
     higher_is_better: bool = True
+    #: things the user should read in the "start" event (e.g. a default the task chose);
+    #: set in build_model / make_datasets, which run before it
+    start_notes: tuple[str, ...] = ()
 
     job: TrainJob
     device: torch.device

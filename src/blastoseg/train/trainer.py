@@ -477,8 +477,10 @@ class Trainer:
             epochs=self.job.epochs, time_budget_s=self.budget_s, n_train=self.n_train,
             n_val=self.n_val, amp=self.use_amp, seed=self.job.seed, pid=os.getpid(),
             job_dir=str(self.job_dir),
+            notes=list(self.task.start_notes),
             message=(f"training {self.job.kind!r} on {desc}"
-                     + (f", resuming from step {self.step}" if resumed else "")),
+                     + (f", resuming from step {self.step}" if resumed else "")
+                     + "".join(f"; {note}" for note in self.task.start_notes)),
         )
         try:
             if (self.job.base and not resumed and self.n_val

@@ -9,6 +9,13 @@ import json
 import sys
 from pathlib import Path
 
+from blastoseg.commands.options import (
+    frames_at_plane,
+    non_negative_int,
+    output_folder,
+    positive_int,
+    unit_interval,
+)
 from blastoseg.commands.progress import progress_printer
 from blastoseg.kinds import get_kind
 
@@ -105,10 +112,13 @@ def _requested_framing(embryo, diameter_px, localise, args, model_localises=True
 def _segment_amodal(args: argparse.Namespace) -> int:
     from blastoseg.io import read_images
     from blastoseg.predict.amodal import AmodalPredictor
-    from blastoseg.results.amodal import write_amodal_results
+    from blastoseg.results.amodal import amodal_result_paths, write_amodal_results
+    from blastoseg.results.files import check_output_folder, refuse_existing
 
+    # before any work: a bad or occupied output must not cost a run
+    refuse_existing(amodal_result_paths(check_output_folder(args.out)), args.overwrite)
     stack = read_images(args.input)
-    images = stack.data if stack.axes != "TZYX" else stack.data[:, args.plane]
+    images = frames_at_plane(stack, args.plane)
     embryo = args.embryo
     diameter_px = _diameter_px(args, stack.pixel_size_um, str(args.input))
     localise = False if args.no_localise else None
@@ -210,18 +220,18 @@ def _framing_options(p: argparse.ArgumentParser, *, circle: bool) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=unit_interval, default=None,
                    help="score threshold for cells (default: the model card's calibrated value)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=positive_int, default=4)
 
 
 def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
     am = kinds.add_parser("amodal", help="amodal blastomere masks (frame, TIFF stack, frame folder)")
     am.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
-    am.add_argument("--out", required=True, type=Path,
+    am.add_argument("--out", required=True, type=output_folder,
                     help="output folder: dataset (images + masks), counts.csv, cells.csv, "
                          "framing.csv")
-    am.add_argument("--plane", type=int, default=0,
+    am.add_argument("--plane", type=non_negative_int, default=0,
                     help="focal-plane index for (T, Z, Y, X) input (default 0)")
     am.add_argument("--overwrite", action="store_true",
                     help="replace an existing output (previous annotations kept as a backup)")

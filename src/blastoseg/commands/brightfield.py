@@ -7,6 +7,12 @@ import argparse
 import json
 from pathlib import Path
 
+from blastoseg.commands.options import (
+    frames_at_plane,
+    non_negative_int,
+    output_folder,
+    unit_interval,
+)
 from blastoseg.commands.progress import progress_printer
 from blastoseg.kinds import get_kind
 
@@ -14,10 +20,13 @@ from blastoseg.kinds import get_kind
 def _segment_brightfield(args: argparse.Namespace) -> int:
     from blastoseg.io import read_images
     from blastoseg.predict.brightfield import BrightfieldPredictor
-    from blastoseg.results.brightfield import write_brightfield_results
+    from blastoseg.results.brightfield import brightfield_result_paths, write_brightfield_results
+    from blastoseg.results.files import check_output_folder, refuse_existing
 
+    # before any work: a bad or occupied output must not cost a run
+    refuse_existing(brightfield_result_paths(check_output_folder(args.out)), args.overwrite)
     stack = read_images(args.input)
-    data = stack.data if stack.axes != "TZYX" else stack.data[:, args.plane]
+    data = frames_at_plane(stack, args.plane)
     predictor = BrightfieldPredictor(args.model, device=args.device,
                                      score_threshold=args.threshold)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
@@ -60,7 +69,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=get_kind("brightfield").default_model,
                    help="registered name, .safetensors or training job folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=unit_interval, default=None,
                    help="score threshold for cells (default: the model card's)")
 
 
@@ -69,11 +78,11 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
         "brightfield", help="whole-cell, overlapping instances in brightfield images "
                             "(SparseSEU-Net)")
     p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
-    p.add_argument("--out", required=True, type=Path,
+    p.add_argument("--out", required=True, type=output_folder,
                    help="output folder: dataset (images + amodal masks), counts.csv, "
                         "cells.csv, nuclei/overlap probability TIFFs (the files of the "
                         "widget's Export)")
-    p.add_argument("--plane", type=int, default=0,
+    p.add_argument("--plane", type=non_negative_int, default=0,
                    help="focal-plane index for (T, Z, Y, X) input (default 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output (previous annotations kept as a backup)")

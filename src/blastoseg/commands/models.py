@@ -57,7 +57,12 @@ def _delete(args: argparse.Namespace) -> int:
     from blastoseg.weights import delete_model
 
     if not args.yes:
-        answer = input(f"delete model {args.name!r}? [y/N] ").strip().lower()
+        try:
+            answer = input(f"delete model {args.name!r}? [y/N] ").strip().lower()
+        except EOFError:  # no terminal (a script, `< /dev/null`): never delete unasked
+            print(f"\nkept {args.name!r}: no answer on stdin; pass --yes to delete without "
+                  "asking")
+            return 1
         if answer not in ("y", "yes"):
             print("kept")
             return 1

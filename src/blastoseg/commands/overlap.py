@@ -6,6 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from blastoseg.commands.options import (
+    frames_at_plane,
+    non_negative_int,
+    output_folder,
+)
 from blastoseg.commands.progress import progress_printer
 from blastoseg.kinds import get_kind
 
@@ -13,11 +18,14 @@ from blastoseg.kinds import get_kind
 def _segment_overlap(args: argparse.Namespace) -> int:
     from blastoseg.io import read_images
     from blastoseg.predict.overlap import OverlapPredictor, OverlapResult
-    from blastoseg.results.overlap import write_overlap_results
+    from blastoseg.results.files import check_output_folder, refuse_existing
+    from blastoseg.results.overlap import overlap_result_paths, write_overlap_results
 
+    check_output_folder(args.out)  # before any work: a bad output must not cost a run
     stack = read_images(args.input)
-    data = stack.data if stack.axes != "TZYX" else stack.data[:, args.plane]
+    data = frames_at_plane(stack, args.plane)
     predictor = OverlapPredictor(args.model, device=args.device)
+    refuse_existing(overlap_result_paths(args.out, predictor.heads), args.overwrite)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     # one result per frame; the writer takes the stack's maps as (T, H, W) arrays
     result = OverlapResult.from_frames(
@@ -54,9 +62,9 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
         "overlap", help="SE-U-Net probability maps (cytoplasm, nuclei, border, background, "
                         "overlap) and the thresholded overlap mask")
     p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
-    p.add_argument("--out", required=True, type=Path,
+    p.add_argument("--out", required=True, type=output_folder,
                    help="output folder: one float32 TIFF per head and overlap_mask.tif")
-    p.add_argument("--plane", type=int, default=0,
+    p.add_argument("--plane", type=non_negative_int, default=0,
                    help="focal-plane index for (T, Z, Y, X) input (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _common(p)

@@ -80,6 +80,13 @@ def _framing_row(t: int, extra: dict) -> dict:
     return {k: str(v) for k, v in row.items()}
 
 
+def amodal_result_paths(out_dir: str | os.PathLike, dataset_dir: str = "dataset") -> list[Path]:
+    """The files whose existence means an earlier amodal result is in ``out_dir`` (what
+    :func:`write_amodal_results` refuses to replace without ``overwrite``)."""
+    out = Path(out_dir)
+    return [*instance_result_paths(out, dataset_dir), out / FRAMING_FILE]
+
+
 def write_amodal_results(
     results: Sequence[FrameInstances] | Iterable[FrameInstances], out_dir: str | os.PathLike,
     *, images: Iterable[np.ndarray], pixel_size_um: float | None = None,
@@ -121,7 +128,7 @@ def write_amodal_results(
         the measurement rows as ``.frames`` and ``.cells``.
     """
     out = Path(out_dir)
-    refuse_existing([*instance_result_paths(out, dataset_dir), out / FRAMING_FILE], overwrite)
+    refuse_existing(amodal_result_paths(out, dataset_dir), overwrite)
     video = is_video(results, video)
     extras: list[dict] = []
 

@@ -51,6 +51,13 @@ def _maps_from_meta(results: Iterable[FrameInstances], maps: dict[str, list]
         yield inst
 
 
+def brightfield_result_paths(out_dir: str | os.PathLike, dataset_dir: str = "dataset",
+                             keys: Sequence[str] = MAP_KEYS) -> list[Path]:
+    """The files whose existence means an earlier brightfield result is in ``out_dir``."""
+    out = Path(out_dir)
+    return [*instance_result_paths(out, dataset_dir), *(out / probability_file(k) for k in keys)]
+
+
 def write_brightfield_results(
     results: Sequence[FrameInstances] | Iterable[FrameInstances], out_dir: str | os.PathLike,
     *, images: Iterable[np.ndarray], maps: Mapping[str, np.ndarray] | None = None,
@@ -73,8 +80,7 @@ def write_brightfield_results(
     """
     out = Path(out_dir)
     keys = MAP_KEYS if maps is None else tuple(maps)
-    refuse_existing([*instance_result_paths(out, dataset_dir),
-                     *(out / probability_file(k) for k in keys)], overwrite)
+    refuse_existing(brightfield_result_paths(out, dataset_dir, keys), overwrite)
     video = is_video(results, video)
     collected: dict[str, list] = {k: [] for k in MAP_KEYS}
     written = write_instance_results(

@@ -76,6 +76,26 @@ def write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[Ma
     return atomic_write_text(path, csv_text(columns, rows))
 
 
+def check_output_folder(out_dir: str | os.PathLike) -> Path:
+    """Check, before any work, that results can be written under ``out_dir``: not an empty
+    name, not an existing file, and a folder (or the nearest existing parent) that is
+    writable. Returns the path; raises :class:`~blastoseg.errors.DatasetFormatError`."""
+    text = str(out_dir).strip()
+    if not text:
+        raise DatasetFormatError("the output folder is empty: give a folder to write into "
+                                 "(--out DIR)")
+    out = Path(text).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DatasetFormatError(f"the output {out} is a file, not a folder: choose a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise DatasetFormatError(f"cannot write into {parent}: it is read-only for this user "
+                                 "(choose another output folder)")
+    return out
+
+
 def refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
     """Raise :class:`~blastoseg.errors.DatasetFormatError` naming the ``paths`` that exist,
     unless ``overwrite``."""

@@ -14,6 +14,7 @@ Each is an ImageJ TIFF of shape (H, W) or (T, H, W) like the input.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,12 @@ from blastoseg.results.files import probability_file, refuse_existing, write_tif
 __all__ = ["OVERLAP_MASK_FILE", "write_overlap_results"]
 
 OVERLAP_MASK_FILE = "overlap_mask.tif"
+
+
+def overlap_result_paths(out_dir: str | os.PathLike, heads: Iterable[str]) -> list[Path]:
+    """The files a run with these ``heads`` writes (refused without ``overwrite``)."""
+    out = Path(out_dir)
+    return [*(out / probability_file(h) for h in heads), out / OVERLAP_MASK_FILE]
 
 
 def write_overlap_results(result, out_dir: str | os.PathLike, *, overwrite: bool = False

@@ -1,0 +1,68 @@
+"""Option types and early checks shared by the CLI verbs: a bad value is refused by argparse
+with a one-line message before any image is read or any model is loaded."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+__all__ = ["non_negative_int", "positive_int", "unit_interval"]
+
+
+def unit_interval(text: str) -> float:
+    """A threshold: a finite number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1; got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1; got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count of at least 1 (e.g. a batch size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An index from 0 (e.g. a focal plane)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {value} (planes "
+                                         "count from 0)")
+    return value
+
+
+def frames_at_plane(stack, plane: int):
+    """The frames of an :class:`~blastoseg.io.images.ImageStack` at focal plane ``plane``
+    (stacks without planes are returned as they are). A plane the stack does not have is a
+    clear error, not an IndexError."""
+    from blastoseg.errors import InvalidImageError
+
+    if stack.axes != "TZYX":
+        return stack.data
+    n_planes = stack.data.shape[1]
+    if not 0 <= plane < n_planes:
+        raise InvalidImageError(f"--plane {plane}: the stack has {n_planes} focal planes "
+                                f"(0 to {n_planes - 1})")
+    return stack.data[:, plane]
+
+
+def output_folder(text: str):
+    """``--out``: a folder name that is not empty (``Path("")`` would be the current folder)."""
+    from pathlib import Path
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the output folder is empty: give a folder to write "
+                                         "into")
+    return Path(text)

@@ -3,6 +3,7 @@
 One sub-verb per model kind: each kind's command module (``cli`` in :mod:`blastoseg.kinds`)
 adds its own with ``add_segment_parser``, ``add_eval_parser`` and, when the kind can be
 calibrated, ``add_calibrate_parser``. A new kind appears here by its table entry alone.
+Sub-verbs that are not model kinds (``eval timeline``) come from :data:`EXTRA_MODULES`.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ VERBS = {
                   "add_calibrate_parser"),
 }
 
+#: verb -> command modules adding a sub-verb that is not a model kind (same hooks as above)
+EXTRA_MODULES = {"eval": ["blastoseg.commands.timeline"]}
+
 
 def add_parsers(verbs: argparse._SubParsersAction) -> None:
     modules = [import_ref(kind.cli) for kind in KINDS.values() if kind.cli]
     for verb, (help_text, hook) in VERBS.items():
         parser = verbs.add_parser(verb, help=help_text)
         kinds = parser.add_subparsers(dest="kind", metavar="KIND")
-        for module in modules:
+        extra = [import_ref(ref) for ref in EXTRA_MODULES.get(verb, [])]
+        for module in modules + extra:
             add = getattr(module, hook, None)
             if add is not None:
                 add(kinds)

@@ -1,0 +1,180 @@
+"""``blastoseg timeline INPUT --out DIR`` and ``blastoseg eval timeline --data DIR``: the
+morphokinetic timeline (t2 ... t8, cc2, s2) from per-frame cell counts.
+
+The counts come from a "count" model (the density integral) or an "amodal" model (instances
+at the calibrated threshold); :mod:`blastoseg.measure.timeline` decodes them into a
+non-decreasing stage sequence and the events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from blastoseg.commands.progress import progress_printer
+from blastoseg.errors import BlastosegError
+
+#: the model kinds whose results the timeline can count, preferred first
+COUNT_KINDS = ("count", "amodal")
+MODEL_HELP = ("a 'count' or 'amodal' model: registered name, .safetensors file or training "
+              "job folder (default: count-default when installed, else amodal-default)")
+
+
+def default_count_model() -> str:
+    """The shipped model the timeline counts with: the count kind's when installed, else the
+    amodal kind's."""
+    from blastoseg.kinds import KINDS
+    from blastoseg.weights.registry import resolve_model
+
+    for kind in COUNT_KINDS:
+        name = KINDS[kind].default_model if kind in KINDS else None
+        if name is None:
+            continue
+        try:
+            resolve_model(name, kind=kind)
+        except BlastosegError:
+            continue
+        return name
+    raise BlastosegError("no count or amodal model is installed; name one with --model")
+
+
+def load_count_predictor(model: str | None, device: str = "auto"):
+    """A loaded predictor whose results can be counted (kind "count" or "amodal")."""
+    from blastoseg.predict.base import load_predictor
+
+    predictor = load_predictor(model or default_count_model(), device)
+    if predictor.kind not in COUNT_KINDS:
+        raise BlastosegError(f"model {predictor.entry.name!r} is of kind {predictor.kind!r}; "
+                             "the timeline counts cells with a 'count' or 'amodal' model")
+    return predictor
+
+
+def count_timelapse(predictor, frames, label: str | None = None) -> list:
+    """The :class:`~blastoseg.measure.frame_counts.FrameCount` of every frame."""
+    from blastoseg.measure.frame_counts import iter_frame_counts
+    from blastoseg.progress import run_with_progress
+
+    report = progress_printer(label) if label else None
+    return run_with_progress(iter_frame_counts(predictor, frames), report, None)
+
+
+def timeline_of(lapse, counts) -> object:
+    from blastoseg.measure.timeline import build_timeline
+
+    return build_timeline([c.estimate for c in counts], lapse.hours,
+                          time_source=lapse.time_source)
+
+
+def _print_events(name: str, timeline, note: str) -> None:
+    unit = "h" if timeline.has_hours else " (frame)"
+    print(f"{name}: {len(timeline.hours)} frames, times from {timeline.time_source}"
+          + (f" ({note})" if note else ""))
+    for k, v in timeline.events.items():
+        print(f"  {k:>4}: " + ("not reached" if v is None else
+                               f"{v[0]:.2f}{unit}  (frame {v[1]})"))
+    for k, v in timeline.intervals.items():
+        print(f"  {k:>4}: " + ("-" if v is None else f"{v:.2f}{unit}"))
+
+
+def _timeline(args: argparse.Namespace) -> int:
+    from blastoseg.io.timelapses import read_timelapses
+    from blastoseg.results.timeline import write_timeline_files
+
+    lapses = read_timelapses(args.input)
+    predictor = load_count_predictor(args.model, args.device)
+    docs = []
+    for lapse in lapses:
+        if lapse.time_note:
+            print(f"blastoseg: warning: {lapse.name}: {lapse.time_note}; using frame indices "
+                  "as times", file=sys.stderr)
+        counts = count_timelapse(predictor, lapse.frames,
+                                 None if args.json else f"counting {lapse.name}")
+        timeline = timeline_of(lapse, counts)
+        out = Path(args.out) if len(lapses) == 1 else Path(args.out) / lapse.name
+        write_timeline_files(out, timeline)
+        docs.append({"name": lapse.name, "out": str(out), **timeline.to_dict()})
+        if not args.json:
+            _print_events(lapse.name, timeline, lapse.time_note)
+    if args.json:
+        print(json.dumps({"model": predictor.entry.name, "kind": predictor.kind,
+                          "timelines": docs}, indent=2))
+    return 0
+
+
+def evaluate_timelines(data: Path, model: str | None, device: str = "auto",
+                       quiet: bool = False) -> dict:
+    """Predicted against true timelines of every video of a dataset (see
+    :func:`blastoseg.metrics.timeline.timeline_metrics`); the truth is the dataset's per-frame
+    cell count (``n_cells``, else the number of annotated instances) decoded the same way."""
+    from blastoseg.io.timelapses import read_timelapses
+    from blastoseg.measure.timeline import build_timeline
+    from blastoseg.metrics.timeline import timeline_metrics
+
+    lapses = [la for la in read_timelapses(data) if len(la.frames) >= 2]
+    if not lapses:
+        raise BlastosegError(f"{data}: no time-lapse of 2 frames or more (image entries need "
+                             "video_id and frame_index)")
+    predictor = load_count_predictor(model, device)
+    predicted, truth = [], []
+    start = time.perf_counter()
+    for lapse in lapses:
+        counts = count_timelapse(predictor, lapse.frames,
+                                 None if quiet else f"counting {lapse.name}")
+        predicted.append(timeline_of(lapse, counts))
+        truth.append(build_timeline(lapse.true_counts, lapse.hours,
+                                    time_source=lapse.time_source))
+    seconds = time.perf_counter() - start
+    metrics = timeline_metrics(predicted, truth)
+    return {**metrics, "model": predictor.entry.name, "kind": predictor.kind,
+            "time_source": sorted({la.time_source for la in lapses}),
+            "seconds_per_frame": seconds / max(metrics["n_frames"], 1)}
+
+
+def _eval_timeline(args: argparse.Namespace) -> int:
+    report = evaluate_timelines(args.data, args.model, args.device, quiet=args.json)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    mae = report["event_mae_h"]
+    print(f"{report['n_videos']} videos, {report['n_frames']} frames, model {report['model']} "
+          f"({report['kind']}), times from {', '.join(report['time_source'])}")
+    print(f"event MAE: {'-' if mae is None else f'{mae:.2f} h'} over "
+          f"{report['events_matched']} events ({report['events_missed']} missed, "
+          f"{report['events_extra']} extra)")
+    for k, v in report["event_mae_h_by_event"].items():
+        print(f"  {k}: {'-' if v is None else f'{v:.2f} h'}")
+    print(f"stage accuracy: {100 * report['stage_accuracy']:.1f} % after decoding, "
+          f"{100 * report['stage_accuracy_raw']:.1f} % before")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_parsers(verbs: argparse._SubParsersAction) -> None:
+    """``blastoseg timeline``."""
+    p = verbs.add_parser("timeline", help="division times t2..t8 of a time-lapse",
+                         description="Count the cells of every frame, decode a non-decreasing "
+                                     "stage sequence and write timeline.csv and events.csv.")
+    p.add_argument("input", type=Path,
+                   help="TIFF stack, folder of frames (hours in the names, e.g. "
+                        "frame_0003_25.5h.png) or dataset folder (one timeline per video)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    _common(p)
+    p.set_defaults(func=_timeline)
+
+
+def add_eval_parser(ekinds: argparse._SubParsersAction) -> None:
+    """``blastoseg eval timeline`` (an extra sub-verb of ``eval``, see commands/segment.py)."""
+    p = ekinds.add_parser("timeline", help="division-time error and stage accuracy on "
+                                           "time-lapse datasets")
+    p.add_argument("--data", required=True, type=Path,
+                   help="dataset folder whose images carry video_id, frame_index and hours")
+    _common(p)
+    p.set_defaults(func=_eval_timeline)

@@ -30,10 +30,12 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from blastoseg.predict.base import check_model_loads
     from blastoseg.weights import get_model, verify
 
     verify(get_model(args.name))
     print(f"{args.name}: sha256 matches its model card")
+    print(check_model_loads(args.name))
     return 0
 
 
@@ -95,7 +97,8 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     show = sub.add_parser("show", help="print a model card")
     show.add_argument("name")
     show.set_defaults(func=_show)
-    ver = sub.add_parser("verify", help="check a model's weights against its card's sha256")
+    ver = sub.add_parser("verify", help="check a model's weights against its card's sha256 "
+                         "and that they load into the network its card describes")
     ver.add_argument("name")
     ver.set_defaults(func=_verify)
     imp = sub.add_parser("import", help="register a .safetensors (its .json card beside it) "

@@ -44,7 +44,7 @@ from blastoseg.predict.device import describe_device, resolve_device
 from blastoseg.progress import run_with_progress
 from blastoseg.weights import ModelEntry, load_into_model, resolve_model
 
-__all__ = ["Predictor", "PredictorBase", "clear_predictor_cache",
+__all__ = ["Predictor", "check_model_loads", "PredictorBase", "clear_predictor_cache",
            "inference_context", "load_predictor"]
 
 Progress = Callable[[int, int], None]
@@ -243,3 +243,34 @@ def clear_predictor_cache() -> None:
     """Forget every predictor :func:`load_predictor` kept."""
     with _cache_lock:
         _cache.clear()
+
+
+def check_model_loads(name_or_path: str | Path) -> str:
+    """Build the network a model card describes and load its weights into it strictly, on
+    the CPU: what ``blastoseg models verify`` and ``models import`` check beyond the sha256.
+    Catches a card with a wrong architecture, another kind's weights and a card whose kind
+    does not match the tensors, before a user's segmentation fails on them.
+
+    Returns a one-line description; raises :class:`~blastoseg.errors.BlastosegError`
+    (:class:`~blastoseg.weights.WeightsError`, ``UnknownKindError``, ...) naming the problem.
+    """
+    from blastoseg.weights import load_into_model
+
+    entry = resolve_model(name_or_path)
+    kind = get_kind(entry.kind)
+    try:
+        if kind.predictor is not None:
+            kind.predictor_class()(str(entry.weights_path), device="cpu")
+        else:
+            from blastoseg.train.task import get_task
+
+            net = get_task(kind.name).build_model(dict(entry.card.config or {}))
+            load_into_model(net, entry.weights_path, card=entry.card.to_dict(),
+                            expected_kind=kind.name)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        from blastoseg.weights import WeightsError
+
+        raise WeightsError(f"{entry.name}: its card does not describe a model these weights "
+                           f"fit ({type(exc).__name__}: {exc})") from None
+    return (f"{entry.name} ({kind.name}): its weights load into the network its card "
+            "describes")

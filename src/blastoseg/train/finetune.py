@@ -245,4 +245,8 @@ def import_model(path: str | os.PathLike, name: str | None = None, *, overwrite:
             if entry.card.sha256 == sha and (name is None or entry.name == name):
                 return entry
         path = weights
+    # a model that cannot be built and loaded is refused here, not when a user segments
+    from blastoseg.predict.base import check_model_loads
+
+    check_model_loads(path)
     return register_model(path, name=name, overwrite=overwrite)

@@ -132,6 +132,14 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         card="blastoseg.predict.cards:Pix2PixCard",
         task="blastoseg.train.pix2pix_task",
         default_model="pix2pix-brightfield"),
+    ModelKind(
+        name="count", title="blastomere count and centroids by density regression (S2, Cell-Net)",
+        card="blastoseg.predict.cards:CountCard",
+        task="blastoseg.train.count_task",
+        predictor="blastoseg.predict.count:CountPredictor",
+        default_model="count-default",
+        writer="blastoseg.results.count:write_count_results",
+        cli="blastoseg.commands.count", widget=None, proposes_cells=False),
 )}
 
 

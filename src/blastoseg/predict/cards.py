@@ -325,3 +325,45 @@ class Pix2PixCard:
                    pix2pix=_architecture(Pix2PixConfig.from_dict, config.get("pix2pix"),
                                          card.name),
                    preprocess=_section(config, "preprocess", card.name))
+
+
+@dataclass(frozen=True)
+class CountCard:
+    """A Cell-Net (``count``, S2) model's card: ``{"model": CellNetConfig, "targets":
+    {"sigma_ratio"}, "loss": {...}, "framing": {"use_localisation", "min_confidence",
+    "margin"}}``.
+
+    Attributes
+    ----------
+    model
+        The network's architecture (working size, encoder, RIAP / PUC switches).
+    use_localisation, min_confidence, margin
+        Framing, as for the amodal kind: the embryo is localised in each frame and the square
+        of half side ``(1 + margin)`` x its radius is resized to the working size.
+    """
+
+    name: str
+    model: Any
+    use_localisation: bool = True
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    margin: float = DEFAULT_MARGIN
+
+    @classmethod
+    def from_card(cls, card: ModelCard) -> CountCard:
+        from blastoseg.models.cellnet import CellNetConfig
+
+        source, config = card.name, card.config or {}
+        framing = _section(config, "framing", source)
+        margin = _numbers([framing.get("margin", DEFAULT_MARGIN)], "framing.margin", source)[0]
+        if margin < 0:
+            raise WeightsError(f"model card of {source}: framing.margin must be >= 0, got "
+                               f"{margin}")
+        return cls(
+            name=source,
+            model=_architecture(CellNetConfig.from_dict, config.get("model"), source),
+            use_localisation=bool(framing.get("use_localisation", True)),
+            min_confidence=_numbers([framing.get("min_confidence", DEFAULT_MIN_CONFIDENCE)],
+                                    "framing.min_confidence", source)[0],
+            margin=margin)
+
+__all__ += ["CountCard"]

@@ -1,0 +1,89 @@
+"""``blastoseg segment count INPUT --out DIR`` and ``blastoseg eval count --data DIR`` (Cell-Net,
+S2: blastomere count and centres by density regression)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from blastoseg.commands.options import frames_at_plane, non_negative_int, output_folder
+from blastoseg.commands.progress import progress_printer
+from blastoseg.kinds import get_kind
+
+#: what ``eval count`` prints without --json
+REPORT_KEYS = ("count_exact", "count_mae", "count_within1", "detection_rate", "misses",
+               "perfect_rate", "ed_px", "n_images", "ms_per_frame")
+
+
+def _segment_count(args: argparse.Namespace) -> int:
+    from blastoseg.io import read_images
+    from blastoseg.predict.count import CountPredictor
+    from blastoseg.results.count import count_result_paths, write_count_results
+    from blastoseg.results.files import check_output_folder, refuse_existing
+
+    check_output_folder(args.out)  # before any work: a bad output must not cost a run
+    refuse_existing(count_result_paths(args.out), args.overwrite)
+    stack = read_images(args.input)
+    data = frames_at_plane(stack, args.plane)
+    predictor = CountPredictor(args.model, device=args.device)
+    print(f"model {predictor.entry.name} on {predictor.device_name}")
+    options = {"localise": False} if args.no_localise else {}
+    if args.diameter_px is not None:
+        options["diameter_px"] = args.diameter_px
+    results = predictor.predict(data, progress=progress_printer("counting"), **options)
+    items = results if isinstance(results, list) else [results]
+    for t, r in enumerate(items):
+        unsure = " (embryo position unsure)" if r.meta.get("embryo_unsure") else ""
+        print(f"frame {t}: {r.count} cells (integral {r.integral:.2f}){unsure}")
+    for name, path in write_count_results(results, args.out, overwrite=args.overwrite).items():
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+def _eval_count(args: argparse.Namespace) -> int:
+    from blastoseg.predict.count_eval import evaluate_count_model
+
+    result = evaluate_count_model(args.model, args.data, device=args.device,
+                                  max_images=args.max_images,
+                                  progress=None if args.json else progress_printer("evaluating"))
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        print(f"model {result['model']} on {result['n_images']} images of {result['data']}")
+        for key in REPORT_KEYS:
+            print(f"{key}: {result.get(key)}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=get_kind("count").default_model,
+                   help="registered name, .safetensors or training job folder")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+
+def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser("count", help="blastomere count and centres per frame (Cell-Net "
+                                       "density map)")
+    p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
+    p.add_argument("--out", required=True, type=output_folder,
+                   help="output folder: counts.csv, centroids.csv, density.tif")
+    p.add_argument("--plane", type=non_negative_int, default=0,
+                   help="focal-plane index for (T, Z, Y, X) input (default 0)")
+    p.add_argument("--diameter-px", type=float, default=None,
+                   help="the embryo's diameter in pixels, when known (helps the localiser)")
+    p.add_argument("--no-localise", action="store_true",
+                   help="frames are already crops around the embryo: use the whole frame")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _common(p)
+    p.set_defaults(func=_segment_count)
+
+
+def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser("count", help="stage accuracy, count MAE, detection rate and centroid "
+                                       "distance against the amodal masks' centroids")
+    p.add_argument("--data", required=True, type=Path, help="dataset folder with ground truth")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    _common(p)
+    p.set_defaults(func=_eval_count)

@@ -61,22 +61,35 @@ def count_timelapse(predictor, frames, label: str | None = None) -> list:
     return run_with_progress(iter_frame_counts(predictor, frames), report, None)
 
 
+def check_timelapse(lapse) -> None:
+    """Refuse, before any counting, a time-lapse that cannot give a timeline."""
+    from blastoseg.measure.timeline import TimelineError, check_frame_hours
+
+    if len(lapse.frames) < 2:
+        raise TimelineError(f"{lapse.name}: a timeline needs a time-lapse of at least 2 frames; "
+                            f"got {len(lapse.frames)}")
+    if lapse.hours is not None:
+        check_frame_hours(lapse.hours, lapse.frame_names)
+
+
 def timeline_of(lapse, counts) -> object:
     from blastoseg.measure.timeline import build_timeline
 
     return build_timeline([c.estimate for c in counts], lapse.hours,
-                          time_source=lapse.time_source)
+                          time_source=lapse.time_source, frame_names=lapse.frame_names)
 
 
 def _print_events(name: str, timeline, note: str) -> None:
-    unit = "h" if timeline.has_hours else " (frame)"
     print(f"{name}: {len(timeline.hours)} frames, times from {timeline.time_source}"
           + (f" ({note})" if note else ""))
     for k, v in timeline.events.items():
-        print(f"  {k:>4}: " + ("not reached" if v is None else
-                               f"{v[0]:.2f}{unit}  (frame {v[1]})"))
+        when = ("not reached" if v is None else
+                f"{v[0]:.2f} h (frame {v[1]})" if timeline.has_hours else f"frame {v[1]}")
+        print(f"  {k:>4}: {when}")
     for k, v in timeline.intervals.items():
-        print(f"  {k:>4}: " + ("-" if v is None else f"{v:.2f}{unit}"))
+        length = ("-" if v is None else
+                  f"{v:.2f} h" if timeline.has_hours else f"{v:.0f} frames")
+        print(f"  {k:>4}: {length}")
 
 
 def _timeline(args: argparse.Namespace) -> int:
@@ -84,6 +97,8 @@ def _timeline(args: argparse.Namespace) -> int:
     from blastoseg.results.timeline import write_timeline_files
 
     lapses = read_timelapses(args.input)
+    for lapse in lapses:
+        check_timelapse(lapse)
     predictor = load_count_predictor(args.model, args.device)
     docs = []
     for lapse in lapses:

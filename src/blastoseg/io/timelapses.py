@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from blastoseg.errors import InvalidImageError
 from blastoseg.io.frame_times import hours_from_entries, hours_from_names, hours_from_tiff
 
@@ -63,6 +61,8 @@ class Timelapse:
     time_source: str
     time_note: str = ""
     true_counts: list[int] | None = field(default=None, repr=False)
+    #: what to call each frame in an error (its file), None: "frame <i>"
+    frame_names: list[str] | None = field(default=None, repr=False)
 
 
 def _from_stack(path: Path) -> Timelapse:
@@ -80,7 +80,9 @@ def _from_stack(path: Path) -> Timelapse:
     else:
         hours, why = hours_from_tiff(path, stack.data.shape[0])
     source = why if hours is not None else "frame index"
-    return Timelapse(path.name, stack.data, hours, source, "" if hours is not None else why)
+    names = [f.name for f in stack.files] if path.is_dir() else None
+    return Timelapse(path.name, stack.data, hours, source, "" if hours is not None else why,
+                     frame_names=names)
 
 
 def _from_dataset(path: Path) -> list[Timelapse]:
@@ -109,7 +111,3 @@ def read_timelapses(path: str | os.PathLike) -> list[Timelapse]:
         return _from_dataset(path)
     return [_from_stack(path)]
 
-
-def frame_array(frames: Sequence) -> np.ndarray:
-    """A sequence of frames as one array (for callers that need it)."""
-    return frames if isinstance(frames, np.ndarray) else np.stack([np.asarray(f) for f in frames])

@@ -199,7 +199,7 @@ class Timeline:
 
 
 def build_timeline(estimates: Sequence[float], hours: Sequence[float] | None = None, *,
-                   time_source: str | None = None,
+                   time_source: str | None = None, frame_names: Sequence[str] | None = None,
                    jump_penalty: float = JUMP_PENALTY) -> Timeline:
     """Decode per-frame count estimates into a :class:`Timeline`.
 
@@ -213,6 +213,8 @@ def build_timeline(estimates: Sequence[float], hours: Sequence[float] | None = N
     time_source
         Where ``hours`` came from (kept in the timeline and its outputs); default "given
         hours", or "frame index" without ``hours``.
+    frame_names
+        What to call the frames in an error about their times (default "frame <i>").
 
     Raises
     ------
@@ -226,7 +228,7 @@ def build_timeline(estimates: Sequence[float], hours: Sequence[float] | None = N
     if hours is None:
         h, time_source = np.arange(len(est), dtype=float), "frame index"
     else:
-        h = check_frame_hours(hours)
+        h = check_frame_hours(hours, frame_names)
         time_source = time_source or "given hours"
         if len(h) != len(est):
             raise TimelineError(f"{len(h)} frame times for {len(est)} frames")

@@ -96,6 +96,13 @@ def _pid_alive(pid: int | None, since: float = 0.0) -> bool:
     return True
 
 
+#: ``python -m blastoseg`` without the working folder on the module path: the job runs in its
+#: folder, and job folders travel between machines, so a ``blastoseg.py`` or task module placed
+#: there must never be imported (only installed code runs)
+SAFE_MAIN = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+             "from blastoseg.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
 def launch_job(job_dir: str | os.PathLike) -> subprocess.Popen:
     """Start ``python -m blastoseg train JOB_DIR --quiet`` in the background and return it.
 
@@ -109,7 +116,7 @@ def launch_job(job_dir: str | os.PathLike) -> subprocess.Popen:
     progress = read_progress(job_dir)
     if progress.state == "running":
         raise JobError(f"the job in {job_dir} is running already (process {progress.pid})")
-    cmd = [sys.executable, "-m", "blastoseg", "train", str(job_dir), "--quiet"]
+    cmd = [sys.executable, "-c", SAFE_MAIN, "train", str(job_dir), "--quiet"]
     kwargs: dict = {}
     if sys.platform == "win32":  # pragma: no cover
         kwargs["creationflags"] = (subprocess.CREATE_NEW_PROCESS_GROUP
@@ -118,10 +125,13 @@ def launch_job(job_dir: str | os.PathLike) -> subprocess.Popen:
         kwargs["start_new_session"] = True
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(job_dir / LOG_FILE, "ab") as log:
-        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {sys.executable} -m blastoseg "
+                  f"train {job_dir} --quiet (the job folder is not on the module path)\n"
+                  .encode())
         log.flush()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=job_dir, env=env, **kwargs)
+    proc.blastoseg_job_dir = job_dir  # what cancel_job marks
     _CHILDREN[proc.pid] = proc
     atomic_write_text(job_dir / PID_FILE, json.dumps(
         {"pid": proc.pid, "launched": time.time(), "command": cmd}) + "\n")
@@ -136,9 +146,9 @@ def cancel_job(target: str | os.PathLike | subprocess.Popen) -> bool:
     if isinstance(target, subprocess.Popen):
         if target.poll() is not None:
             return False
-        args = target.args if isinstance(target.args, list) else []
-        if args[1:4] == ["-m", "blastoseg", "train"]:  # launched by launch_job
-            _mark_cancel(Path(args[4]))
+        job_dir = getattr(target, "blastoseg_job_dir", None)
+        if job_dir is not None:  # launched by launch_job
+            _mark_cancel(Path(job_dir))
         target.terminate()  # SIGTERM on POSIX, TerminateProcess on Windows
         return True
     progress = read_progress(target)

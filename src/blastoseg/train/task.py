@@ -157,9 +157,42 @@ def available_tasks() -> list[str]:
     return sorted(set(_TASKS) | set(KINDS))
 
 
+def _check_installed(module: str) -> None:
+    """A job's ``task_module`` must be installed code, never a file that came with the job
+    folder (job folders travel between machines; the job runs with its folder as the working
+    directory)."""
+    import importlib.util
+    import os
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        raise TrainingError(f"the job's task_module {module!r} is not installed here; install "
+                            "the package that provides it")
+    origin = Path(spec.origin).resolve()
+    cwd = Path(os.getcwd()).resolve()
+    if origin.is_relative_to(cwd) and not _is_installed(origin):
+        raise TrainingError(
+            f"the job's task_module {module!r} is the file {origin} in the working folder: a "
+            "job folder may not bring its own code; install it as a package instead")
+
+
+def _is_installed(path: Path) -> bool:
+    """Inside site-packages / dist-packages or the blastoseg package itself."""
+    import blastoseg
+
+    pkg = Path(blastoseg.__file__).resolve().parent
+    return path.is_relative_to(pkg) or any(p in ("site-packages", "dist-packages")
+                                           for p in path.parts)
+
+
 def get_task(kind: str, task_module: str | None = None) -> TrainTask:
     """A fresh task for ``kind``, importing ``task_module`` or the built-in module first."""
     builtin = KINDS[kind].task if kind in KINDS else None
+    if task_module and task_module != builtin:
+        _check_installed(task_module)
     modules = [m for m in (task_module, builtin) if m]
     if kind not in _TASKS:
         for module in modules:

@@ -100,17 +100,63 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
         return mask_utils.decode(rle).astype(bool)
 
 
+def run_lengths(counts: bytes) -> list[int]:
+    """The run lengths of a compressed COCO RLE string (the COCO mask API's LEB128-like code:
+    5 bits per character, a continuation bit, a sign bit on the last character, and runs after
+    the second stored as differences to the run two before). Raises ValueError when the string
+    is cut short in the middle of a number."""
+    runs: list[int] = []
+    pos = 0
+    while pos < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(counts):
+                raise ValueError("RLE 'counts' is cut short in the middle of a run length")
+            c = counts[pos] - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"RLE 'counts' has a character that is not part of the code "
+                                 f"({chr(counts[pos])!r} at position {pos})")
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 5
+            if not more and c & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def _check_runs(runs: list[int], h: int, w: int) -> None:
+    """A valid RLE covers the image exactly: no negative runs, runs summing to H * W."""
+    if any(r < 0 for r in runs):
+        raise ValueError("RLE 'counts' has a negative run length: the mask is corrupt")
+    total = sum(runs)
+    if total != h * w:
+        raise ValueError(f"RLE 'counts' covers {total} pixels but the image has {h} x {w} = "
+                         f"{h * w}: the mask is corrupt (cut short or edited)")
+
+
 def _as_compressed(rle: dict[str, Any]) -> dict[str, Any]:
-    """Compressed RLE that pycocotools' C functions accept (counts as bytes)."""
+    """Compressed RLE that pycocotools' C functions accept (counts as bytes), after checking
+    that its runs cover the image exactly (pycocotools decodes a corrupt RLE silently)."""
     counts = rle["counts"]
     h, w = (int(v) for v in rle["size"])
     if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            raise ValueError("uncompressed RLE 'counts' must be a list of whole numbers")
+        _check_runs(counts, h, w)
         # uncompressed RLE: pycocotools converts it with frPyObjects
         return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
     if isinstance(counts, str):
-        counts = counts.encode("ascii")
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError("RLE 'counts' has non-ASCII characters: the mask is corrupt") from None
     if not isinstance(counts, bytes):
         raise ValueError(f"RLE 'counts' must be a string or a list, got {type(counts).__name__}")
+    _check_runs(run_lengths(counts), h, w)
     return {"size": [h, w], "counts": counts}
 
 

@@ -1,0 +1,101 @@
+"""The ``count`` kind end to end on a tiny Cell-Net: ``blastoseg train count``, the
+CountPredictor contract, ``blastoseg segment count`` and ``blastoseg eval count``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+TINY_COUNT = {"model": {"working_size": 64, "pyramid_channels": 8, "puc_width": 1},
+              "hyper": {"max_steps": 2, "batch_size": 2, "val_frames": 2, "threads": 1,
+                        "log_every": 1}}
+
+
+@pytest.fixture(scope="module")
+def tiny_count(tmp_path_factory, session_home):
+    """A tiny count model ("tiny-count") trained 2 steps through the CLI; yields the dataset."""
+    from blastoseg.cli import main
+
+    tmp = tmp_path_factory.mktemp("count")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BLASTOSEG_HOME", str(session_home))
+    data = tmp / "data"
+    assert main(["synth", "embryos", "--n", "3", "--seed", "7", "--size", "128",
+                 "--out", str(data)]) == 0
+    cfg = tmp / "count.json"
+    cfg.write_text(json.dumps(TINY_COUNT))
+    assert main(["train", "count", "--data", str(data), "--val", str(data),
+                 "--out", str(tmp / "job"), "--config", str(cfg), "--name", "tiny-count",
+                 "--quiet"]) == 0
+    events = [json.loads(line) for line in (tmp / "job" / "events.jsonl").read_text().split("\n")
+              if line.strip()]
+    val = [e for e in events if e["event"] == "validation"][-1]["metrics"]
+    assert {"count_exact", "count_mae", "detection_rate", "ed_px"} <= set(val)
+    yield data
+    mp.undo()
+
+
+def test_predictor_contract_frame_stack_and_integral(tiny_count):
+    from blastoseg.io.dataset import read_dataset
+    from blastoseg.predict.count import CountPredictor, CountResult
+
+    ds = read_dataset(tiny_count)
+    frame = ds.load_image(0)
+    pred = CountPredictor("tiny-count", device="cpu")
+    one = pred.predict(frame)
+    assert isinstance(one, CountResult)
+    assert one.density.shape == frame.shape[:2] and one.density.dtype == np.float32
+    assert one.count == max(int(round(one.integral)), 0)
+    # mapped back to the frame, the density keeps the crop's integral
+    assert float(one.density.sum(dtype=np.float64)) == pytest.approx(one.integral, rel=1e-4)
+    assert one.centroids.ndim == 2 and one.centroids.shape[1] == 2
+    assert len(one.centroids) <= one.count
+    assert {"embryo", "embryo_unsure", "embryo_box"} <= set(one.meta)
+    stack = np.stack([ds.load_image(k) for k in range(2)])
+    many = pred.predict(stack)
+    assert isinstance(many, list) and [r.meta["frame"] for r in many] == [0, 1]
+    whole = pred.predict(frame, localise=False)
+    assert whole.meta["embryo"]["source"] == "whole frame"
+    from blastoseg.predict.embryo_spec import FramingError
+
+    with pytest.raises(FramingError):
+        pred.predict(stack, embryo=[(60, 60, 40)] * 3)  # one circle too many
+
+
+def test_cli_segment_and_eval_count(tiny_count, tmp_path, capsys):
+    from blastoseg.cli import main
+
+    out = tmp_path / "out"
+    image = sorted((tiny_count / "images").iterdir())[0]
+    assert main(["segment", "count", str(image), "--out", str(out), "--model", "tiny-count",
+                 "--device", "cpu"]) == 0
+    counts = (out / "counts.csv").read_text().splitlines()
+    assert counts[0] == "frame,cell_count,integral" and len(counts) == 2
+    assert (out / "centroids.csv").read_text().startswith("frame,y,x")
+    import tifffile
+
+    assert tifffile.imread(out / "density.tif").dtype == np.float32
+    capsys.readouterr()
+    assert main(["eval", "count", "--data", str(tiny_count), "--model", "tiny-count",
+                 "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("count_exact", "count_mae", "count_within1", "detection_rate", "ed_px",
+                "n_images"):
+        assert key in result
+    assert result["n_images"] == 3
+
+
+def test_ablation_configs_train_through_the_task(tmp_path):
+    """The switches of section IV (no RIAP, no PUC, MSE) reach the model and the loss."""
+    from blastoseg.train.count_task import CountTask, cellnet_config, count_settings
+
+    cfg = {"model": {"working_size": 64, "riap": False, "puc": False}, "loss": {"name": "mse"}}
+    assert cellnet_config(cfg).riap is False and cellnet_config(cfg).puc is False
+    assert count_settings(cfg)["loss"]["name"] == "mse"
+    from blastoseg.train.task import TrainingError
+
+    with pytest.raises(TrainingError, match="loss.name"):
+        count_settings({"loss": {"name": "l1"}})
+    assert CountTask.kind == "count"

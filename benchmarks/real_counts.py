@@ -13,6 +13,10 @@ accuracy, within-one accuracy, MAE and bias per modality and overall.
 ``--overlay OUT_DIR`` writes PNGs with the predicted amodal outlines for looking at; it must
 lie outside the repository (the real images are not ours to commit).
 
+A ``count`` model (Cell-Net, issue 15) is run with its own predictor: its count is the
+rounded integral of the density map (the "mean score" column then holds the integral) and
+``--threshold`` / ``--overlay`` do not apply.
+
 Usage::
 
     nice python benchmarks/real_counts.py --model amodal-default \\
@@ -135,12 +139,23 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    from blastoseg.weights import resolve_model
+
     try:
-        # keep candidates down to 0.05 to show the near misses; count at --threshold
-        predictor = AmodalPredictor(args.model, device=args.device,
-                                    score_threshold=min(0.05, args.threshold), batch_size=1)
+        kind = resolve_model(args.model).kind
+        if kind == "count":  # Cell-Net (issue 15): the count is round(integral of the density)
+            from blastoseg.predict.count import CountPredictor
+
+            predictor = CountPredictor(args.model, device=args.device, batch_size=1)
+        else:
+            # keep candidates down to 0.05 to show the near misses; count at --threshold
+            predictor = AmodalPredictor(args.model, device=args.device,
+                                        score_threshold=min(0.05, args.threshold),
+                                        batch_size=1)
     except BlastosegError as exc:
         _fail(str(exc))
+    if kind == "count" and args.overlay is not None:
+        _fail("--overlay draws amodal outlines; a count model has none")
     print(f"model {predictor.entry.name} on {predictor.device_name}", file=sys.stderr)
     if args.overlay is not None:
         import imageio.v3 as iio
@@ -159,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error on {path}: {exc}", file=sys.stderr)
             rows.append({"modality": modality, "file": path.name, "true": true_n,
                          "error": str(exc)})
+            continue
+        if kind == "count":  # "mean score" column: the density integral
+            rows.append({"modality": modality, "file": path.name,
+                         "shape": list(image.shape[:2]), "true": true_n, "pred": inst.count,
+                         "mean_score": float(inst.integral), "next_scores": [], "ms": ms})
             continue
         scores = np.sort(inst.scores)[::-1]
         counted = scores[scores >= args.threshold]

@@ -10,7 +10,8 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "backup_existing"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "backup_existing",
+           "remove_stale_temp_files"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -112,3 +113,22 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`atomic_write_bytes` left in ``folder``
+    (``.<name>.<random>.tmp``: a process killed with SIGKILL never reaches its cleanup; a
+    checkpoint's is as large as the checkpoint). Call it only where no other writer can be
+    busy (e.g. a training job's own folders when the job starts). Returns what was removed."""
+    removed = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for path in root.glob(".*.tmp"):
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+

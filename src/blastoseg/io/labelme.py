@@ -115,6 +115,8 @@ def shape_to_mask(shape: dict, size: tuple[int, int]) -> np.ndarray | None:
     out = np.zeros((h, w), dtype=bool)
     if kind not in _AREA_SHAPES or len(pts) == 0:
         return None
+    if not np.isfinite(pts).all():
+        raise ValueError("its points include NaN or infinite coordinates")
     xs, ys = pts[:, 0], pts[:, 1]
     if kind == "polygon":
         if len(pts) < 3:

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from blastoseg.errors import BlastosegError
+from blastoseg.io.atomic import remove_stale_temp_files
+from blastoseg.train.checkpoint import CHECKPOINT_DIR
 from blastoseg.train.events import EVENTS_FILE, EventWriter
 from blastoseg.train.job import JobError, TrainJob
 from blastoseg.train.runtime import (
@@ -38,7 +40,7 @@ from blastoseg.train.runtime import (
     StopFlag,
     TrainResult,
 )
-from blastoseg.train.trainer import Trainer
+from blastoseg.train.trainer import OUTPUT_DIR, Trainer
 
 __all__ = ["create_and_run", "run_job", "train"]
 
@@ -85,6 +87,10 @@ def train(
     if events is None:
         events = EventWriter(job_dir / EVENTS_FILE, stream=True)
     flag = StopFlag(cancel)
+    # one engine per job folder (launching refuses a running job): a temp file in its folders
+    # is what a killed earlier run left behind (a checkpoint's is as large as the checkpoint)
+    for folder in (job_dir / CHECKPOINT_DIR, job_dir / OUTPUT_DIR):
+        remove_stale_temp_files(folder)
     try:
         with SignalHandlers(flag, handle_signals):
             return Trainer(job, job_dir, events, flag, resume, device).run()

@@ -468,7 +468,19 @@ def rename_model(old: str, new: str) -> ModelEntry:
 
 
 def delete_model(name: str) -> None:
-    """Delete a user model's weights and card (bundled models refuse)."""
-    entry = _user_entry(name)
+    """Delete a user model's weights and card (bundled models refuse). A user model whose
+    card is broken (unreadable, so not listed) can still be deleted by its name."""
+    try:
+        entry = _user_entry(name)
+    except WeightsError:
+        folder = user_models_dir()
+        _check_name(name)
+        card, weights = folder / f"{name}.json", folder / f"{name}.safetensors"
+        if not (card.exists() or weights.exists()) or \
+                any(e.name == name for e in _scan(bundled_models_dir(), "bundled")):
+            raise
+        card.unlink(missing_ok=True)
+        weights.unlink(missing_ok=True)
+        return
     entry.card_path.unlink(missing_ok=True)
     entry.weights_path.unlink(missing_ok=True)

@@ -52,3 +52,28 @@ def test_a_user_model_with_a_broken_card_can_be_deleted(tmp_path, monkeypatch, c
     assert not (folder / "broken.json").exists()
     assert not (folder / "broken.safetensors").exists()
     assert main(["models", "delete", "amodal-default", "--yes"]) == 2  # bundled: refused
+
+
+def test_one_unreadable_frame_does_not_stop_a_folder(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from blastoseg.cli import main
+    from blastoseg.io import read_images
+    from blastoseg.io.images import ImageReadError
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(4):
+        Image.fromarray(np.full((96, 96), 40 * t, np.uint8)).save(folder / f"frame_{t}.png")
+    (folder / "frame_2.png").write_bytes(b"not a png")  # a damaged export
+    with pytest.raises(ImageReadError):
+        read_images(folder)  # strict by default (the library's choice)
+    stack = read_images(folder, skip_unreadable=True)
+    assert stack.data.shape[0] == 3 and [p.name for p, _ in stack.skipped] == ["frame_2.png"]
+    assert stack.frame_numbers == [0, 1, 3]
+    out = tmp_path / "out"
+    assert main(["segment", "brightfield", str(folder), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped frame_2.png" in err and "1 frame(s) left out" in err
+    assert (out / "counts.csv").read_text().count("\n") == 4  # header + 3 frames

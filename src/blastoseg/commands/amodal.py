@@ -14,6 +14,7 @@ from blastoseg.commands.options import (
     non_negative_int,
     output_folder,
     positive_int,
+    read_input,
     unit_interval,
 )
 from blastoseg.commands.progress import progress_printer
@@ -110,14 +111,13 @@ def _requested_framing(embryo, diameter_px, localise, args, model_localises=True
 
 
 def _segment_amodal(args: argparse.Namespace) -> int:
-    from blastoseg.io import read_images
     from blastoseg.predict.amodal import AmodalPredictor
     from blastoseg.results.amodal import amodal_result_paths, write_amodal_results
     from blastoseg.results.files import check_output_folder, refuse_existing
 
     # before any work: a bad or occupied output must not cost a run
     refuse_existing(amodal_result_paths(check_output_folder(args.out)), args.overwrite)
-    stack = read_images(args.input)
+    stack = read_input(args.input)
     images = frames_at_plane(stack, args.plane)
     embryo = args.embryo
     diameter_px = _diameter_px(args, stack.pixel_size_um, str(args.input))

@@ -11,6 +11,7 @@ from blastoseg.commands.options import (
     frames_at_plane,
     non_negative_int,
     output_folder,
+    read_input,
     unit_interval,
 )
 from blastoseg.commands.progress import progress_printer
@@ -18,14 +19,13 @@ from blastoseg.kinds import get_kind
 
 
 def _segment_brightfield(args: argparse.Namespace) -> int:
-    from blastoseg.io import read_images
     from blastoseg.predict.brightfield import BrightfieldPredictor
     from blastoseg.results.brightfield import brightfield_result_paths, write_brightfield_results
     from blastoseg.results.files import check_output_folder, refuse_existing
 
     # before any work: a bad or occupied output must not cost a run
     refuse_existing(brightfield_result_paths(check_output_folder(args.out)), args.overwrite)
-    stack = read_images(args.input)
+    stack = read_input(args.input)
     data = frames_at_plane(stack, args.plane)
     predictor = BrightfieldPredictor(args.model, device=args.device,
                                      score_threshold=args.threshold)

@@ -66,3 +66,24 @@ def output_folder(text: str):
         raise argparse.ArgumentTypeError("the output folder is empty: give a folder to write "
                                          "into")
     return Path(text)
+
+
+def read_input(path):
+    """``read_images`` for a verb's INPUT: a frame folder with unreadable frames is read
+    without them, and each left-out file is named on stderr (one bad export among hundreds
+    of frames must not stop the run)."""
+    import sys
+
+    from blastoseg.io import read_images
+
+    stack = read_images(path, skip_unreadable=True)
+    for file, reason in stack.skipped[:10]:
+        print(f"blastoseg: warning: skipped {file.name}: {reason}", file=sys.stderr)
+    if len(stack.skipped) > 10:
+        print(f"blastoseg: warning: skipped {len(stack.skipped) - 10} more unreadable frame(s)",
+              file=sys.stderr)
+    if stack.skipped:
+        print(f"blastoseg: warning: {len(stack.skipped)} frame(s) left out; the results number "
+              f"the {len(stack.files) // max(1, len(stack.focal_planes or [0]))} readable "
+              "frames from 0 in file order", file=sys.stderr)
+    return stack

@@ -10,19 +10,19 @@ from blastoseg.commands.options import (
     frames_at_plane,
     non_negative_int,
     output_folder,
+    read_input,
 )
 from blastoseg.commands.progress import progress_printer
 from blastoseg.kinds import get_kind
 
 
 def _segment_overlap(args: argparse.Namespace) -> int:
-    from blastoseg.io import read_images
     from blastoseg.predict.overlap import OverlapPredictor, OverlapResult
     from blastoseg.results.files import check_output_folder, refuse_existing
     from blastoseg.results.overlap import overlap_result_paths, write_overlap_results
 
     check_output_folder(args.out)  # before any work: a bad output must not cost a run
-    stack = read_images(args.input)
+    stack = read_input(args.input)
     data = frames_at_plane(stack, args.plane)
     predictor = OverlapPredictor(args.model, device=args.device)
     refuse_existing(overlap_result_paths(args.out, predictor.heads), args.overwrite)

@@ -11,7 +11,7 @@ import io
 import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,9 @@ class ImageStack:
         Focal plane of each Z index (e.g. [-15, 0, 15]), when known.
     pixel_size_um
         Pixel size in micrometres, from TIFF resolution / ImageJ / OME metadata when present.
+    skipped
+        Frames of a folder read with ``skip_unreadable=True`` that could not be read:
+        (file, reason) pairs; their frames are left out of ``data``.
     """
 
     data: np.ndarray
@@ -64,6 +67,7 @@ class ImageStack:
     frame_numbers: list[int] | None = None
     focal_planes: list[int] | None = None
     pixel_size_um: float | None = None
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
 # --- single files ---------------------------------------------------------------------------
@@ -257,19 +261,22 @@ def _tiff_pixel_size(tf, ij: dict) -> float | None:
 
 # --- dispatch and frame folders --------------------------------------------------------------
 
-def read_images(path: str | os.PathLike) -> ImageStack:
+def read_images(path: str | os.PathLike, *, skip_unreadable: bool = False) -> ImageStack:
     """Read a single image, a TIFF stack or a folder of frames.
 
     Parameters
     ----------
     path
         A supported image file or a folder (see :func:`read_frame_folder`).
+    skip_unreadable
+        For a folder: leave out frames that cannot be read (listed in ``.skipped``) instead
+        of failing on the first one.
     """
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: no such file or folder")
     if path.is_dir():
-        return read_frame_folder(path)
+        return read_frame_folder(path, skip_unreadable=skip_unreadable)
     _check_file(path)
     if path.suffix.lower() in _TIFF:
         return _read_tiff(path)
@@ -285,7 +292,8 @@ def _image_files(folder: Path) -> list[Path]:
     ]
 
 
-def read_frame_folder(folder: str | os.PathLike) -> ImageStack:
+def read_frame_folder(folder: str | os.PathLike, *, skip_unreadable: bool = False
+                      ) -> ImageStack:
     """Read a folder of exported frames into a (T, Y, X) or (T, Z, Y, X) stack.
 
     Frame numbers and focal planes are parsed from the file names (``RUN012``, ``frame_7``,
@@ -293,11 +301,16 @@ def read_frame_folder(folder: str | os.PathLike) -> ImageStack:
     are sub-folders named ``F-15``, ``F0``, ``F15``. Frames are ordered by frame number, focal
     planes by value. Hidden and non-image files are ignored.
 
+    With ``skip_unreadable`` a frame whose file (or one of its focal planes) cannot be read or
+    has another size than the first good frame is left out and listed in ``.skipped``; the
+    rest is read (one bad export among hundreds of frames does not stop the folder).
+
     Raises
     ------
     ImageReadError
-        Missing or empty folder, unreadable frame, frames of different sizes, a frame missing
-        at one focal plane, or two files with the same frame number at one plane.
+        Missing or empty folder, unreadable frame (unless ``skip_unreadable``; then only when
+        no frame is readable), frames of different sizes, a frame missing at one focal plane,
+        or two files with the same frame number at one plane.
     """
     folder = Path(folder)
     if not folder.exists():
@@ -364,8 +377,17 @@ def read_frame_folder(folder: str | os.PathLike) -> ImageStack:
                 f"{folder}: frame {missing[0]} is missing at focal plane {value} "
                 f"({len(missing)} frame(s) missing there in all)")
 
+    skipped: list[tuple[Path, str]] = []
     files = [grids[v][f] for f in frames for v in plane_values]
-    data = _stack_files(files)
+    try:
+        data = _stack_files(files)
+    except ImageReadError:
+        if not skip_unreadable:
+            raise
+        # only now look for the bad frames (reading each file once more), then read the rest
+        frames, skipped = _readable_frames(grids, frames, plane_values)
+        files = [grids[v][f] for f in frames for v in plane_values]
+        data = _stack_files(files)
     nz = len(plane_values)
     focal = [v for v in plane_values if v is not None] or None
     if nz > 1:
@@ -376,7 +398,39 @@ def read_frame_folder(folder: str | os.PathLike) -> ImageStack:
     if data.ndim == len(axes) + 1:
         axes += "C"
     return ImageStack(data=data, axes=axes, files=files,
-                      frame_numbers=frames if numbered else None, focal_planes=focal)
+                      frame_numbers=frames if numbered else None, focal_planes=focal,
+                      skipped=skipped)
+
+
+def _readable_frames(grids: dict, frames: list[int], plane_values: list
+                     ) -> tuple[list[int], list[tuple[Path, str]]]:
+    """The frames whose every plane reads and has the first good frame's shape, and the
+    (file, reason) of the others."""
+    good: list[int] = []
+    skipped: list[tuple[Path, str]] = []
+    shape = None
+    for f in frames:
+        problem = None
+        for v in plane_values:
+            path = grids[v][f]
+            try:
+                arr = read_image(path)
+            except ImageReadError as exc:
+                problem = (path, str(exc))
+                break
+            if shape is None:
+                shape = arr.shape
+            elif arr.shape != shape:
+                problem = (path, f"frame has shape {arr.shape}, the others {shape}")
+                break
+        if problem is None:
+            good.append(f)
+        else:
+            skipped.append(problem)
+    if not good:
+        raise ImageReadError(f"none of the {len(frames)} frames can be read (first: "
+                             f"{skipped[0][1]})")
+    return good, skipped
 
 
 def _stack_files(files: list[Path]) -> np.ndarray:

@@ -40,4 +40,6 @@ def sample_embryo() -> list[tuple]:
 def sample_timelapse() -> list[tuple]:
     """A synthetic time-lapse of one embryo cleaving from 1 to 8 cells."""
     lapse = _timelapse()
-    return [(lapse.images, _image_kwargs("synthetic embryo time-lapse", lapse.meta), "image")]
+    kwargs = _image_kwargs("synthetic embryo time-lapse", lapse.meta)
+    kwargs["metadata"]["blastoseg"]["hours"] = list(lapse.meta["hours"])  # the timeline's times
+    return [(lapse.images, kwargs, "image")]

@@ -684,3 +684,30 @@ def test_circle_of_a_focal_stack_shows_on_every_plane_and_outlives_the_widget(
     again.start()
     embryo = sent[-1]["embryo"]
     assert embryo[0].radius == pytest.approx(90.0) and embryo[1] is None
+
+
+@pytest.mark.gui
+def test_measure_follows_a_rerun_with_every_cell(make_napari_viewer, qtbot):
+    """Issue 18 item 1: Segment, open Measure, Segment again: Measure showed 1 cell of 3
+    (it re-read the group after the first new amodal layer arrived)."""
+    import numpy as np
+
+    from blastoseg.napari._measure_widget import MeasureWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("blastoseg", "embryo")
+    widget = _segment_widget(viewer, "amodal-default")
+    widget.calibrated.value = True
+    _run(widget, qtbot)
+    measure = MeasureWidget(viewer)
+
+    def shown():
+        return sum(int(np.unique(la.data).size - 1) for la in viewer.layers
+                   if la.metadata.get("blastoseg", {}).get("role") == "amodal")
+
+    n = shown()
+    assert n >= 2  # several amodal layers: the case that broke
+    qtbot.waitUntil(lambda: [r.cell_count for r in measure.frame_rows()] == [n], timeout=5000)
+    _run(widget, qtbot)
+    qtbot.waitUntil(lambda: [r.cell_count for r in measure.frame_rows()] == [shown()],
+                    timeout=5000)

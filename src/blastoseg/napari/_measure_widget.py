@@ -128,6 +128,7 @@ class MeasureWidget(Container):
         self._dirty_all = False
         self._dirty_current = False
         self._timer = None
+        self._layers_timer = None
         self.group.changed.connect(self._on_group_changed)
         self.pixel_size.changed.connect(self._on_pixel_size_changed)
         self.export_button.changed.connect(self._export_dialog)
@@ -145,10 +146,22 @@ class MeasureWidget(Container):
         return list(amodal_groups(self.viewer.layers))
 
     def _on_layers_changed(self, event=None) -> None:
+        # a re-run replaces a result's layers one by one: look once they have all arrived
+        # (measuring after the first new amodal layer showed 1 cell of 3, issue 18 item 1)
+        from qtpy.QtCore import QTimer
+
+        if self._layers_timer is None:
+            self._layers_timer = QTimer(self.native)
+            self._layers_timer.setSingleShot(True)
+            self._layers_timer.timeout.connect(self.sync_layers)
+        self._layers_timer.start(DEBOUNCE_MS)
+
+    def sync_layers(self) -> None:
+        """Follow the viewer's layers: re-read the group when its amodal layers changed."""
         current = self.group.value
         self.group.reset_choices()
-        if current not in self.group.choices or not self._layers or any(
-                la not in self.viewer.layers for la in self._layers):
+        now = list(amodal_groups(self.viewer.layers).get(current, []))
+        if current not in self.group.choices or not self._layers or now != self._layers:
             self._on_group_changed()
         elif self.group.value != current:
             self.group.value = current

@@ -139,7 +139,7 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         predictor="blastoseg.predict.count:CountPredictor",
         default_model="count-default",
         writer="blastoseg.results.count:write_count_results",
-        cli="blastoseg.commands.count", widget=None, proposes_cells=False),
+        cli="blastoseg.commands.count", widget="blastoseg.timeline_widget", proposes_cells=False),
 )}
 
 

@@ -57,14 +57,15 @@ class TimelineWidget(ModelRunWidget):
     _cancel_message = "cancelling (stops after the current frame)..."
 
     def _add_fields(self, saved: dict) -> None:
-        from qtpy.QtWidgets import QAbstractItemView, QTableWidget
+        from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget
 
         self.plot_box = Container(labels=False)
         self.plot_box.visible = False
         self.table = QTableWidget(len(ROWS), 2)
         self.table.setHorizontalHeaderLabels(["hours", "frame"])
         self.table.setVerticalHeaderLabels(ROWS)
-        self.table.setMinimumHeight(200)
+        self.table.setMinimumHeight(260)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.table.setEditTriggers(QAbstractItemView.DoubleClicked
                                    | QAbstractItemView.EditKeyPressed
                                    | QAbstractItemView.AnyKeyPressed)

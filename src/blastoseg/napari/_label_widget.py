@@ -106,12 +106,19 @@ class LabelWidget(LabelOperationsMixin, Container):
         self.reviewed.changed.connect(self._on_reviewed)
         self.export_button.changed.connect(self._export_dialog)
         self.image.changed.connect(lambda *_: self.start_from.reset_choices())
+        _ui.default_image(self.image, self.viewer)
         self.viewer.dims.events.current_step.connect(self._on_step)
         for key, (attr, _what) in SHORTCUTS.items():
             self.viewer.bind_key(key, self._shortcut(attr), overwrite=True)
         self._set_enabled(False)
 
     # --- choices -------------------------------------------------------------------------
+    def reset_choices(self, *args) -> None:
+        """Re-list the choices (napari calls this when layers change); an empty image box
+        takes the active or only image."""
+        super().reset_choices(*args)
+        _ui.default_image(self.image, self.viewer)
+
     def _image_layers(self, _widget=None) -> list:
         from napari.layers import Image
 

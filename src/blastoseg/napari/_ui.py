@@ -162,3 +162,16 @@ def card_number(model: str, kind: str, section: str, key: str, default: float) -
     except Exception:
         return default
     return value if 0.0 <= value <= 1.0 else default
+
+
+def default_image(combo, viewer) -> None:
+    """Fill an empty "image" box with the layer a user means (as cellpose-napari does): the
+    active layer when it is one of the choices, else the only image there is."""
+    if combo.value is not None:
+        return
+    candidates = [c for c in combo.choices if c is not None]
+    active = viewer.layers.selection.active
+    if active is not None and any(c is active for c in candidates):
+        combo.value = active
+    elif len(candidates) == 1:
+        combo.value = candidates[0]

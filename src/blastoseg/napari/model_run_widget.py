@@ -106,10 +106,17 @@ class ModelRunWidget(JobRunnerMixin, Container):
             self.model.value = self._saved["model"]
         self._connect(self._saved)
         self.image.changed.connect(self._on_image_changed)
+        _ui.default_image(self.image, self.viewer)
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self._on_image_changed()
         _ui.refresh_on_show(self, self.model.reset_choices)
+
+    def reset_choices(self, *args) -> None:
+        """Re-list the choices (napari calls this when layers change); an empty image box
+        takes the active or only image."""
+        super().reset_choices(*args)
+        _ui.default_image(self.image, self.viewer)
 
     # --- hooks ----------------------------------------------------------------------------------
     def _add_fields(self, saved: dict) -> None:

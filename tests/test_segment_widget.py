@@ -59,6 +59,7 @@ def test_result_layers_round_trip_and_placement():
     assert all(kw["name"].startswith("embryo: ") for _, kw, _ in data)
     occ, kw, kind = data[0]
     assert kind == "image" and occ.shape == (2, 1, 80, 80) and occ.dtype == np.uint8
+    assert kw["visible"] is False  # hidden by default: it covered the embryo (issue 18 item 8)
     # the single Z plane is stretched over the 3 planes; T starts at frame 4
     assert kw["scale"] == (1, 6, 0.5, 0.5) and kw["translate"] == (4, 2, 0, 0)
     points = data[-1][0]

@@ -4,7 +4,8 @@ A run of the segmentation widget on one image layer gives one *group* of layers,
 ``"<group>: ..."`` and tagged in their metadata (``metadata["blastoseg"]["group"]`` and
 ``["role"]``), so that re-running replaces exactly the previous run's layers:
 
-- ``<group>: occlusion``: the predicted occlusion probability (uint8, 0-255), magma, additive;
+- ``<group>: occlusion``: the predicted occlusion probability (uint8, 0-255), magma, additive,
+  hidden by default (tick its eye to see it);
 - ``<group>: visible``: the visible (modal) labels, one label per pixel;
 - ``<group>: amodal k``: the amodal masks packed into the fewest non-overlapping Labels layers
   (see ``docs/napari_layers.md``), shown as contours, editable with napari's label tools;
@@ -248,6 +249,8 @@ class ResultLayerBuilder:
             (pl.finish(self._occ), {
                 **common, "name": f"{group}: occlusion", "colormap": "magma",
                 "blending": "additive", "opacity": 0.4, "contrast_limits": (0, 255),
+                # hidden until asked for: drawn over the image it hid the embryo (issue 18)
+                "visible": False,
                 "metadata": meta("occlusion")}, "image"),
             (pl.finish(self._vis), {
                 **common, "name": f"{group}: visible", "opacity": 0.35, "visible": False,

@@ -83,3 +83,31 @@ def test_train_widget_start_plot_cancel_reopen_resume(make_napari_viewer, qtbot,
     out = widget.export_to(tmp_path / "for-server")
     assert (out / "job.json").is_file() and out.name == "job" and "blastoseg train" in \
         widget.status.value
+
+
+@pytest.mark.gui
+def test_fine_tune_feedback_warns_and_says_click_resume(make_napari_viewer, monkeypatch):
+    """Issue 18 item 9: a fine-tune whose validation metric fell is announced as a warning
+    naming the base model; a cancelled job says "click Resume"; no "training..." flicker while
+    a cancel is pending."""
+    from types import SimpleNamespace
+
+    from blastoseg.napari._train_widget import CANCELLING, TrainWidget, _metric_fell
+
+    widget = TrainWidget(make_napari_viewer())
+    done = SimpleNamespace(state="done", model="ft", message="", main_metric="mAP", step=30,
+                           metrics_before={"mAP": 0.70}, metrics={"mAP": 0.65})
+    assert _metric_fell(done)
+    text = widget._status_text(done)
+    assert "mAP 0.700 -> 0.650" in text and "WARNING: validation mAP fell" in text
+    better = SimpleNamespace(**{**vars(done), "metrics": {"mAP": 0.75}})
+    assert not _metric_fell(better) and "WARNING" not in widget._status_text(better)
+    loss = SimpleNamespace(**{**vars(done), "main_metric": "val_loss",
+                              "metrics_before": {"val_loss": 1.0}, "metrics": {"val_loss": 2.0}})
+    assert _metric_fell(loss)
+    stopped = SimpleNamespace(state="cancelled", step=12, message="cancel requested: ...",
+                              main_metric="mAP")
+    assert "click Resume" in widget._status_text(stopped)
+    widget._cancelling = True
+    running = SimpleNamespace(state="running", message="training...", main_metric="mAP")
+    assert widget._status_text(running) == CANCELLING

@@ -69,6 +69,19 @@ def _row(label: str, *widgets) -> Container:
     return row
 
 
+CANCELLING = "cancelling: a checkpoint is saved after the current step..."
+
+
+def _metric_fell(p) -> bool:
+    """Whether a finished fine-tune's validation metric is worse than its base model's."""
+    key = p.main_metric or "mAP"
+    before, after = (p.metrics_before or {}).get(key), (p.metrics or {}).get(key)
+    if before is None or after is None:
+        return False
+    lower_is_better = "loss" in key or key.endswith(("_mae", "_error"))
+    return after > before if lower_is_better else after < before
+
+
 class TrainWidget(Container):
     """Form (data, base model, length, learning rate, augmentation, device, name, job folder),
     Start / Cancel / Resume / Export job / Import model, progress, status and a live plot."""
@@ -140,6 +153,7 @@ class TrainWidget(Container):
         self._popen = None
         self._shown = (0, 0)
         self._announced_done = False
+        self._cancelling = False
         self._timer = None
         self.plot_box = Container(labels=False)
         self._make_plot()
@@ -236,7 +250,8 @@ class TrainWidget(Container):
         target = self._popen if self._popen is not None and self._popen.poll() is None \
             else self.job_path
         if cancel_job(target):
-            self.status.value = "cancelling: a checkpoint is saved after the current step..."
+            self._cancelling = True  # until the job says it stopped (no "training..." flicker)
+            self.status.value = CANCELLING
             self.cancel_button.enabled = False
 
     def resume(self) -> None:
@@ -314,7 +329,9 @@ class TrainWidget(Container):
             self._timer.stop()
         has_job = (self.job_path / "job.json").is_file()
         self.start_button.enabled = not running
-        self.cancel_button.enabled = running
+        self.cancel_button.enabled = running and not self._cancelling
+        if not running:
+            self._cancelling = False
         self.resume_button.enabled = has_job and p.resumable
         self.export_button.enabled = has_job
         fraction = p.fraction
@@ -328,9 +345,9 @@ class TrainWidget(Container):
         if p.state == "done" and was != "done" and not self._announced_done:
             self._announced_done = True
             self.base.reset_choices()
-            from napari.utils.notifications import show_info
+            from napari.utils.notifications import show_info, show_warning
 
-            show_info(self.status.value)
+            (show_warning if _metric_fell(p) else show_info)(self.status.value)
 
     def _status_text(self, p) -> str:
         key = p.main_metric or "mAP"
@@ -339,9 +356,16 @@ class TrainWidget(Container):
             before, after = (p.metrics_before or {}).get(key), (p.metrics or {}).get(key)
             if before is not None and after is not None:
                 text += f" ({key} {before:.3f} -> {after:.3f})"
+            if _metric_fell(p):
+                base = self.base.value or "the base model"
+                text += (f". WARNING: validation {key} fell; keep using {base} unless the new "
+                         "model looks better on your own frames")
             return text
         if p.state == "running":
-            return p.message or "running"
+            return CANCELLING if self._cancelling else (p.message or "running")
+        if p.state == "cancelled":
+            return (f"cancelled after step {p.step}, checkpoint saved: click Resume to "
+                    "continue")
         return f"{p.state}: {p.message}" if p.message else p.state
 
     # --- plot ---------------------------------------------------------------------------------
@@ -379,7 +403,12 @@ class TrainWidget(Container):
         ax.set_ylabel("training loss", color="tab:blue")
         ax2.set_ylabel(f"validation {key}", color="tab:orange")
         if all(0 <= v <= 1 for _, v in points):  # mAP, AP50, accuracies: the whole scale
-            ax2.set_ylim(0, 1)
+            ax2.set_ylim(-0.03, 1.03)  # a little room: a point at 0 or 1 is not cut in half
+        steps = [st for st, _ in loss] + [st for st, _ in points]
+        if steps:  # the base model's point sits at step 0, on the edge: pad both ends
+            lo, hi = min(steps), max(steps)
+            pad = max(1.0, 0.04 * (hi - lo))
+            ax.set_xlim(lo - pad, hi + pad)
         ax2.yaxis.set_label_position("right")
         ax2.yaxis.tick_right()
         ax.grid(alpha=0.3)

@@ -137,7 +137,8 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         card="blastoseg.predict.cards:CountCard",
         task="blastoseg.train.count_task",
         predictor="blastoseg.predict.count:CountPredictor",
-        default_model="count-default",
+        # None until a count-default trains to something useful (docs/models/count.md)
+        default_model=None,
         writer="blastoseg.results.count:write_count_results",
         cli="blastoseg.commands.count", widget="blastoseg.timeline_widget", proposes_cells=False),
 )}

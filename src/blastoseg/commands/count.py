@@ -57,8 +57,10 @@ def _eval_count(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=get_kind("count").default_model,
-                   help="registered name, .safetensors or training job folder")
+    default = get_kind("count").default_model
+    p.add_argument("--model", default=default, required=default is None,
+                   help="registered name, .safetensors or training job folder"
+                        + ("" if default is None else f" (default {default})"))
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
 

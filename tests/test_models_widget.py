@@ -16,9 +16,20 @@ def user_model(tmp_path, monkeypatch):
     monkeypatch.setenv("BLASTOSEG_HOME", str(tmp_path / "home"))
 
     def make(name: str, register: bool = True):
+        import json
+        import shutil
+
+        from blastoseg.weights import bundled_models_dir
+
         path = tmp_path / f"{name}.safetensors"
-        save_weights({"w": torch.arange(3.0)}, path, {"kind": "amodal"})
-        card = ModelCard(name=name, kind="amodal", base_model="amodal-default",
+        config = {}
+        if register:
+            save_weights({"w": torch.arange(3.0)}, path, {"kind": "amodal"})
+        else:  # an import checks that the weights load into the card's network: real ones
+            shutil.copy(bundled_models_dir() / "amodal-default.safetensors", path)
+            config = json.loads((bundled_models_dir() / "amodal-default.json").read_text()
+                                )["config"]
+        card = ModelCard(name=name, kind="amodal", base_model="amodal-default", config=config,
                          metrics={"mAP": 0.5}, training={"metrics_before": {"mAP": 0.4}})
         if register:
             return register_model(path, card)

@@ -41,11 +41,11 @@ SHORTCUTS = {  # key -> (button attribute, what it does); Alt- keys are free in 
 }
 
 
-class LabelWidget(LabelOperationsMixin, Container):
+class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
     """Project (new / open), cells of the displayed frame, edit operations, reviewed flag."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__(labels=False)
+        super().__init__(labels=False, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
         self.session = None
         self._layers: list = []

@@ -88,11 +88,11 @@ def _fingerprint(planes: list[np.ndarray]) -> str:
     return h.hexdigest()
 
 
-class MeasureWidget(Container):
+class MeasureWidget(_ui.ScrollableDock, Container):
     """Result chooser, pixel size, per-frame table, count plot, per-cell table, Export CSV."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__(labels=False)
+        super().__init__(labels=False, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
         self.group = ComboBox(label="result", choices=self._groups, nullable=True)
         self.pixel_size = FloatSpinBox(label="pixel size (um, 0 = unknown)", min=0.0, max=100.0,

@@ -50,11 +50,11 @@ def model_rows() -> list[tuple]:
     return rows
 
 
-class ModelsWidget(Container):
+class ModelsWidget(_ui.ScrollableDock, Container):
     """Table of models, the selected card, Refresh / Import / Rename / Delete."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__(labels=False)
+        super().__init__(labels=False, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
         self.table = Table()
         self.table.read_only = True
@@ -212,8 +212,12 @@ class ModelsWidget(Container):
         self.refresh()
 
     def import_from(self, path: str | Path):
+        from blastoseg.napari.torch_import import import_predictor_safely
         from blastoseg.train.finetune import import_model
 
+        # an import builds the model to check its weights: torch must be imported the
+        # guarded way inside napari (see torch_import)
+        import_predictor_safely()
         entry = import_model(path)
         self.status.value = f"registered as {entry.name}"
         self.refresh(select=entry.name)

@@ -59,11 +59,11 @@ def preview_name(source: str, variant: str) -> str:
     return f"{source} P ({variant})"
 
 
-class ProbabilityWidget(Container):
+class ProbabilityWidget(_ui.ScrollableDock, Container):
     """Form: labels, nuclei, variant and its parameters; P as a live image layer; export."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=True, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
         saved = _ui.load_settings(SETTINGS_FILE)
         self.labels = ComboBox(label="labels", choices=self._sources, nullable=True)

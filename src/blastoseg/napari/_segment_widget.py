@@ -107,7 +107,9 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
     _pbar_follows_total = False  # napari's bar keeps the frame count it started with
 
     def _add_fields(self, saved: dict) -> None:
-        self.plane = ComboBox(label="focal plane", choices=[(BEST, BEST)])
+        # callable choices: napari's reset_choices (on every layer change) recomputes them
+        # from the chosen image instead of falling back to "best focus" only
+        self.plane = ComboBox(label="focal plane", choices=self._plane_choices)
         self.calibrated = CheckBox(text="model's calibrated threshold",
                                    value=bool(saved.get("calibrated", True)))
         self.calibrated.tooltip = (
@@ -139,15 +141,25 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
                 "already_crops": bool(self.crops.value), "framing_scope": self.scope.value}
 
     # --- choices ------------------------------------------------------------------------------
-    def _image_changed(self, layer, axes: str) -> None:
+    def _plane_choices(self, _widget=None) -> list:
+        """"best focus" and, for an image with focal planes, each plane."""
         choices: list = [(BEST, BEST)]
+        layer = getattr(self, "image", None) and self.image.value
+        try:
+            axes = self._axes_of(layer) if layer is not None else ""
+        except Exception:  # an unusable image: the image row reports it
+            axes = ""
         if "Z" in axes:
             n_z = layer.data.shape[axes.index("Z")]
             names = _ui.layer_tag(layer).get("focal_planes")
             names = names if names and len(names) == n_z else list(range(n_z))
             choices += [(f"plane {z} (F{names[z]})" if names != list(range(n_z))
                          else f"plane {z}", z) for z in range(n_z)]
-        self.plane.choices = choices
+        return choices
+
+    def _image_changed(self, layer, axes: str) -> None:
+        self.plane.reset_choices()
+        choices = self._plane_choices()
         want = self._saved.get("plane", BEST)
         self.plane.value = want if want in [c[1] for c in choices] else BEST
         self.plane.enabled = "Z" in axes

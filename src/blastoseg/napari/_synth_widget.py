@@ -48,11 +48,11 @@ def synth_job(
     return np.stack(images), frames, meta
 
 
-class SynthEmbryoWidget(Container):
+class SynthEmbryoWidget(_ui.ScrollableDock, Container):
     """Form: mode, cells, frames, seed, size, ground truth; Generate / Cancel; progress."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=True, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
         self.mode = ComboBox(choices=MODES, value=MODES[1], label="mode")
         self.n_cells = SpinBox(value=4, min=1, max=16, label="cells (single frame)")

@@ -82,12 +82,12 @@ def _metric_fell(p) -> bool:
     return after > before if lower_is_better else after < before
 
 
-class TrainWidget(Container):
+class TrainWidget(_ui.ScrollableDock, Container):
     """Form (data, base model, length, learning rate, augmentation, device, name, job folder),
     Start / Cancel / Resume / Export job / Import model, progress, status and a live plot."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__(labels=False)
+        super().__init__(labels=False, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
         saved = load_settings()
         self.train_data = LineEdit(value=saved.get("train_data", ""))
@@ -276,8 +276,12 @@ class TrainWidget(Container):
 
     def import_from(self, path: str | Path):
         """Register a .safetensors model or a finished job folder's model."""
+        from blastoseg.napari.torch_import import import_predictor_safely
         from blastoseg.train.finetune import import_model
 
+        # an import builds the model to check its weights: torch must be imported the
+        # guarded way inside napari (see torch_import)
+        import_predictor_safely()
         entry = import_model(path)
         self.base.reset_choices()
         self.status.value = f"registered as {entry.name}"

@@ -175,3 +175,17 @@ def default_image(combo, viewer) -> None:
         combo.value = active
     elif len(candidates) == 1:
         combo.value = candidates[0]
+
+
+class ScrollableDock:
+    """Mixin for a ``Container(scrollable=True)`` docked in napari: never taller than the
+    screen (Segment + Measure + Manage models made the window 1,649 px high on a 1,024 px
+    screen, the Export buttons off-screen; issue 18 item 7).
+
+    napari docks a magicgui widget's ``.native``, which for a scrollable container is the
+    inner form: docked alone, it leaves its scroll area behind. ``.native`` here is the scroll
+    area itself (magicgui's ``root_native_widget``), so the dock scrolls."""
+
+    @property
+    def native(self):
+        return self.root_native_widget

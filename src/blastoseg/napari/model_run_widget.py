@@ -54,7 +54,7 @@ class ModelRun:
     total: int = 1
 
 
-class ModelRunWidget(JobRunnerMixin, Container):
+class ModelRunWidget(_ui.ScrollableDock, JobRunnerMixin, Container):
     """Form: image, model, device, frames (+ the subclass's fields); Run / Cancel; progress;
     device used; status. See the module docstring for what a subclass declares."""
 
@@ -80,7 +80,7 @@ class ModelRunWidget(JobRunnerMixin, Container):
     image_nullable: ClassVar[bool] = False
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__(labels=self.form_labels)
+        super().__init__(labels=self.form_labels, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
         self._saved = _ui.load_settings(self.settings_file)
         self.image = ComboBox(label="image", choices=self._image_layers,

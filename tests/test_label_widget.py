@@ -110,6 +110,18 @@ def test_project_from_a_result_edit_save_reopen_export(viewer_with_result, tmp_p
             np.testing.assert_array_equal(m, restored[k])
     assert widget.reviewed.value
 
+    # by default only reviewed frames are exported (issue 18 item 3): here 1 of 3, so there is
+    # nothing to validate on and the export says so
+    from blastoseg.errors import BlastosegError
+
+    assert widget.reviewed_only.value
+    with pytest.raises(BlastosegError, match="cannot split 1 frames"):
+        widget.export_for_training(tmp_path / "retrain")
+    widget.val_fraction.value = 0.0
+    out = widget.export_for_training(tmp_path / "reviewed")
+    assert (out.n_train, out.n_val) == (1, 0)
+    widget.val_fraction.value = 0.2
+    widget.reviewed_only.value = False  # the user's explicit choice: every annotated frame
     out = widget.export_for_training(tmp_path / "retrain")
     assert out.n_train + out.n_val == 3
     assert len(read_dataset(out.train_dir)) == out.n_train

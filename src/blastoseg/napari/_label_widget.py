@@ -77,6 +77,10 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
         self.reviewed = CheckBox(text="frame reviewed")
         self.val_fraction = FloatSpinBox(label="validation share", min=0.0, max=0.9,
                                          step=0.05, value=0.2)
+        self.reviewed_only = CheckBox(text="export reviewed frames only", value=True)
+        self.reviewed_only.tooltip = ("frames not marked reviewed are raw model output: "
+                                      "training (and above all validating) on them teaches the "
+                                      "model its own mistakes")
         self.export_button = PushButton(text="Export for training...")
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
@@ -89,7 +93,8 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
             row(self.split_button, self.ellipse_button, self.undo_button),
             row(self.complete_button, self.propose_button),
             Container(labels=True, widgets=[self.model]), self.reviewed,
-            Container(labels=True, widgets=[self.val_fraction]), self.export_button,
+            Container(labels=True, widgets=[self.val_fraction]), self.reviewed_only,
+            self.export_button,
             self.status])
         self.new_project_button.changed.connect(self._new_project_dialog)
         self.open_project_button.changed.connect(self._open_project_dialog)
@@ -338,7 +343,8 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
         proj = self.session.project
         split_by = "frame" if proj.n_frames > 1 else "video"
         return export_for_training([proj], out_dir, val_fraction=float(self.val_fraction.value),
-                                   split_by=split_by, overwrite=overwrite)
+                                   split_by=split_by, overwrite=overwrite,
+                                   reviewed_only=bool(self.reviewed_only.value))
 
     def _export_dialog(self, *_args) -> None:
         from qtpy.QtWidgets import QFileDialog
@@ -351,7 +357,11 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
         except (BlastosegError, ValueError, OSError) as exc:
             self._error(exc)
             return
-        self.status.value = f"exported {out.n_train} training + {out.n_val} validation frames"
+        proj = self.session.project
+        which = (f"the {len(proj.reviewed_frames())} reviewed of {proj.n_frames} frames"
+                 if self.reviewed_only.value else f"all {proj.n_frames} frames, reviewed or not")
+        self.status.value = (f"exported {out.n_train} training + {out.n_val} validation frames "
+                             f"from {which}")
 
     def _new_project_dialog(self, *_args) -> None:
         from qtpy.QtWidgets import QFileDialog

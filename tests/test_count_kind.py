@@ -99,3 +99,27 @@ def test_ablation_configs_train_through_the_task(tmp_path):
     with pytest.raises(TrainingError, match="loss.name"):
         count_settings({"loss": {"name": "l1"}})
     assert CountTask.kind == "count"
+
+
+def test_streaming_cancel_and_bad_frames(tiny_count):
+    """The rest of the predictor contract (tests/test_predictor_contract.py runs it only on
+    kinds with a shipped model, and no count model is shipped yet)."""
+    from blastoseg.errors import InvalidImageError
+    from blastoseg.io.dataset import read_dataset
+    from blastoseg.predict.count import CountPredictor
+    from blastoseg.progress import Cancelled
+
+    ds = read_dataset(tiny_count)
+    frames = [ds.load_image(k) for k in range(2)]
+    pred = CountPredictor("tiny-count", device="cpu", batch_size=1)
+    streamed = []
+    work = pred.iter_predict(frames, on_result=lambda i, r: streamed.append(i))
+    try:
+        while True:
+            next(work)
+    except StopIteration as stop:
+        assert stop.value == [] and streamed == [0, 1]
+    with pytest.raises(Cancelled):
+        pred.predict(np.stack(frames), cancel=lambda: True)
+    with pytest.raises(InvalidImageError):
+        pred.predict(np.full((96, 96), np.nan, np.float32))

@@ -27,7 +27,6 @@ def test_a_labelme_polygon_with_nan_is_a_clear_error(tmp_path):
 
 def test_a_training_job_removes_temp_files_a_killed_run_left(tmp_path):
     from _toy_task import make_toy_dataset  # registers the "toy" kind
-
     from blastoseg.train import create_job, run_job
 
     data = make_toy_dataset(tmp_path / "data")

@@ -30,18 +30,16 @@ import torch
 from blastoseg.instances import FrameInstances, flat_masks
 from blastoseg.models.amodal_config import AmodalConfig
 from blastoseg.models.amodal_rcnn import AmodalMaskRCNN
-from blastoseg.predict import localise as _localise
 from blastoseg.predict.amodal_post import LayerRule, postprocess_detections
 from blastoseg.predict.base import PredictorBase, Step, load_predictor
 from blastoseg.predict.cards import AmodalCard
+from blastoseg.predict.embryo_framing import EmbryoFramed
 from blastoseg.predict.embryo_spec import (
     EmbryoSpec,
-    FramingError,
     check_diameter,
     per_frame_embryos,
 )
 from blastoseg.predict.framing import Framing, frame_for_model, to_grey
-from blastoseg.predict.localise import EmbryoBox
 
 __all__ = ["AmodalPredictor", "segment_amodal", "visible_from_amodal"]
 
@@ -56,7 +54,7 @@ def visible_from_amodal(probs: np.ndarray, scores: np.ndarray, masks: np.ndarray
     return np.stack([(owner == i) & covered for i in range(len(masks))])
 
 
-class AmodalPredictor(PredictorBase):
+class AmodalPredictor(EmbryoFramed, PredictorBase):
     """A loaded amodal model, ready to segment frames (the contract:
     :mod:`blastoseg.predict.base`; ``done``/``total`` count frames).
 
@@ -120,71 +118,6 @@ class AmodalPredictor(PredictorBase):
     def layer_rule(self) -> LayerRule | None:
         """The card's layer rule (counting stacked cells from the occlusion map), or None."""
         return self.card.layer_rule
-
-    @property
-    def use_localisation(self) -> bool:
-        """Localise the embryo in each frame unless told otherwise (the card's choice)."""
-        return self.card.use_localisation
-
-    @property
-    def min_confidence(self) -> float:
-        """Below this localiser confidence the whole frame is used (as in training)."""
-        return self.card.min_confidence
-
-    @property
-    def margin(self) -> float:
-        return self.card.margin
-
-    # --- framing ------------------------------------------------------------------------------
-    def _choose(self, grey: np.ndarray, spec: EmbryoSpec, diameter_px: float | None,
-                localise: bool | None) -> tuple[EmbryoBox, bool, EmbryoBox | None]:
-        """(box used, unsure, the localiser's guess when unsure) for one grey frame."""
-        shape = tuple(grey.shape[:2])
-        if spec is not None:
-            if isinstance(spec, EmbryoBox) and spec.image_shape is not None \
-                    and tuple(spec.image_shape) != shape:
-                raise FramingError(
-                    f"the embryo box was made for a {spec.image_shape[0]} x "
-                    f"{spec.image_shape[1]} frame, but the frame is {shape[0]} x {shape[1]}")
-            try:
-                return _localise.choose_embryo_box(grey, embryo=spec), False, None
-            except ValueError as exc:
-                raise FramingError(str(exc)) from None
-        use_loc = self.use_localisation if localise is None else bool(localise)
-        box = _localise.choose_embryo_box(grey, use_localisation=use_loc,
-                                          min_confidence=self.min_confidence,
-                                          diameter_px=diameter_px)
-        if not use_loc:
-            return box, False, None
-        if box.source == "whole frame":  # low confidence: show the guess, do not hide it
-            guess = _localise.locate_embryo(
-                grey, radius_px=None if diameter_px is None else diameter_px / 2.0)
-            return box, True, guess
-        if box.unsure:
-            return box, True, box
-        return box, False, None
-
-    def locate(self, frame: np.ndarray, *, diameter_px: float | None = None,
-               localise: bool | None = None) -> EmbryoBox:
-        """The box this predictor would frame ``frame`` with (no model is run).
-
-        ``frame`` is one 2D frame (any dtype, grey RGB accepted); ``diameter_px`` and
-        ``localise`` as in :meth:`predict`. When the localiser's confidence is below
-        :attr:`min_confidence` this is the whole-frame box (source ``"whole frame"``); its
-        guess is :meth:`locate_guess`. A box with ``.unsure`` set is used but should be shown
-        to the user.
-        """
-        grey = to_grey(frame)
-        return self._choose(grey, None, check_diameter(diameter_px), localise)[0]
-
-    def locate_guess(self, frame: np.ndarray, diameter_px: float | None = None) -> EmbryoBox:
-        """The localiser's raw result for ``frame``, whatever its confidence (source
-        ``"localised"``, or ``"diameter"`` with ``diameter_px``; the whole-frame box only for
-        a frame with no contrast at all). Use it to show the user what the localiser saw
-        when :meth:`locate` fell back to the whole frame."""
-        grey = to_grey(frame)
-        d = check_diameter(diameter_px)
-        return _localise.locate_embryo(grey, radius_px=None if d is None else d / 2.0)
 
     # --- model ------------------------------------------------------------------------------
     def _run(self, crops: list[np.ndarray]) -> list[dict]:

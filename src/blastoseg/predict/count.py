@@ -2,7 +2,7 @@
 
 Each frame is framed exactly as the amodal predictor frames it (the embryo localised, the
 square around it resized to the model's working size: :func:`~blastoseg.predict.framing.frame_for_model`,
-the same choice of box as :class:`~blastoseg.predict.amodal.AmodalPredictor`, with the same
+the same choice of box as the amodal predictor (:mod:`blastoseg.predict.embryo_framing`), with the same
 ``embryo=``, ``diameter_px=`` and ``localise=`` options), the network predicts a density map
 of the crop, and:
 
@@ -28,9 +28,9 @@ from blastoseg.errors import BlastosegError
 from blastoseg.kinds import get_kind
 from blastoseg.metrics.counting_density import count_from_density, density_peaks, peak_radius
 from blastoseg.models.cellnet import CellNet, CellNetConfig
-from blastoseg.predict.amodal import AmodalPredictor
 from blastoseg.predict.base import PredictorBase, Step, load_predictor
 from blastoseg.predict.cards import CountCard
+from blastoseg.predict.embryo_framing import EmbryoFramed
 from blastoseg.predict.embryo_spec import check_diameter, per_frame_embryos
 from blastoseg.predict.framing import Framing, frame_for_model, to_grey
 
@@ -73,7 +73,7 @@ def density_to_original(density: np.ndarray, framing: Framing) -> np.ndarray:
     return mapped.astype(np.float32)
 
 
-class CountPredictor(PredictorBase):
+class CountPredictor(EmbryoFramed, PredictorBase):
     """A loaded Cell-Net model, ready to count blastomeres (contract: :mod:`blastoseg.predict.base`).
 
     Parameters
@@ -108,24 +108,6 @@ class CountPredictor(PredictorBase):
     @property
     def config(self) -> CellNetConfig:
         return self.card.model
-
-    # the framing settings under the names the amodal box choice reads
-    @property
-    def use_localisation(self) -> bool:
-        return self.card.use_localisation
-
-    @property
-    def min_confidence(self) -> float:
-        return self.card.min_confidence
-
-    @property
-    def margin(self) -> float:
-        return self.card.margin
-
-    # the amodal predictor's choice of the embryo box (one implementation, shared)
-    _choose = AmodalPredictor._choose
-    locate = AmodalPredictor.locate
-    locate_guess = AmodalPredictor.locate_guess
 
     def _frame(self, frame, name, spec, diameter_px, localise):
         grey = to_grey(frame, name)

@@ -9,7 +9,10 @@ copied to ``annotations.json.prev`` (one file: for when the latest save itself w
 and to a timestamped ``.bak`` on the first save of a session and then at most every
 ``backup_interval_s`` (10 min), the newest ``keep_backups`` (20) kept: autosave every 2 s
 would otherwise leave thousands of files a day. ``open`` falls back to ``.prev`` (then the
-newest readable ``.bak``) when ``annotations.json`` is unreadable, with a warning.
+newest readable ``.bak``) when ``annotations.json`` is unreadable, with a warning. One
+process saves a project at a time (``annotate/project_lock.py``): the first save takes a lock
+file with the process id, :meth:`AnnotationProject.close` gives it back, and a second process
+that tries to save gets a clear "open elsewhere" error instead of overwriting the other's edits.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from blastoseg.annotate.project_lock import ProjectLock
 from blastoseg.errors import DatasetFormatError, ImageReadError, InvalidImageError
 from blastoseg.instances import FrameInstances
 from blastoseg.io.atomic import atomic_write_bytes, atomic_write_text, backup_existing
@@ -165,6 +169,7 @@ class AnnotationProject:
         self._dirty_frames: set[int] = set()
         self._last_save = time.monotonic()
         self._last_backup = float("-inf")  # the first save of a session always keeps a .bak
+        self._lock = ProjectLock(self.root)  # taken at the first save, given back by close()
 
     # --- creating and opening -----------------------------------------------------------
     @classmethod
@@ -396,6 +401,8 @@ class AnnotationProject:
         rewritten). The replaced version goes to ``annotations.json.prev`` and, per the backup
         policy, to a timestamped ``.bak``. An OSError (e.g. disk full) propagates and the
         project stays dirty, so the next save tries again."""
+        # one writer per project: a second process saving would drop this one's edits
+        self._lock.acquire()
         text = self.to_json()
         data = text.encode("utf-8")
         if self.path.exists():
@@ -409,6 +416,11 @@ class AnnotationProject:
         atomic_write_text(self.path, text)
         self._mark_clean()
         return self.path
+
+    def close(self) -> None:
+        """Give the project's lock back (another process may then save it). Unsaved
+        changes are not saved here: call :meth:`save` first."""
+        self._lock.release()
 
     def _mark_clean(self) -> None:
         self._dirty_frames.clear()

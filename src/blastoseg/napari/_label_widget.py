@@ -236,6 +236,7 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
     def close_project(self) -> None:
         if self.session is not None:
             self.flush()
+            self.session.project.close()  # another napari or script may save it now
         for la in [*self._layers, self._clicks]:
             if la is not None and la in self.viewer.layers:
                 self.viewer.layers.remove(la)

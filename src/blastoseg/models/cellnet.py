@@ -161,19 +161,11 @@ class ResidualIncrementalAtrousPyramid(nn.Module):
         return self.fuse(torch.cat(outs, dim=1))
 
 
-class ParallelAtrousPyramid(nn.Module):
-    """The ablation of RIAP: the same five rates applied in parallel to the encoder output."""
+class ParallelAtrousPyramid(ResidualIncrementalAtrousPyramid):
+    """The ablation of RIAP: the same five rates applied in parallel to the encoder output
+    (the same layers, without the cascade and its residual connections)."""
 
     cascaded = False
-
-    def __init__(self, cin: int, channels: int, rates: tuple[int, ...] = RIAP_RATES) -> None:
-        super().__init__()
-        self.rates = tuple(rates)
-        self.project = nn.Sequential(nn.Conv2d(cin, channels, 1, bias=False),
-                                     nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
-        self.levels = nn.ModuleList(_conv_bn_relu(channels, channels, r) for r in self.rates)
-        self.fuse = nn.Sequential(nn.Conv2d(channels * len(self.rates), channels, 1, bias=False),
-                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.project(x)

@@ -35,10 +35,8 @@ from blastoseg.train.job import TrainJob
 from blastoseg.train.runtime import StopFlag, TrainResult, seed_everything, seed_worker
 from blastoseg.train.schedule import LRSchedule
 from blastoseg.train.task import TrainingError, get_task
+from blastoseg.train.trained_model import trained_model_card, unique_model_name
 from blastoseg.weights.registry import (
-    ModelCard,
-    ModelEntry,
-    list_models,
     read_card,
     register_model,
     resolve_model,
@@ -63,20 +61,6 @@ def _is_better(value: float, best: float | None, higher: bool) -> bool:
     if best is None:
         return True
     return value > best if higher else value < best
-
-
-def _unique_model_name(name: str, sha: str) -> tuple[str, ModelEntry | None]:
-    """A free registry name based on ``name``; an existing user model with the same bytes is
-    returned instead of registering a duplicate."""
-    existing = {e.name: e for e in list_models()}
-    candidate, n = name, 1
-    while candidate in existing:
-        entry = existing[candidate]
-        if entry.source == "user" and entry.card.sha256 == sha:
-            return candidate, entry
-        n += 1
-        candidate = f"{name}-{n}"
-    return candidate, None
 
 
 class Trainer:
@@ -411,35 +395,7 @@ class Trainer:
         save_weights(state, weights_path, {"kind": job.kind, "name": name},
                      fp16=bool(job.hp("fp16_weights")))
         sha = sha256_file(weights_path)
-        extra = dict(self.task.model_card(job, self.model, self.last_metrics) or {})
-        training_data = [{"split": "train", "paths": list(job.train_data), "count": self.n_train}]
-        if job.val_data:
-            training_data.append({"split": "val", "paths": list(job.val_data),
-                                  "count": self.n_val})
-        card = ModelCard(
-            name=name, kind=job.kind, version=str(job.version),
-            architecture=str(extra.pop("architecture", type(self.model).__name__)),
-            config=dict(extra.pop("config", job.config)),
-            base_model=job.base, training_data=training_data,
-            metrics=dict(self.last_metrics), sha256=sha,
-            training={
-                "hyper": {k: job.hp(k) for k in sorted({*job.hyper})} | {
-                    "lr": job.hp("lr"), "batch_size": self.bs, "grad_accum": self.accum,
-                    "schedule": job.hp("schedule")},
-                "steps": self.step, "epochs": self.epoch, "seed": job.seed,
-                "device": str(self.device), "elapsed_s": round(self.elapsed(), 1),
-                "weights_from_step": self.best_step if use_best else self.step,
-                "best_metric": self.best_metric,
-                **({"metrics_before": dict(self.metrics_before)} if self.metrics_before else {}),
-                **extra.pop("training", {}),
-            },
-            description=job.description,
-        )
-        for key, value in extra.items():  # further task-specific card fields
-            if key in ModelCard.__dataclass_fields__:
-                setattr(card, key, value)
-            else:
-                card.training[key] = value
+        card = trained_model_card(self, weights_path, sha, use_best)
         card_path = write_card(card, weights_path.with_suffix(".json"))
         finalised = self.task.finalise_card(job, weights_path, card_path)
         if finalised:
@@ -447,7 +403,7 @@ class Trainer:
             self.emit("calibrated", **finalised)
         entry = None
         if job.register:
-            reg_name, entry = _unique_model_name(name, sha)
+            reg_name, entry = unique_model_name(name, sha)
             if entry is None:
                 entry = register_model(weights_path, card, name=reg_name)
         ckpt = self.checkpoint("final", finished=True)

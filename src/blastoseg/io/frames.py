@@ -139,3 +139,17 @@ def grey_frame(frame: np.ndarray, index: int | None = None, *, min_side: int = M
         raise InvalidImageError(f"{where} {int((~finite).sum())} NaN or infinite pixels; "
                                 "expected finite values (replace or mask them first)")
     return a
+
+
+def frame_range_of(data, axes: str, frame_range: tuple[int, int], what: str
+                   ) -> tuple[int, int]:
+    """``(t0, t1)`` of the frames to run for an image of ``axes`` ``""`` or ``"T"`` (a 2D
+    image is its one frame), checked against the stack; ``what`` names the work in errors."""
+    if axes not in ("", "T"):
+        raise InvalidImageError(f"{what}: only 2D frames or (T, Y, X) stacks, not axes "
+                                f"{axes!r}")
+    t0, t1 = (0, 1) if axes == "" else (int(frame_range[0]), int(frame_range[1]))
+    n_frames = np.shape(data)[0]
+    if axes == "T" and not 0 <= t0 < t1 <= n_frames:
+        raise InvalidImageError(f"frames {t0}..{t1 - 1} are not in a stack of {n_frames} frames")
+    return t0, t1

@@ -32,7 +32,7 @@ import numpy as np
 
 from blastoseg.errors import DatasetFormatError, InvalidImageError
 from blastoseg.instances import FrameInstances
-from blastoseg.io.frames import as_frames
+from blastoseg.io.frames import as_frames, frame_range_of
 from blastoseg.measure import measure_frame
 from blastoseg.napari.overlap_job import probability_layer_name
 from blastoseg.napari.result_layers import Placement, ResultLayerBuilder
@@ -125,13 +125,7 @@ def brightfield_job(data, axes: str, frame_range: tuple[int, int],
         centroids), ``rows`` (:func:`brightfield_measurements`), ``counts`` (frame -> cells),
         ``predictor``.
     """
-    if axes not in ("", "T"):
-        raise InvalidImageError(f"brightfield cells are segmented in 2D frames or (T, Y, X) "
-                                f"stacks, not axes {axes!r}")
-    t0, t1 = (0, 1) if axes == "" else (int(frame_range[0]), int(frame_range[1]))
-    if axes == "T" and not 0 <= t0 < t1 <= np.shape(data)[0]:
-        raise InvalidImageError(f"frames {t0}..{t1 - 1} are not in a stack of "
-                                f"{np.shape(data)[0]} frames")
+    t0, t1 = frame_range_of(data, axes, frame_range, "brightfield segmentation")
     n = t1 - t0
     placement = placement or Placement(axes=axes)
     placement = Placement(axes=axes, first_frame=t0, scale=placement.scale,

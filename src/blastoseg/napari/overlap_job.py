@@ -25,8 +25,7 @@ from collections.abc import Callable, Generator
 
 import numpy as np
 
-from blastoseg.errors import InvalidImageError
-from blastoseg.io.frames import as_frames
+from blastoseg.io.frames import as_frames, frame_range_of
 from blastoseg.napari.result_layers import Placement
 
 __all__ = [
@@ -106,13 +105,7 @@ def overlap_job(data, axes: str, frame_range: tuple[int, int],
     """
     from blastoseg.predict.overlap import OverlapResult  # torch: loaded with the job
 
-    if axes not in ("", "T"):
-        raise InvalidImageError(f"overlap maps run on 2D frames or (T, Y, X) stacks, not axes "
-                                f"{axes!r}")
-    t0, t1 = (0, 1) if axes == "" else (int(frame_range[0]), int(frame_range[1]))
-    if axes == "T" and not 0 <= t0 < t1 <= np.shape(data)[0]:
-        raise InvalidImageError(f"frames {t0}..{t1 - 1} are not in a stack of "
-                                f"{np.shape(data)[0]} frames")
+    t0, t1 = frame_range_of(data, axes, frame_range, "overlap maps")
     n = t1 - t0
     frames, _ = as_frames(data if axes == "" else data[t0:t1], rgb=rgb)
     yield "loading the model", 0, n

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from blastoseg.errors import BlastosegError, InvalidImageError
-from blastoseg.io.frames import as_frames
+from blastoseg.errors import BlastosegError
+from blastoseg.io.frames import as_frames, frame_range_of
 from blastoseg.measure.frame_counts import FrameCount, iter_frame_counts
 from blastoseg.measure.timeline import EVENTS, Timeline, build_timeline, intervals_from_events
 from blastoseg.napari.result_layers import Placement, centroid_points
@@ -121,13 +121,7 @@ def timeline_job(data, axes: str, frame_range: tuple[int, int],
     hours
         Time of every frame of the stack (hours), or None: frame indices.
     """
-    if axes not in ("", "T"):
-        raise InvalidImageError(f"counting runs on 2D frames or (T, Y, X) stacks, not axes "
-                                f"{axes!r}")
-    t0, t1 = (0, 1) if axes == "" else (int(frame_range[0]), int(frame_range[1]))
-    if axes == "T" and not 0 <= t0 < t1 <= np.shape(data)[0]:
-        raise InvalidImageError(f"frames {t0}..{t1 - 1} are not in a stack of "
-                                f"{np.shape(data)[0]} frames")
+    t0, t1 = frame_range_of(data, axes, frame_range, "counting")
     frames, _ = as_frames(data if axes == "" else data[t0:t1], rgb=rgb)
     n = t1 - t0
     yield "loading the model", 0, n

@@ -77,3 +77,34 @@ def tiny_overlap(tmp_path_factory, session_home):
                  "--quiet"]) == 0
     mp.undo()
     yield tmp, data
+
+
+#: a Cell-Net small enough to train two steps in seconds on a CPU
+TINY_COUNT = {"model": {"working_size": 64, "pyramid_channels": 8, "puc_width": 1},
+              "hyper": {"max_steps": 2, "batch_size": 2, "val_frames": 2, "threads": 1,
+                        "log_every": 1}}
+
+
+@pytest.fixture(scope="session")
+def tiny_count(tmp_path_factory, session_home):
+    """A tiny count model ("tiny-count") trained 2 steps through the CLI, registered in the
+    session's BLASTOSEG_HOME (the count kind's tests and the batch tests); yields the dataset."""
+    from blastoseg.cli import main
+
+    tmp = tmp_path_factory.mktemp("count")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BLASTOSEG_HOME", str(session_home))
+    data = tmp / "data"
+    assert main(["synth", "embryos", "--n", "3", "--seed", "7", "--size", "128",
+                 "--out", str(data)]) == 0
+    cfg = tmp / "count.json"
+    cfg.write_text(json.dumps(TINY_COUNT))
+    assert main(["train", "count", "--data", str(data), "--val", str(data),
+                 "--out", str(tmp / "job"), "--config", str(cfg), "--name", "tiny-count",
+                 "--quiet"]) == 0
+    events = [json.loads(line) for line in (tmp / "job" / "events.jsonl").read_text().split("\n")
+              if line.strip()]
+    val = [e for e in events if e["event"] == "validation"][-1]["metrics"]
+    assert {"count_exact", "count_mae", "detection_rate", "ed_px"} <= set(val)
+    yield data
+    mp.undo()

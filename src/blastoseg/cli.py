@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from blastoseg import __version__
-from blastoseg.commands import data, models, segment, timeline, train
+from blastoseg.commands import batch, data, models, segment, timeline, train
 from blastoseg.errors import BlastosegError
 
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parsers(verbs)
     models.add_parsers(verbs)
     timeline.add_parsers(verbs)
+    batch.add_parsers(verbs)
     return parser
 
 

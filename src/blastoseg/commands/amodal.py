@@ -111,7 +111,7 @@ def _requested_framing(embryo, diameter_px, localise, args, model_localises=True
 
 
 def _segment_amodal(args: argparse.Namespace) -> int:
-    from blastoseg.predict.amodal import AmodalPredictor
+    from blastoseg.predict.base import load_predictor
     from blastoseg.results.amodal import amodal_result_paths, write_amodal_results
     from blastoseg.results.files import check_output_folder, refuse_existing
 
@@ -122,8 +122,9 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     embryo = args.embryo
     diameter_px = _diameter_px(args, stack.pixel_size_um, str(args.input))
     localise = False if args.no_localise else None
-    predictor = AmodalPredictor(args.model, device=args.device,
-                                score_threshold=args.threshold, batch_size=args.batch_size)
+    # the cache: `blastoseg batch` runs this verb per embryo and loads the model once
+    predictor = load_predictor(args.model, args.device, kind="amodal",
+                               score_threshold=args.threshold, batch_size=args.batch_size)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     requested = _requested_framing(embryo, diameter_px, localise, args,
                                    predictor.use_localisation)

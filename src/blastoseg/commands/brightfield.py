@@ -19,7 +19,7 @@ from blastoseg.kinds import get_kind
 
 
 def _segment_brightfield(args: argparse.Namespace) -> int:
-    from blastoseg.predict.brightfield import BrightfieldPredictor
+    from blastoseg.predict.base import load_predictor
     from blastoseg.results.brightfield import brightfield_result_paths, write_brightfield_results
     from blastoseg.results.files import check_output_folder, refuse_existing
 
@@ -27,8 +27,8 @@ def _segment_brightfield(args: argparse.Namespace) -> int:
     refuse_existing(brightfield_result_paths(check_output_folder(args.out)), args.overwrite)
     stack = read_input(args.input)
     data = frames_at_plane(stack, args.plane)
-    predictor = BrightfieldPredictor(args.model, device=args.device,
-                                     score_threshold=args.threshold)
+    predictor = load_predictor(args.model, args.device, kind="brightfield",  # cached (batch)
+                               score_threshold=args.threshold)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     result = predictor.predict(data, progress=progress_printer("segmenting"))
     frames = result if isinstance(result, list) else [result]

@@ -18,7 +18,7 @@ REPORT_KEYS = ("count_exact", "count_mae", "count_within1", "detection_rate", "m
 
 def _segment_count(args: argparse.Namespace) -> int:
     from blastoseg.io import read_images
-    from blastoseg.predict.count import CountPredictor
+    from blastoseg.predict.base import load_predictor
     from blastoseg.results.count import count_result_paths, write_count_results
     from blastoseg.results.files import check_output_folder, refuse_existing
 
@@ -26,7 +26,7 @@ def _segment_count(args: argparse.Namespace) -> int:
     refuse_existing(count_result_paths(args.out), args.overwrite)
     stack = read_images(args.input)
     data = frames_at_plane(stack, args.plane)
-    predictor = CountPredictor(args.model, device=args.device)
+    predictor = load_predictor(args.model, args.device, kind="count")  # cached (batch)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     options = {"localise": False} if args.no_localise else {}
     if args.diameter_px is not None:

@@ -17,14 +17,15 @@ from blastoseg.kinds import get_kind
 
 
 def _segment_overlap(args: argparse.Namespace) -> int:
-    from blastoseg.predict.overlap import OverlapPredictor, OverlapResult
+    from blastoseg.predict.base import load_predictor
+    from blastoseg.predict.overlap import OverlapResult
     from blastoseg.results.files import check_output_folder, refuse_existing
     from blastoseg.results.overlap import overlap_result_paths, write_overlap_results
 
     check_output_folder(args.out)  # before any work: a bad output must not cost a run
     stack = read_input(args.input)
     data = frames_at_plane(stack, args.plane)
-    predictor = OverlapPredictor(args.model, device=args.device)
+    predictor = load_predictor(args.model, args.device, kind="overlap")  # cached (batch)
     refuse_existing(overlap_result_paths(args.out, predictor.heads), args.overwrite)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     # one result per frame; the writer takes the stack's maps as (T, H, W) arrays

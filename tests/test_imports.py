@@ -1,4 +1,5 @@
-"""The package's import structure: no import circles, and the library imports without napari.
+"""The package's import structure: no import circles, and the library imports without napari (or
+dask).
 
 A circle between modules (a imports b at module level, b imports a) works only as long as
 nobody reorders an import; the library, the CLI and the training engine must also work on a
@@ -108,7 +109,9 @@ class Blocked(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         root = name.split(".")[0]
         if root in ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui",
-                    "superqt", "vispy"):
+                    "superqt", "vispy",
+                    # scale-out extras: only a running batch needs them
+                    "dask", "distributed"):
             raise ImportError(f"{name} is blocked: the library must not need it")
         return None
 

@@ -30,6 +30,7 @@ from typing import Any
 from blastoseg.errors import BlastosegError
 from blastoseg.io.atomic import remove_stale_temp_files
 from blastoseg.train.checkpoint import CHECKPOINT_DIR
+from blastoseg.train.distributed import is_main_process
 from blastoseg.train.events import EVENTS_FILE, EventWriter
 from blastoseg.train.job import JobError, TrainJob
 from blastoseg.train.runtime import (
@@ -84,12 +85,13 @@ def train(
         raise JobError("the training job has no folder: save it or load it with TrainJob.load")
     job_dir = Path(job.job_dir)
     own_events = events is None
+    main = is_main_process()  # under torchrun only rank 0 writes
     if events is None:
-        events = EventWriter(job_dir / EVENTS_FILE, stream=True)
+        events = EventWriter(job_dir / EVENTS_FILE if main else None, stream=main)
     flag = StopFlag(cancel)
     # one engine per job folder (launching refuses a running job): a temp file in its folders
     # is what a killed earlier run left behind (a checkpoint's is as large as the checkpoint)
-    for folder in (job_dir / CHECKPOINT_DIR, job_dir / OUTPUT_DIR):
+    for folder in (job_dir / CHECKPOINT_DIR, job_dir / OUTPUT_DIR) if main else ():
         remove_stale_temp_files(folder)
     try:
         with SignalHandlers(flag, handle_signals):
@@ -122,9 +124,10 @@ def run_job(
         ``cancel`` (a checkpoint was saved; running again resumes).
     """
     job_dir = Path(job_dir)
-    events_path = job_dir / EVENTS_FILE if job_dir.is_dir() else None
-    with EventWriter(events_path, stream=sys.stdout if stdout else None,
-                     callback=callback) as events:
+    main = is_main_process()  # under torchrun only rank 0 writes events
+    events_path = job_dir / EVENTS_FILE if job_dir.is_dir() and main else None
+    with EventWriter(events_path, stream=sys.stdout if stdout and main else None,
+                     callback=callback if main else None) as events:
         try:
             job = TrainJob.load(job_dir)
         except BlastosegError as exc:

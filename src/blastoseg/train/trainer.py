@@ -30,6 +30,7 @@ from blastoseg.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from blastoseg.train.distributed import DistContext
 from blastoseg.train.events import EventWriter
 from blastoseg.train.job import TrainJob
 from blastoseg.train.runtime import StopFlag, TrainResult, seed_everything, seed_worker
@@ -93,8 +94,10 @@ class Trainer:
     # setup --------------------------------------------------------------------------
     def setup(self) -> None:
         job = self.job
-        self.device = resolve_device(self.device_name)
-        seed_everything(job.seed)
+        # under torchrun: join the group, one GPU per rank (a world of 1 changes nothing)
+        self.dist = DistContext.from_env()
+        self.device = self.dist.start(resolve_device(self.device_name), job.kind)
+        seed_everything(job.seed)  # the same initial weights on every rank
         self.task = task = get_task(job.kind, job.task_module)
         task.job, task.device = job, self.device
         self.model = task.build_model(dict(job.config))
@@ -116,10 +119,11 @@ class Trainer:
             verify(entry)
             task.load_base(self.model, entry)
         self.model.to(self.device)
+        self.train_model = self.dist.wrap(self.model, self.device)  # DDP for the steps
 
         hp = job.hp
         self.bs, self.accum = int(hp("batch_size")), int(hp("grad_accum"))
-        self.batches_per_epoch = math.ceil(self.n_train / self.bs)
+        self.batches_per_epoch = self.dist.batches_per_epoch(self.n_train, self.bs)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / self.accum)
         limits = []
         if job.epochs is not None:
@@ -184,6 +188,8 @@ class Trainer:
 
     # checkpoints --------------------------------------------------------------------
     def checkpoint(self, reason: str, *, finished: bool = False) -> Path:
+        if not self.dist.is_main:  # rank 0 writes for all (the weights are the same)
+            return self.ckpt_path
         state = {
             "kind": self.job.kind,
             "model": self.model.state_dict(),
@@ -229,6 +235,8 @@ class Trainer:
     def validate_base(self) -> None:
         """Validate the base model before the first step: the card's ``metrics_before``, so a
         fine-tuned model's card shows what fine-tuning changed. Does not compete for "best"."""
+        if not self.dist.is_main:
+            return
         t = time.monotonic()
         self.metrics_before = self.evaluate()
         chosen = self.main_metric(self.metrics_before)
@@ -238,7 +246,7 @@ class Trainer:
                   duration_s=round(time.monotonic() - t, 3))
 
     def validate(self) -> dict:
-        if self.val_ds is None or self.n_val == 0:
+        if self.val_ds is None or self.n_val == 0 or not self.dist.is_main:
             return {}
         t = time.monotonic()
         metrics = self.evaluate()
@@ -265,6 +273,9 @@ class Trainer:
 
     # the loop -----------------------------------------------------------------------
     def should_stop(self) -> str | None:
+        return self.dist.agree_stop(self._own_stop())  # every rank stops at the same step
+
+    def _own_stop(self) -> str | None:
         if self.flag.requested():
             return "cancel"
         if self.total_steps is not None and self.step >= self.total_steps:
@@ -317,9 +328,7 @@ class Trainer:
                 return stop
             if hasattr(self.train_ds, "set_epoch"):  # e.g. fresh synthetic frames per epoch
                 self.train_ds.set_epoch(self.epoch)
-            order = torch.randperm(
-                self.n_train, generator=torch.Generator().manual_seed(self.job.seed + 7919 * self.epoch)
-            ).tolist()
+            order = self.dist.epoch_order(self.train_ds, self.job.seed, self.epoch)
             loader = DataLoader(
                 self.train_ds, batch_size=self.bs, sampler=order[self.micro_in_epoch * self.bs:],
                 collate_fn=self.task.collate, num_workers=num_workers,
@@ -330,7 +339,7 @@ class Trainer:
             for batch in loader:
                 batch = self.task.move_to_device(batch, self.device)
                 with self.autocast():
-                    losses = self.task.training_step(self.model, batch)
+                    losses = self.task.training_step(self.train_model, batch)
                 if not isinstance(losses, Mapping) or "loss" not in losses:
                     raise TrainingError(
                         f"the {self.job.kind!r} task's training_step must return a dict with "
@@ -359,7 +368,7 @@ class Trainer:
                 stop = self.should_stop()
                 if self.step % log_every == 0 or self.step == self.start_step + 1 or stop:
                     now = time.monotonic()
-                    means = {k: sum(v) / len(v) for k, v in window.items()}
+                    means = self.dist.mean({k: sum(v) / len(v) for k, v in window.items()})
                     self.emit(
                         "step", loss=means.pop("loss"), losses=means, lr=lr,
                         eta_s=self.eta(), total_steps=self.total_steps,
@@ -383,6 +392,9 @@ class Trainer:
 
     def finish(self) -> TrainResult:
         job = self.job
+        if not self.dist.is_main:  # rank 0 validates, writes and registers the model
+            return TrainResult("done", self.step, self.epoch, message="rank "
+                               f"{self.dist.rank} of {self.dist.world_size}: done")
         if self.n_val and self.last_val_step != self.step:
             self.validate()
         name = job.model_name()
@@ -419,6 +431,16 @@ class Trainer:
                            card_path, entry, ckpt, message)
 
     def run(self) -> TrainResult:
+        try:
+            result = self._run()
+        except BaseException:
+            if hasattr(self, "dist"):
+                self.dist.close(wait=False)  # the other ranks may never get here
+            raise
+        self.dist.close()
+        return result
+
+    def _run(self) -> TrainResult:
         self.t0 = time.monotonic()
         self.setup()
         self.t0 = time.monotonic()
@@ -432,6 +454,8 @@ class Trainer:
             total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
             epochs=self.job.epochs, time_budget_s=self.budget_s, n_train=self.n_train,
             n_val=self.n_val, amp=self.use_amp, seed=self.job.seed, pid=os.getpid(),
+            world_size=self.dist.world_size, distributed_backend=(
+                self.dist.backend if self.dist.active else None),
             job_dir=str(self.job_dir),
             notes=list(self.task.start_notes),
             message=(f"training {self.job.kind!r} on {desc}"

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from blastoseg.commands.options import positive_int
 from blastoseg.errors import BlastosegError
 
 
@@ -16,13 +17,26 @@ def _split_paths(text: str | None) -> list[str] | None:
     return [p for p in text.split(",") if p]
 
 
+def _run(job_dir: Path, args: argparse.Namespace) -> int:
+    """Run a job folder here, or under torchrun with ``--nproc`` processes (DDP)."""
+    from blastoseg.train import run_job
+
+    if args.nproc > 1:
+        from blastoseg.train.distributed import launch_torchrun
+
+        argv = [str(job_dir)] + (["--device", args.device] if args.device else []) + \
+            (["--no-resume"] if args.no_resume else []) + (["--quiet"] if args.quiet else [])
+        return launch_torchrun(argv, args.nproc)
+    return run_job(job_dir, device=args.device, resume=not args.no_resume,
+                   stdout=not args.quiet)
+
+
 def _train(args: argparse.Namespace) -> int:
-    from blastoseg.train import available_tasks, create_job, run_job
+    from blastoseg.train import available_tasks, create_job
 
     target = Path(args.target)
     if (target / "job.json").is_file():
-        return run_job(target, device=args.device, resume=not args.no_resume,
-                       stdout=not args.quiet)
+        return _run(target, args)
     kinds = available_tasks()
     if args.target not in kinds:
         listed = ", ".join(kinds) if kinds else "none yet"
@@ -50,7 +64,7 @@ def _train(args: argparse.Namespace) -> int:
         time_budget_min=args.minutes, device=args.device or "auto", seed=args.seed,
         name=args.name, copy_data=args.portable, overwrite=args.overwrite,
     )
-    return run_job(job_dir, resume=not args.no_resume, stdout=not args.quiet)
+    return _run(job_dir, args)
 
 
 def add_parsers(verbs: argparse._SubParsersAction) -> None:
@@ -74,4 +88,7 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing job.json")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--quiet", action="store_true", help="do not echo events on stdout")
+    p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                   help="data-parallel processes on this machine (torchrun + DDP: one per "
+                        "GPU, or CPU processes with gloo); batch_size is per process")
     p.set_defaults(func=_train)

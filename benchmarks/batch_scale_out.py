@@ -91,15 +91,20 @@ def make_tiny_count_model(home: Path) -> str:
     return "bench-count"
 
 
-def _rss_mb() -> float:
+def _worker_facts() -> tuple[float, float, int]:
+    """A worker's resident memory (MB), CPU seconds so far and torch threads."""
     import psutil
+    import torch
 
-    return psutil.Process().memory_info().rss / 2**20
+    proc = psutil.Process()
+    cpu = proc.cpu_times()
+    return proc.memory_info().rss / 2**20, cpu.user + cpu.system, torch.get_num_threads()
 
 
 def run_on_cluster(inp: Path, out: Path, tasks, models, workers: int, *, kill_after=None):
     """One batch on a fresh LocalCluster of ``workers`` processes; returns (report,
-    seconds, worker RSS in MB, killed pid, the embryos started more than once)."""
+    seconds, [(RSS MB, CPU s, torch threads)] per worker, killed pid, the embryos started
+    more than once)."""
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -122,7 +127,7 @@ def run_on_cluster(inp: Path, out: Path, tasks, models, workers: int, *, kill_af
                 os.kill(pid, signal.SIGKILL)  # mid-run: the worker's embryo is in flight
                 killed = pid
         seconds = time.perf_counter() - start
-        rss = list(client.run(_rss_mb).values())
+        rss = list(client.run(_worker_facts).values())
     return report, seconds, rss, killed, sorted(n for n, k in starts.items() if k > 1)
 
 
@@ -133,17 +138,22 @@ def throughput(args) -> None:
         inp = write_timelapses(Path(tmp) / "input", args.embryos, args.frames, args.size)
         rows = []
         for workers in (1, 2):
-            report, seconds, rss, _, _ = run_on_cluster(inp, Path(tmp) / f"out{workers}", tasks,
-                                                     models, workers)
+            load0 = os.getloadavg()[0]
+            report, seconds, facts, _, _ = run_on_cluster(inp, Path(tmp) / f"out{workers}",
+                                                          tasks, models, workers)
             assert report.done == args.embryos, report.failures
-            rows.append((workers, seconds, args.embryos / seconds * 60, rss))
+            rows.append((workers, seconds, args.embryos / seconds * 60, facts,
+                         (load0 + os.getloadavg()[0]) / 2))
     print(f"\n{args.embryos} embryos x {args.frames} frames of {args.size} px, tasks "
           f"{args.tasks}, model {args.model or 'default'}, CPU ({os.cpu_count()} cores)\n")
-    print("| workers | seconds | embryos/min | speed-up | RSS per worker (MB) |")
-    print("|---|---|---|---|---|")
-    for workers, seconds, rate, rss in rows:
+    print("| workers | seconds | embryos/min | speed-up | RSS per worker (MB) | worker CPU s "
+          "| torch threads | load avg (1 min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for workers, seconds, rate, facts, load in rows:
         print(f"| {workers} | {seconds:.1f} | {rate:.2f} | {rate / rows[0][2]:.2f} x | "
-              f"{', '.join(f'{r:.0f}' for r in rss)} |")
+              f"{', '.join(f'{f[0]:.0f}' for f in facts)} | "
+              f"{', '.join(f'{f[1]:.0f}' for f in facts)} | "
+              f"{', '.join(str(f[2]) for f in facts)} | {load:.1f} |")
 
 
 def large_run(args) -> None:
@@ -180,7 +190,7 @@ def large_run(args) -> None:
     print(f"| partial folders left | {len(partial)} |")
     print(f"| manifest states | {', '.join(sorted(states))} |")
     print(f"| wall time | {seconds:.1f} s ({args.embryos / seconds * 60:.1f} embryos/min) |")
-    print(f"| RSS per worker at the end (MB) | {', '.join(f'{r:.0f}' for r in rss)} |")
+    print(f"| RSS per worker at the end (MB) | {', '.join(f'{r[0]:.0f}' for r in rss)} |")
     print(f"\nfirst error: {summary[failed[0]]['error'][:160] if failed else '-'}")
 
 

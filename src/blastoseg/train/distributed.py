@@ -143,6 +143,16 @@ class DistContext:
         dist.all_reduce(t)
         return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
+    def from_main(self, value: float) -> float:
+        """Rank 0's ``value`` on every rank (e.g. the elapsed time a schedule reads)."""
+        if not self.active:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self._reduce_device())
+        dist.broadcast(t, src=0)
+        return float(t.item())
+
     def agree_stop(self, stop: str | None) -> str | None:
         """The stop decision of the rank that wants to stop most (cancel > done > go on)."""
         if not self.active:

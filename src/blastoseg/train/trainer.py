@@ -299,7 +299,8 @@ class Trainer:
         return round(max(min(candidates), 0.0), 1) if candidates else None
 
     def optimizer_step(self) -> float:
-        lr = self.base_lr * self.schedule.factor(self.step, self.elapsed())
+        # rank 0's clock: a time-budget schedule must give every rank the same rate
+        lr = self.base_lr * self.schedule.factor(self.step, self.dist.from_main(self.elapsed()))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         clip = self.job.hp("grad_clip")

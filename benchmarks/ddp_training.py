@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -97,12 +96,16 @@ def main() -> None:
         killed = _job(tmp, "killed", data, args.batch, 4 * args.steps, args.ckpt_every, env)
         proc = subprocess.Popen([sys.executable, "-m", "blastoseg", "train", str(killed),
                                  "--nproc", "2", "--quiet"], env=env, cwd=tmp,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while True:
             steps = [e["step"] for e in _events(killed) if e["event"] == "step"]
             if steps and steps[-1] >= args.kill_at:
-                os.killpg(proc.pid, signal.SIGKILL)
+                # torchrun starts each rank in a session of its own: kill every process
+                import psutil
+
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    child.kill()
+                proc.kill()
                 break
             if proc.poll() is not None:
                 raise SystemExit("the run ended before the kill")

@@ -435,9 +435,12 @@ class Trainer:
         try:
             result = self._run()
         except BaseException:
+            self.train_model = None
             if hasattr(self, "dist"):
                 self.dist.close(wait=False)  # the other ranks may never get here
             raise
+        # DDP's reducer goes before the process group does, not at interpreter exit
+        self.train_model = None
         self.dist.close()
         return result
 

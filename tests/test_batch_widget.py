@@ -61,8 +61,9 @@ def test_the_widget_runs_a_batch_and_opens_a_done_embryo(
     assert widget.dashboard.value.startswith('<a href="http')
     assert widget.progress.value == 2
     layers = widget.open_row(0)
-    assert [layer.name for layer in layers][:1] == ["E1"] and len(layers) == 2
+    assert [layer.name for layer in layers] == ["E1", "E1 density"]
     assert layers[1].data.dtype == np.float32  # the density map
+    assert widget.open_row(5) == [] and "only a done embryo" in widget.status.value
     # a second run shows the embryos as done before and runs nothing
     widget.start()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)

@@ -56,10 +56,12 @@ def parse_models(text: str) -> dict[str, str]:
 
 
 def open_embryo_result(viewer, out_dir: Path, name: str, tasks, input_path: str) -> list:
-    """Open an embryo's input and what its tasks wrote (instances as label layers, the
-    density and overlap maps as images) in ``viewer``; returns the layers added."""
+    """Open what an embryo's tasks wrote (a dataset folder: its frames and instances as
+    label layers; the density and overlap maps as images), and its input when no dataset
+    brings the frames, in ``viewer``; layer names start with the embryo's. Returns the
+    layers added."""
     folder = Path(out_dir) / name
-    paths = [input_path]
+    paths = []
     for task in tasks:
         if task in ("amodal", "brightfield") and (folder / task / "dataset").is_dir():
             paths.append(str(folder / task / "dataset"))
@@ -67,9 +69,15 @@ def open_embryo_result(viewer, out_dir: Path, name: str, tasks, input_path: str)
             paths.append(str(folder / task / "density.tif"))
         elif task == "overlap":
             paths += [str(p) for p in sorted((folder / task).glob("*.tif"))]
+    if not any(p.endswith("dataset") for p in paths):
+        paths.insert(0, input_path)
     layers = []
     for path in paths:
         layers += viewer.open(path, plugin="blastoseg")
+    short = name.rsplit("/", 1)[-1]
+    for layer in layers:  # "WELL04 amodal 1" beside another embryo's layers
+        if not layer.name.startswith(short):
+            layer.name = f"{short} {layer.name}"
     return layers
 
 
@@ -85,8 +93,12 @@ class BatchWidget(_ui.ScrollableDock, Container):
         self.output_dir = FileEdit(mode="d", label="output folder", value=saved.get("out", ""))
         chosen = saved.get("tasks") or ["amodal"]
         self.task_boxes = {t: CheckBox(text=t, value=t in chosen) for t in BATCH_TASKS}
-        self.tasks_row = Container(widgets=list(self.task_boxes.values()), layout="horizontal",
-                                   label="tasks")
+        # two short rows: one row of five boxes made the dock wider than a laptop's side panel
+        boxes = list(self.task_boxes.values())
+        self.tasks_row = Container(widgets=[
+            Container(widgets=boxes[:3], layout="horizontal", labels=False),
+            Container(widgets=boxes[3:], layout="horizontal", labels=False)],
+            label="tasks", labels=False)
         self.models = LineEdit(label="models", value=saved.get("models", ""))
         self.models.tooltip = "optional TASK=MODEL, comma-separated (e.g. count=my-count)"
         self.workers = SpinBox(label="local workers", min=1, max=64,
@@ -99,7 +111,7 @@ class BatchWidget(_ui.ScrollableDock, Container):
                                else "auto")
         self.run_button = PushButton(text="Run batch")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(value=0, min=0, max=1, label="embryos")
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = Label(value="", label="status")
         self.status.native.setWordWrap(True)
         self.dashboard = Label(value="", label="dashboard")
@@ -117,6 +129,7 @@ class BatchWidget(_ui.ScrollableDock, Container):
         self.worker = None
         self._stop = threading.Event()
         self._rows: dict[str, int] = {}
+        self._workers: dict[str, str] = {}  # dask address -> "w1", "w2", ... (short)
         self._run: dict = {}  # the settings of the run the table shows
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
@@ -188,12 +201,16 @@ class BatchWidget(_ui.ScrollableDock, Container):
         if u.event == "start":
             self.table.native.setRowCount(0)
             self._rows.clear()
+            self._workers.clear()
             for name, state in u.embryos:
                 self._set_row(name, state=DONE_BEFORE if state == "done" else state)
+            self.table.native.resizeColumnsToContents()
             if u.dashboard:
                 self.dashboard.value = f'<a href="{u.dashboard}">{u.dashboard}</a>'
         elif u.embryo is not None:
-            values = {"state": u.event, "worker": u.worker}
+            worker = self._workers.setdefault(u.worker, f"w{len(self._workers) + 1}") \
+                if u.worker else ""
+            values = {"state": u.event, "worker": worker}
             if u.error:
                 values["error"] = u.error
             self._set_row(u.embryo, **values)
@@ -210,7 +227,8 @@ class BatchWidget(_ui.ScrollableDock, Container):
             return
         for name, entry in _manifest_entries(report.out).items():
             if name in self._rows and entry.get("seconds") is not None:
-                self._set_row(name, seconds=f"{entry['seconds']:.1f}")
+                self._set_row(name, seconds=f"{entry['seconds']:.1f} s")
+        self.table.native.resizeColumnsToContents()
         what = "cancelled" if report.cancelled else "finished"
         self.status.value = (f"{what}: {report.done} done, {report.failed} failed, "
                              f"{report.skipped} done earlier, {report.pending} pending; "

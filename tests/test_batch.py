@@ -89,6 +89,8 @@ def test_manifest_skips_only_unchanged_finished_embryos(embryos, tmp_path):
     st = frame.stat()
     os.utime(frame, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert not m.is_done("E02", input_stamp(embryos / "E02"), settings)
+    m.set("E02", "running", worker="tcp://w1")  # what a killed run leaves: done again
+    assert not m.is_done("E02", stamp, settings)
     m.set("E02", "failed", error="boom")
     assert m.entries["E02"]["error"] == "boom" and m.counts()["failed"] == 1
     m.set("E02", "pending")

@@ -232,7 +232,8 @@ class BatchWidget(_ui.ScrollableDock, Container):
         what = "cancelled" if report.cancelled else "finished"
         self.status.value = (f"{what}: {report.done} done, {report.failed} failed, "
                              f"{report.skipped} done earlier, {report.pending} pending; "
-                             f"summary {report.summary}; double-click a done embryo to open it")
+                             f"{report.summary.name} and manifest.json in the output folder; "
+                             "double-click a done embryo to open it")
 
     def _on_finished(self) -> None:
         self.run_button.enabled = True

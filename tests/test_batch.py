@@ -195,7 +195,12 @@ def test_batch_on_two_workers_matches_the_single_input_cli_and_resumes(
     assert "done 0, failed 1, skipped 3" in text
 
 
-def test_each_worker_loads_the_model_once(tiny_count, embryos, tmp_path, monkeypatch):
+def test_an_existing_scheduler_and_one_model_load_per_worker(tiny_count, embryos, tmp_path,
+                                                              monkeypatch):
+    """count + timeline on a cluster given by its address (threads in this process, so the
+    patched class is the one the worker uses): the two tasks share one loaded model."""
+    from distributed import LocalCluster
+
     import blastoseg.predict.count as count
     from blastoseg.batch import run_batch
     from blastoseg.predict.base import clear_predictor_cache
@@ -209,10 +214,22 @@ def test_each_worker_loads_the_model_once(tiny_count, embryos, tmp_path, monkeyp
 
     monkeypatch.setattr(count.CountPredictor, "__init__", counting_init)
     clear_predictor_cache()
-    # threads in this process, so the patched class is the one the worker uses
-    report = run_batch(embryos, tmp_path / "out", ["count"], models={"count": "tiny-count"},
-                       device="cpu", workers=1, processes=False)
-    assert report.done == 3 and len(loads) == 1
+    out = tmp_path / "out"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster:
+        report = run_batch(embryos, out, ["count", "timeline"],
+                           models={"count": "tiny-count", "timeline": "tiny-count"},
+                           device="cpu", scheduler=cluster.scheduler_address)
+        assert len(cluster.workers) == 1  # a cluster given by address is left running
+    assert len(loads) == 1
+    # the well has focal planes: the timeline refuses it, as `blastoseg timeline` does
+    assert (report.done, report.failed) == (2, 1)
+    assert report.failures[0][0] == "slide1/WELL4" and "focal planes" in report.failures[0][1]
+    rows = _summary(out)
+    assert rows["E01"]["count_source"] == "timeline" and rows["E01"]["frames"] == "3"
+    assert {"t2", "t8"} <= set(rows["E01"])
+    assert (out / "E01" / "timeline" / "events.csv").is_file()
+    assert (out / "E01" / "count" / "counts.csv").is_file()
 
 
 def test_bad_batch_options_are_refused_before_any_embryo(embryos, tmp_path):

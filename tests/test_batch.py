@@ -242,3 +242,12 @@ def test_bad_batch_options_are_refused_before_any_embryo(embryos, tmp_path):
     with pytest.raises(BlastosegError, match="not among the tasks"):
         run_batch(embryos, tmp_path / "o", ["count"], models={"amodal": "x", "count": "y"})
     assert not (tmp_path / "o" / "manifest.json").exists()
+    # another live process writing into OUT: refused (its lock file names it)
+    import os
+    import socket
+
+    (tmp_path / "o").mkdir(exist_ok=True)
+    (tmp_path / "o" / ".blastoseg-lock").write_text(
+        json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    with pytest.raises(BlastosegError, match="another batch is writing"):
+        run_batch(embryos, tmp_path / "o", ["count"], models={"count": "x"})

@@ -23,6 +23,7 @@ from blastoseg.batch.embryos import Embryo, find_embryos, input_stamp
 from blastoseg.batch.manifest import Manifest
 from blastoseg.batch.summary import embryo_summary, write_summary
 from blastoseg.batch.tasks import TaskSettings, check_settings
+from blastoseg.errors import BlastosegError
 from blastoseg.io.atomic import atomic_write_text
 
 __all__ = ["LOG_DIR", "BatchReport", "BatchUpdate", "iter_batch", "run_batch"]
@@ -110,14 +111,34 @@ def iter_batch(input_dir: str | os.PathLike, out_dir: str | os.PathLike,
         Polled between events; True stops the batch: embryos not finished go back to
         ``pending`` and the next run does them.
     """
+    from blastoseg.annotate.project_lock import ProjectLock, ProjectLockedError
+
+    settings = TaskSettings(tuple(tasks), dict(models or {}), device, plane)
+    check_settings(settings)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = ProjectLock(out)  # one batch per OUT: two would both write its manifest
+    try:
+        lock.acquire()
+    except ProjectLockedError:
+        holder = lock.holder() or {}
+        raise BlastosegError(f"another batch is writing into {out} (process {holder.get('pid')} "
+                             f"on {holder.get('host')}); wait for it, or choose another output "
+                             "folder") from None
+    try:
+        return (yield from _iter_batch(input_dir, out, settings, workers, scheduler, processes,
+                                       cancel, poll_s))
+    finally:
+        lock.release()
+
+
+def _iter_batch(input_dir, out: Path, settings: TaskSettings, workers, scheduler, processes,
+                cancel, poll_s) -> Generator[BatchUpdate, None, BatchReport]:
+    """:func:`iter_batch` once the settings are checked and OUT is locked."""
     from blastoseg.batch.cluster import open_client
 
     start = time.perf_counter()
-    settings = TaskSettings(tuple(tasks), dict(models or {}), device, plane)
-    check_settings(settings)
     doc = settings.to_dict()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     embryos = find_embryos(input_dir, exclude=out)
     manifest = Manifest.load(out)
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)  # what a killed run left half-written

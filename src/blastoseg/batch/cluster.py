@@ -7,6 +7,7 @@ blastoseg works without it (it comes with ``pip install "blastoseg[all]"`` or
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager
 
@@ -62,4 +63,12 @@ def open_client(workers: int | None = None, scheduler: str | None = None, *,
         yield client
     finally:
         client.close()
-        cluster.close()
+        # a worker holding torch takes longer than the nanny's 4 s to exit, and the nanny
+        # then kills it, as it should, with a warning per worker that alarms users
+        nanny_log = logging.getLogger("distributed.nanny")
+        level = nanny_log.level
+        nanny_log.setLevel(logging.ERROR)
+        try:
+            cluster.close()
+        finally:
+            nanny_log.setLevel(level)

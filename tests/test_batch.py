@@ -251,3 +251,27 @@ def test_bad_batch_options_are_refused_before_any_embryo(embryos, tmp_path):
         json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
     with pytest.raises(BlastosegError, match="another batch is writing"):
         run_batch(embryos, tmp_path / "o", ["count"], models={"count": "x"})
+
+
+def test_a_killed_run_is_finished_by_the_next(tiny_count, embryos, tmp_path):
+    """What a killed client leaves (E01 done, E02 still "running", a half-written folder in
+    .partial): the rerun keeps E01, does E02 and the rest, and clears .partial."""
+    from blastoseg.batch import Manifest, TaskSettings, input_stamp, run_batch
+
+    out = tmp_path / "out"
+    settings = TaskSettings(("count",), {"count": "tiny-count"}, "cpu")
+    m = Manifest(out)
+    (out / "E01" / "count").mkdir(parents=True)
+    (out / "E01" / "count" / "counts.csv").write_text("frame,cell_count,integral\n0,2,2.0\n")
+    m.set("E01", "done", stamp=input_stamp(embryos / "E01.tif"), settings=settings.to_dict())
+    m.set("E02", "running", worker="tcp://gone:1")
+    m.save()
+    (out / ".partial" / "E02-dead").mkdir(parents=True)
+    (out / ".partial" / "E02-dead" / "half.csv").write_text("frame,")
+    report = run_batch(embryos, out, ["count"], models={"count": "tiny-count"}, device="cpu",
+                       workers=1, processes=False)
+    assert (report.skipped, report.done, report.failed) == (1, 2, 0)
+    assert (out / "E01" / "count" / "counts.csv").read_text().endswith("0,2,2.0\n")  # kept
+    assert (out / "E02" / "count" / "density.tif").is_file() and not _leftovers(out)
+    states = {k: v["state"] for k, v in Manifest.load(out).entries.items()}
+    assert states == {"E01": "done", "E02": "done", "slide1/WELL4": "done"}

@@ -89,14 +89,15 @@ def _overlay(img: np.ndarray, true, found, path: Path) -> None:
     rgb.save(path)
 
 
-def run_set(cases, overlay: Path | None, set_name: str) -> dict:
+def run_set(cases, overlay: Path | None, set_name: str, method: str = "auto",
+            model: str | None = None) -> dict:
     from blastoseg.predict.localise import choose_embryo_box
 
     rows = []
     for fid, path, (cx, cy, r) in cases:
         img = _read_grey(path)
         t0 = time.perf_counter()
-        box = choose_embryo_box(img)
+        box = choose_embryo_box(img, method=method, model=model)
         ms = 1000 * (time.perf_counter() - t0)
         ce = float(np.hypot(box.cx - cx, box.cy - cy) / r)
         re_ = float(abs(box.radius - r) / r)
@@ -107,7 +108,7 @@ def run_set(cases, overlay: Path | None, set_name: str) -> dict:
         if overlay is not None:
             safe = fid.replace("/", "__").rsplit(".", 1)[0] + ".png"
             _overlay(img, (cx, cy, r), (box.cx, box.cy, box.radius),
-                     overlay / set_name.replace("/", "__") / safe)
+                     overlay / method / set_name.replace("/", "__") / safe)
     ce = np.array([x["centre_err"] for x in rows])
     re_ = np.array([x["radius_err"] for x in rows])
     return {"n": len(rows), "centre_err_median": float(np.median(ce)),
@@ -124,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overlay", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--verbose", action="store_true", help="print every frame")
+    ap.add_argument("--methods", default="auto",
+                    help="comma-separated localiser methods to compare: auto, learned, "
+                         "classical (default auto)")
+    ap.add_argument("--model", default=None, help="the learned localiser (default: shipped)")
     args = ap.parse_args(argv)
     if args.overlay is not None and REPO in args.overlay.resolve().parents:
         print("error: --overlay must lie outside the repository", file=sys.stderr)
@@ -131,22 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     sets = real_cases(args.real) if args.real.exists() else {}
     for folder in args.synthetic:
         sets[f"synthetic:{folder.name}"] = synthetic_cases(folder)
-    results = {}
-    print("| set | frames | centre err (median, x r) | radius err (median, x r) | "
+    results: dict = {}
+    print("| set | method | frames | centre err (median, x r) | radius err (median, x r) | "
           "within 10 % of both | no embryo found | ms / frame |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, cases in sets.items():
         if not cases:
             continue
-        res = run_set(cases, args.overlay, name)
-        results[name] = res
-        print(f"| {name} | {res['n']} | {res['centre_err_median']:.3f} | "
-              f"{res['radius_err_median']:.3f} | {100 * res['within_10pct']:.0f} % | "
-              f"{res['rejected']} | {res['ms_median']:.0f} |")
-        if args.verbose:
-            for x in res["frames"]:
-                print(f"    {x['frame']}: centre {x['centre_err']:.3f} radius "
-                      f"{x['radius_err']:.3f} conf {x['confidence']:.2f} box {x['box']}")
+        for method in args.methods.split(","):
+            res = run_set(cases, args.overlay, name, method.strip(), args.model)
+            results.setdefault(name, {})[method] = res
+            print(f"| {name} | {method} | {res['n']} | {res['centre_err_median']:.3f} | "
+                  f"{res['radius_err_median']:.3f} | {100 * res['within_10pct']:.0f} % | "
+                  f"{res['rejected']} | {res['ms_median']:.0f} |", flush=True)
+            if args.verbose:
+                for x in res["frames"]:
+                    print(f"    {x['frame']}: centre {x['centre_err']:.3f} radius "
+                          f"{x['radius_err']:.3f} conf {x['confidence']:.2f} box {x['box']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

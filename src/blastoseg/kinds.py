@@ -141,6 +141,14 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         default_model=None,
         writer="blastoseg.results.count:write_count_results",
         cli="blastoseg.commands.count", widget="blastoseg.timeline_widget", proposes_cells=False),
+    ModelKind(
+        name="localiser", title="embryo circle in a whole frame (learned localiser, CircleNet)",
+        card="blastoseg.predict.cards:LocaliserCard",
+        task="blastoseg.train.localiser_task",
+        predictor="blastoseg.predict.learned_localiser:LocaliserPredictor",
+        default_model="localiser-default",
+        writer="blastoseg.results.framing:write_framing_results",
+        cli="blastoseg.commands.localiser"),
 )}
 
 

@@ -135,8 +135,10 @@ class FramingFormMixin:
         if (predictor is not None and self.worker is None and hasattr(predictor, "locate_guess")
                 and predictor.entry.name == self.model.value):
             return predictor.locate_guess(frame, diameter_px=diameter_px)
+        from blastoseg.napari.torch_import import import_predictor_safely
         from blastoseg.predict.localise import locate_embryo
 
+        import_predictor_safely()  # the learned localiser needs torch: import it guarded
         return locate_embryo(frame, radius_px=None if diameter_px is None else diameter_px / 2)
 
     def show_framing(self, force: bool = False) -> tuple:

@@ -367,3 +367,28 @@ class CountCard:
             margin=margin)
 
 __all__ += ["CountCard"]
+
+
+@dataclass(frozen=True)
+class LocaliserCard:
+    """A learned embryo localiser's (``localiser``, CircleNet) card: ``{"model":
+    CircleNetConfig, "loss": {...}}``.
+
+    Attributes
+    ----------
+    model
+        The network's architecture (input size, width).
+    """
+
+    name: str
+    model: Any
+
+    @classmethod
+    def from_card(cls, card: ModelCard) -> LocaliserCard:
+        from blastoseg.models.circle_net import CircleNetConfig
+
+        return cls(name=card.name, model=_architecture(CircleNetConfig.from_dict,
+                                                       (card.config or {}).get("model"),
+                                                       card.name))
+
+__all__ += ["LocaliserCard"]

@@ -55,8 +55,8 @@ from blastoseg.predict.circle_fit import (
 )
 from blastoseg.predict.well import usable_region
 
-__all__ = ["UNSURE_CONFIDENCE", "EmbryoBox", "choose_embryo_box", "locate_embryo",
-           "parse_circle"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "UNSURE_CONFIDENCE", "EmbryoBox", "choose_embryo_box",
+           "locate_embryo", "parse_circle"]
 
 #: default tolerated radius range, as fractions of the frame's short side
 MIN_RADIUS_FRAC = 0.15
@@ -75,6 +75,17 @@ _CLOSE = 0.02     # closing radius, fraction of the short side
 UNSURE_CONFIDENCE = 0.35
 #: a given diameter is searched within +-this fraction
 DIAMETER_TOLERANCE = 0.12
+#: "auto": the learned localiser and the classical one together (see :func:`_combine`);
+#: "learned": CircleNet alone; "classical": steps 1-4 above alone
+METHODS = ("auto", "learned", "classical")
+DEFAULT_METHOD = "auto"
+#: "auto": the two circles agree when the centres are this close and the classical radius in
+#: this range (fractions of the learned radius)
+AGREE_CENTRE = 0.25
+AGREE_RADIUS = (0.6, 1.1)
+#: below this heat-map peak the learned circle does not overrule a disagreeing classical one
+#: (the peak was >= 0.71 on every real and synthetic embryo frame we measured)
+LEARNED_SURE = 0.6
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,9 @@ class EmbryoBox:
     note
         What a user should know about this frame's framing, or "": "no embryo found",
         "N embryos in view: framed the most central one", "embryo cut by the frame edge".
+    method
+        Which localiser found it: "classical", "learned", "auto: ..." (see
+        :func:`locate_embryo`), or "" (a user's circle, the whole frame).
     """
 
     cx: float
@@ -108,6 +122,7 @@ class EmbryoBox:
     image_shape: tuple[int, int] | None = None
     source: str = "localised"
     note: str = ""
+    method: str = ""
 
     @classmethod
     def full_frame(cls, shape: tuple[int, int], note: str = "") -> EmbryoBox:
@@ -144,7 +159,7 @@ class EmbryoBox:
         among several embryos in view (show the guess to the user; do not trust it
         silently)."""
         return self.source in ("localised", "diameter") and (
-            self.confidence < UNSURE_CONFIDENCE or "embryos in view" in self.note)
+            self.confidence < UNSURE_CONFIDENCE or MANY_EMBRYOS in self.note)
 
     def xyxy(self, margin: float = 0.0) -> tuple[float, float, float, float]:
         """Square (x1, y1, x2, y2) in pixel edges around the circle, grown by ``margin`` x radius."""
@@ -265,6 +280,7 @@ def _candidates(score: np.ndarray, radii: np.ndarray, k: int) -> list[tuple[floa
 
 
 NO_EMBRYO = "no embryo found"
+MANY_EMBRYOS = "embryos in view"
 CUT_BY_EDGE = "embryo cut by the frame edge"
 _SEVERAL = 0.8   # another embryo: a distinct circle with this share of the best contrast
 _MIN_CONTRAST = 0.15  # a circle with less contrast is no embryo (choose_embryo_box's default)
@@ -294,7 +310,7 @@ def _choose(fits: list[tuple[float, float, float, float]], shape: tuple[int, int
     if len(strong) > 1:
         h, w = shape
         best = min(strong, key=lambda x: np.hypot(x[1] - (h - 1) / 2, x[2] - (w - 1) / 2))
-        note = f"{len(strong)} embryos in view: framed the most central one"
+        note = f"{len(strong)} {MANY_EMBRYOS}: framed the most central one"
     conf, cy, cx, r = best
     h, w = shape
     if min(cy + 0.5, cx + 0.5, h - 0.5 - cy, w - 0.5 - cx) < (1 - _CUT) * r:
@@ -304,7 +320,8 @@ def _choose(fits: list[tuple[float, float, float, float]], shape: tuple[int, int
 
 def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC,
                   max_radius_frac: float = MAX_RADIUS_FRAC,
-                  radius_px: float | None = None) -> EmbryoBox:
+                  radius_px: float | None = None, method: str = DEFAULT_METHOD,
+                  model: str | None = None) -> EmbryoBox:
     """Find the embryo (zona included) in one frame.
 
     Parameters
@@ -312,10 +329,17 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
     image
         (H, W) frame of any real dtype, or (H, W, 3/4) grey-content RGB(A).
     min_radius_frac, max_radius_frac
-        Radius range searched, as fractions of the frame's short side.
+        Radius range searched by the classical method, as fractions of the frame's short side.
     radius_px
         The embryo's radius when the user knows it (from a diameter, in pixels): only
-        radii within +-12 % of it are searched, and the box's source is "diameter".
+        radii within +-12 % of it are searched (classical), and the box's source is
+        "diameter".
+    method
+        "auto" (default), "learned" or "classical"; see :data:`METHODS` and
+        docs/localisation.md for what each does and how well.
+    model
+        The learned localiser (registered name, .safetensors or job folder); None: the
+        shipped ``localiser-default``.
 
     Returns
     -------
@@ -327,11 +351,46 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
     InvalidImageError
         Not a 2D frame, or NaN / infinite pixels.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     grey = grey_frame(image, min_side=1)
     h, w = grey.shape
     if min(h, w) < 16:
         raise InvalidImageError(f"locate_embryo needs a frame of at least 16 x 16 pixels; got "
                                 f"{h} x {w}")
+    classical = _locate_classical(grey, min_radius_frac, max_radius_frac, radius_px)
+    if method == "classical" or radius_px is not None or not classical.found:
+        # a user's diameter fixes the scale, which is what the learned half adds; a frame
+        # without texture (blank, noise) has no embryo whatever a network says
+        return classical
+    from blastoseg.predict.learned_localiser import learned_circle
+
+    cx, cy, r, conf = learned_circle(grey, model)
+    learned = _learned_box(grey.shape, cx, cy, r, conf, classical)
+    if method == "learned":
+        return learned
+    if MANY_EMBRYOS in classical.note:
+        # CircleNet finds one embryo, the most embryo-like; with several in view the
+        # documented outcome is the most central one, which the classical stage chose
+        return classical
+    return _combine(classical, learned)
+
+
+def _learned_box(shape: tuple[int, int], cx: float, cy: float, r: float, conf: float,
+                 classical: EmbryoBox) -> EmbryoBox:
+    h, w = shape
+    notes = [n for n in classical.note.split("; ") if MANY_EMBRYOS in n]
+    if min(cy + 0.5, cx + 0.5, h - 0.5 - cy, w - 0.5 - cx) < (1 - _CUT) * r:
+        notes.append(CUT_BY_EDGE)
+    return EmbryoBox(cx=float(cx), cy=float(cy), radius=float(r),
+                     confidence=round(float(conf), 4), image_shape=(h, w), source="localised",
+                     note="; ".join(notes), method="learned")
+
+
+def _locate_classical(grey: np.ndarray, min_radius_frac: float, max_radius_frac: float,
+                      radius_px: float | None) -> EmbryoBox:
+    """Steps 1-4 of the module docstring on a grey frame."""
+    h, w = grey.shape
     if radius_px is not None:
         if not (np.isfinite(radius_px) and radius_px > 0):
             raise ValueError(f"the embryo radius must be a positive number of pixels; got "
@@ -387,7 +446,31 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
     return EmbryoBox(cx=float((cx + 0.5) * f - 0.5), cy=float((cy + 0.5) * f - 0.5),
                      radius=float(r * f), confidence=round(float(max(conf, 0.0)), 4),
                      image_shape=(h, w),
-                     source="localised" if radius_px is None else "diameter", note=note)
+                     source="localised" if radius_px is None else "diameter", note=note,
+                     method="classical")
+
+
+def _combine(classical: EmbryoBox, learned: EmbryoBox) -> EmbryoBox:
+    """The "auto" localiser. Where the two circles agree (centres within AGREE_CENTRE x r,
+    radii within AGREE_RADIUS of the learned one), the smaller one: both methods fail by
+    drawing too large a circle (the classical one into the halo of debris and grainy medium
+    around a zona, the learned one on embryos unlike its synthetic training frames, e.g.
+    expanded blastocysts; docs/localisation.md). Where they disagree, the learned one: the
+    classical method can take debris, a well's shadow or a cluster of cells for the embryo,
+    and the network was trained to find the embryo in exactly such frames - unless its heat
+    map's peak is below LEARNED_SURE (it is unsure what the embryo is: a frame unlike any it
+    was trained on), when the classical circle stays."""
+    r = learned.radius
+    agree = (np.hypot(classical.cx - learned.cx, classical.cy - learned.cy) < AGREE_CENTRE * r
+             and AGREE_RADIUS[0] * r <= classical.radius <= AGREE_RADIUS[1] * r)
+    if (agree and classical.radius < learned.radius) or \
+            (not agree and learned.confidence < LEARNED_SURE):
+        why = "smaller, agrees with learned" if agree else "learned unsure"
+        return EmbryoBox(**{**classical.to_dict(), "image_shape": classical.image_shape,
+                            "method": f"auto: classical ({why})"})
+    why = "larger than learned" if agree else "classical disagreed"
+    return EmbryoBox(**{**learned.to_dict(), "image_shape": learned.image_shape,
+                        "method": f"auto: learned ({why})"})
 
 
 def parse_circle(text: str) -> tuple[float, float, float]:
@@ -408,14 +491,15 @@ def parse_circle(text: str) -> tuple[float, float, float]:
 def choose_embryo_box(image: np.ndarray, *, use_localisation: bool = True,
                       min_confidence: float = 0.15,
                       embryo: EmbryoBox | tuple[float, float, float] | None = None,
-                      diameter_px: float | None = None) -> EmbryoBox:
+                      diameter_px: float | None = None, method: str = DEFAULT_METHOD,
+                      model: str | None = None) -> EmbryoBox:
     """The box a predictor (and training) frames the model's input with.
 
     In order: ``embryo`` (a user's circle, EmbryoBox or (cx, cy, r)) when given; the whole
     frame when ``use_localisation`` is False (frames that are already crops);
-    ``locate_embryo`` (with the radius fixed to ``diameter_px / 2`` when given) when its
-    confidence reaches ``min_confidence``; otherwise the whole frame
-    (:meth:`EmbryoBox.full_frame`, source "whole frame": no embryo found).
+    ``locate_embryo`` (with the radius fixed to ``diameter_px / 2`` when given; ``method``
+    and ``model`` as there) when its confidence reaches ``min_confidence``; otherwise the
+    whole frame (:meth:`EmbryoBox.full_frame`, source "whole frame": no embryo found).
     """
     a = np.asarray(image)
     shape = a.shape[:2]
@@ -426,7 +510,8 @@ def choose_embryo_box(image: np.ndarray, *, use_localisation: bool = True,
         return EmbryoBox.from_circle(*embryo, image_shape=shape)
     if not use_localisation:
         return EmbryoBox.full_frame(shape)
-    box = locate_embryo(a, radius_px=None if diameter_px is None else diameter_px / 2.0)
+    box = locate_embryo(a, radius_px=None if diameter_px is None else diameter_px / 2.0,
+                        method=method, model=model)
     if box.confidence < min_confidence:
         return EmbryoBox.full_frame(shape, note=NO_EMBRYO)
     return box

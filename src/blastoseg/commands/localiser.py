@@ -1,0 +1,90 @@
+"""``blastoseg segment localiser INPUT --out DIR`` (where is the embryo in each frame) and
+``blastoseg eval localiser --data DIR`` (centre and radius errors against ``embryo_circle``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from blastoseg.commands.options import frames_at_plane, non_negative_int, output_folder
+from blastoseg.commands.progress import progress_printer
+from blastoseg.kinds import get_kind
+
+#: what ``eval localiser`` prints without --json
+REPORT_KEYS = ("within_10pct", "centre_err", "radius_err", "not_found", "n_images",
+               "ms_per_frame")
+
+
+def _segment_localiser(args: argparse.Namespace) -> int:
+    from blastoseg.io import read_images
+    from blastoseg.predict.localise import locate_embryo
+    from blastoseg.results.files import check_output_folder
+    from blastoseg.results.framing import write_framing_results
+
+    check_output_folder(args.out)  # before any work: a bad output must not cost a run
+    stack = read_images(args.input)
+    data = frames_at_plane(stack, args.plane)
+    frames = [data] if data.ndim == 2 else list(data)
+    report = progress_printer("locating")
+    boxes = []
+    for t, frame in enumerate(frames):
+        boxes.append(locate_embryo(frame, method=args.method, model=args.model))
+        report(t + 1, len(frames))
+    for t, box in enumerate(boxes):
+        state = "no embryo found" if not box.found else (
+            f"centre ({box.cx:.1f}, {box.cy:.1f}) radius {box.radius:.1f} px, confidence "
+            f"{box.confidence:.2f}" + (" (unsure)" if box.unsure else ""))
+        print(f"frame {t}: {state}" + (f"; {box.note}" if box.note and box.found else ""))
+    for name, path in write_framing_results(boxes, args.out, overwrite=args.overwrite).items():
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+def _eval_localiser(args: argparse.Namespace) -> int:
+    from blastoseg.predict.localise_eval import evaluate_localiser
+
+    result = evaluate_localiser(args.data, method=args.method, model=args.model,
+                                max_images=args.max_images,
+                                progress=None if args.json else progress_printer("evaluating"))
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        print(f"localiser {result['method']} on {result['n_images']} images of {result['data']}")
+        for key in REPORT_KEYS:
+            print(f"{key}: {result.get(key)}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from blastoseg.predict.localise import METHODS
+
+    p.add_argument("--method", choices=METHODS, default="auto",
+                   help="auto (default: the learned localiser checked by the classical one), "
+                        "learned or classical")
+    p.add_argument("--model", default=None,
+                   help=f"the learned localiser: registered name, .safetensors or training "
+                        f"job folder (default {get_kind('localiser').default_model})")
+
+
+def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser("localiser", help="the embryo's circle (zona outer face) in every "
+                                           "frame, with a confidence")
+    p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
+    p.add_argument("--out", required=True, type=output_folder, help="output folder: embryos.csv")
+    p.add_argument("--plane", type=non_negative_int, default=0,
+                   help="focal-plane index for (T, Z, Y, X) input (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing embryos.csv")
+    _common(p)
+    p.set_defaults(func=_segment_localiser)
+
+
+def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser("localiser", help="centre and radius errors (fractions of the radius) "
+                                           "against the dataset's embryo_circle")
+    p.add_argument("--data", required=True, type=Path,
+                   help="dataset folder whose images carry embryo_circle")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    _common(p)
+    p.set_defaults(func=_eval_localiser)

@@ -58,10 +58,12 @@ def _widget_class():
             return ModelRun(threshold_job, [layer.data, axes, frame_range, get_predictor],
                             {"delay": self.delay}, total=frame_range[1] - frame_range[0])
 
+        def _replaced_by_run(self, group: str) -> list:
+            return [la for la in self.viewer.layers if la.name == f"{group}: mask"]
+
         def _show_result(self, result) -> None:
             group = self._pending["group"]
-            old = [la for la in self.viewer.layers if la.name == f"{group}: mask"]
-            added = self._replace_layers(old, [(result, {
+            added = self._replace_layers(self._replaced_by_run(group), [(result, {
                 "name": f"{group}: mask",
                 "metadata": {"blastoseg": {"group": group, "role": "amodal"}}}, "labels")])
             self._select_first(added, "amodal")

@@ -189,6 +189,9 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
                                       layer.name, placement],
                         total=frame_range[1] - frame_range[0])
 
+    def _replaced_by_run(self, group: str) -> list:
+        return result_layers_of(list(self.viewer.layers), group)
+
     def _ready_to_run(self, run: ModelRun) -> bool:
         if not self._framing_checked():
             return False
@@ -209,8 +212,8 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
         if result["planes"] is not None:
             extra["focal_planes_used"] = [int(z) for z in result["planes"]]
         builder.extra.update(extra)
-        added = self._replace_layers(result_layers_of(list(self.viewer.layers),
-                                                      pending["group"]), builder.layer_data())
+        added = self._replace_layers(self._replaced_by_run(pending["group"]),
+                                     builder.layer_data())
         amodal = self._select_first(added, "amodal")
         unsure = self._show_run_framing(pending, result.get("framing") or [])
         counts = builder.counts

@@ -104,6 +104,24 @@ def refresh_on_show(widget, refresh) -> None:
     widget.native.installEventFilter(widget._show_filter)
 
 
+def on_close(widget, closed) -> None:
+    """Call ``closed(destroyed)`` when ``widget``'s dock is closed: napari takes the widget
+    out of its dock (its parent becomes None; ``destroyed`` False) or Qt deletes it
+    (``destroyed`` True, e.g. with the viewer's window)."""
+    from qtpy.QtCore import QEvent, QObject
+
+    class _OnClose(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+            if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+                closed(False)
+            return False
+
+    native = widget.native
+    widget._close_filter = _OnClose(native)  # kept alive with the widget
+    native.installEventFilter(widget._close_filter)
+    native.destroyed.connect(lambda *_: closed(True))
+
+
 def import_model_dialog(widget) -> None:
     """Ask for a model file and hand it to ``widget.import_from``; errors go to its status."""
     path = ask_model_file(widget.native)

@@ -119,6 +119,7 @@ class ModelRunWidget(_ui.ScrollableDock, JobRunnerMixin, Container):
         self.cancel_button.changed.connect(self.cancel)
         self._on_image_changed()
         _ui.refresh_on_show(self, self.model.reset_choices)
+        self.stop_jobs_when_closed()
 
     def reset_choices(self, *args) -> None:
         """Re-list the choices (napari calls this when layers change); an empty image box

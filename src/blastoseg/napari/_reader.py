@@ -11,6 +11,7 @@ import numpy as np
 
 from blastoseg.io.dataset import read_dataset
 from blastoseg.io.images import SUPPORTED_EXTENSIONS, ImageStack, read_images
+from blastoseg.napari.cell_colours import cell_colormap
 from blastoseg.napari.layer_conversion import instances_to_label_layers
 
 ANNOTATIONS = "annotations.json"
@@ -99,7 +100,7 @@ def dataset_to_layers(root: str | Path) -> list[tuple]:
                         "name": f"{name}{suffix} amodal {k + 1}",
                         "metadata": {"blastoseg": {"role": "amodal", "files": files,
                                                    "labels_are_track_ids": use_tracks}},
-                        "opacity": 0.9,
+                        "opacity": 0.9, "colormap": cell_colormap(),
                     },
                     "labels",
                 )

@@ -89,6 +89,20 @@ def _report_framing(frames: list, names: list[str] | None = None) -> dict[str, i
     return counts
 
 
+def _report_no_cells(frames: list, threshold: float) -> None:
+    """Warn (stderr) about frames without cells, with why and what to try."""
+    from blastoseg.predict.no_cells import why_no_cells
+
+    empty = [t for t, inst in enumerate(frames) if len(inst) == 0]
+    for t in empty[:_MAX_WARNINGS]:
+        name = "the frame" if len(frames) == 1 else f"frame {t}"
+        print(f"blastoseg: warning: {name}: no cells: {why_no_cells(frames[t].meta, threshold)}",
+              file=sys.stderr)
+    if len(empty) > _MAX_WARNINGS:
+        print(f"blastoseg: warning: {len(empty) - _MAX_WARNINGS} more frame(s) without cells",
+              file=sys.stderr)
+
+
 def _framing_line(counts: dict[str, int], n: int) -> str:
     parts = [f"{k} {v}" for k, v in counts.items() if k != "unsure" and v]
     line = f"framing of {n} frame(s): " + ", ".join(parts)
@@ -134,6 +148,7 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     if not isinstance(result, list):
         images = images[None]
     print(_framing_line(_report_framing(frames), len(frames)))
+    _report_no_cells(frames, float(predictor.score_threshold))
     paths = write_amodal_results(frames, args.out, images=images,
                                  pixel_size_um=stack.pixel_size_um, overwrite=args.overwrite)
     for name, path in paths.items():

@@ -13,6 +13,7 @@ from blastoseg.io.dataset import read_dataset
 from blastoseg.io.images import SUPPORTED_EXTENSIONS, ImageStack, read_images
 from blastoseg.napari.cell_colours import cell_colormap
 from blastoseg.napari.layer_conversion import instances_to_label_layers
+from blastoseg.napari.layer_pairing import NUCLEI_ROLE, is_nuclei_name
 
 ANNOTATIONS = "annotations.json"
 
@@ -58,7 +59,14 @@ def read_image_layers(path: str | list[str]) -> list[tuple]:
     """Read one image file, TIFF stack or frame folder as an image layer."""
     p = Path(path[0] if isinstance(path, list) else path)
     stack = read_images(p)
-    return [_image_layer(stack, p.stem if p.is_file() else p.name)]
+    name = p.stem if p.is_file() else p.name
+    if is_nuclei_name(p.name) and np.issubdtype(stack.data.dtype, np.integer) \
+            and not stack.axes.endswith("C"):
+        # a dataset's nucleus mask (<image stem>_nuclei.tif): a Labels layer, so the
+        # Probability-map preview offers it as nuclei
+        return [(stack.data, {"name": name, "metadata": {"blastoseg": {
+            "role": NUCLEI_ROLE, "files": [str(f) for f in stack.files]}}}, "labels")]
+    return [_image_layer(stack, name)]
 
 
 def dataset_to_layers(root: str | Path) -> list[tuple]:

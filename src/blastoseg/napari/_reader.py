@@ -58,6 +58,10 @@ def _image_layer(stack: ImageStack, name: str) -> tuple:
 def read_image_layers(path: str | list[str]) -> list[tuple]:
     """Read one image file, TIFF stack or frame folder as an image layer."""
     p = Path(path[0] if isinstance(path, list) else path)
+    if p.is_dir():
+        separate = _separate_image_layers(p)
+        if separate:
+            return separate
     stack = read_images(p)
     name = p.stem if p.is_file() else p.name
     if is_nuclei_name(p.name) and np.issubdtype(stack.data.dtype, np.integer) \
@@ -67,6 +71,25 @@ def read_image_layers(path: str | list[str]) -> list[tuple]:
         return [(stack.data, {"name": name, "metadata": {"blastoseg": {
             "role": NUCLEI_ROLE, "files": [str(f) for f in stack.files]}}}, "labels")]
     return [_image_layer(stack, name)]
+
+
+def _separate_image_layers(folder: Path) -> list[tuple]:
+    """A folder of separate pictures (e.g. one crop per embryo): one image layer each, so
+    each is segmented on its own ([] when the folder is one time-lapse)."""
+    from blastoseg.io.image_folders import folder_layout, read_separate_images
+
+    layout = folder_layout(folder)
+    if not layout.separate:
+        return []
+    layers = [_image_layer(stack, stack.files[0].stem) for stack in read_separate_images(layout)]
+    try:
+        from napari.utils.notifications import show_info
+
+        show_info(f"{folder.name}: {len(layers)} separate images ({layout.reason}), opened as "
+                  "separate layers; segment each on its own")
+    except ImportError:  # the reader without napari (scripts, tests)
+        pass
+    return layers
 
 
 def dataset_to_layers(root: str | Path) -> list[tuple]:

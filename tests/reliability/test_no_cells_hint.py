@@ -68,6 +68,7 @@ def test_the_segment_widget_says_why(field, make_napari_viewer, qtbot, monkeypat
     viewer = make_napari_viewer()
     viewer.add_image(field, name="field")
     widget = _segment_widget(viewer, "amodal-default", threshold=0.5)
+    widget.crops.value = False  # (another test may have saved it ticked) localise the embryo
     _run(widget, qtbot)
     assert widget.status.value.startswith("0 cells")
     assert "No cells: no embryo was found in the 2000 x 2000 frame" in widget.status.value

@@ -45,7 +45,7 @@ def test_project_from_a_result_edit_save_reopen_export(viewer_with_result, tmp_p
     assert not widget.delete_button.enabled  # nothing to edit before a project is open
     widget.start_from.value = "lapse"
     widget.new_project(tmp_path / "proj")
-    group = "lapse (annotation)"
+    group = "annotated lapse"
     amodal = [la for la in viewer.layers if la.name.startswith(f"{group}: amodal")]
     assert amodal and all(la.data.shape == images.shape for la in amodal)
     assert all(la.contour > 0 for la in amodal)

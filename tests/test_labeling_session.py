@@ -27,12 +27,12 @@ def _same_cells(a, b):
 
 def test_layers_show_the_project_exactly(project):
     proj, frames = project
-    session = LabelingSession.start(proj, "lapse (annotation)")
+    session = LabelingSession.start(proj, "annotated lapse")
     assert all(isinstance(la, CompressedStack) for la in session.layers)
     for t in range(3):
         _same_cells(session.read_frame(t), proj.instances(t))
     kw = session.layer_kwargs(0)
-    assert kw["name"] == "lapse (annotation): amodal 1"
+    assert kw["name"] == "annotated lapse: amodal 1"
     assert kw["metadata"]["blastoseg"]["role"] == "amodal"
 
 

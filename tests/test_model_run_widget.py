@@ -58,10 +58,12 @@ def _widget_class():
             return ModelRun(threshold_job, [layer.data, axes, frame_range, get_predictor],
                             {"delay": self.delay}, total=frame_range[1] - frame_range[0])
 
+        def _replaced_by_run(self, group: str) -> list:
+            return [la for la in self.viewer.layers if la.name == f"{group}: mask"]
+
         def _show_result(self, result) -> None:
             group = self._pending["group"]
-            old = [la for la in self.viewer.layers if la.name == f"{group}: mask"]
-            added = self._replace_layers(old, [(result, {
+            added = self._replace_layers(self._replaced_by_run(group), [(result, {
                 "name": f"{group}: mask",
                 "metadata": {"blastoseg": {"group": group, "role": "amodal"}}}, "labels")])
             self._select_first(added, "amodal")
@@ -260,3 +262,36 @@ def test_the_image_box_takes_the_only_or_active_image(make_napari_viewer):
     assert SegmentWidget(viewer).image.value is second  # two images: the active one
     seg.reset_choices()
     assert seg.image.value is first  # a choice already made is kept
+
+
+@pytest.mark.gui
+def test_closing_the_dock_stops_the_job(make_napari_viewer, qtbot, loads):
+    """Issue 18 item 5: closing the Segment dock mid-run did not stop the job; its layers
+    appeared later."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.full((40, 16, 16), 7, np.uint8), name="long")
+    widget = _widget_class()(viewer)
+    viewer.window.add_dock_widget(widget, name="threshold")
+    widget.delay = 0.05
+    widget.mode.value = "whole stack"
+    done = []
+    widget.start()
+    worker = widget.worker
+    worker.yielded.connect(lambda u: done.append(u[1]))
+    returned = []
+    worker.returned.connect(returned.append)
+    qtbot.waitUntil(lambda: any(d > 0 for d in done), timeout=30_000)
+    viewer.window.remove_dock_widget(widget.native)  # what the dock's close button does
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    qtbot.wait(200)
+    assert max(done) < 40 and not returned  # stopped, not run to its end
+    assert [la.name for la in viewer.layers] == ["long"]
+    assert "closed" in widget.status.value
+
+    # a job that finishes in the moment its dock closes adds nothing either
+    widget.delay = 0.0
+    viewer.window.add_dock_widget(widget, name="threshold")
+    widget.start()
+    widget._on_close(destroyed=False)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert [la.name for la in viewer.layers] == ["long"]

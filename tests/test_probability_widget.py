@@ -91,7 +91,7 @@ def test_stack_follows_time_slider_and_nuclei(make_napari_viewer, qtbot):
     frames = np.stack([_labels(), np.roll(_labels(), 9, axis=1), np.zeros((64, 80), np.int32)])
     viewer.add_labels(frames, name="lapse")
     nuclei = np.stack([(f > 0) & _disc(f.shape, 30, 40, 12) for f in frames]).astype(np.uint8)
-    viewer.add_labels(nuclei, name="nuc")
+    viewer.add_labels(nuclei, name="lapse_nuclei")  # a mask: never the default labels
     widget = _widget(viewer, "layer:lapse")
     widget.variant.value = "nuclei"
     p = _preview(viewer)
@@ -100,7 +100,7 @@ def test_stack_follows_time_slider_and_nuclei(make_napari_viewer, qtbot):
     want = probability_map(frames[1], "nuclei", **params)
     qtbot.waitUntil(lambda: np.array_equal(p.data, want), timeout=3000)
     assert widget.status.value.startswith("frame 1:")
-    widget.nuclei.value = "nuc"
+    widget.nuclei.value = "lapse_nuclei"
     np.testing.assert_array_equal(p.data, probability_map(frames[1], "nuclei",
                                                           nuclei=nuclei[1], **params))
     viewer.dims.set_current_step(0, 2)  # an empty frame: background everywhere, said so
@@ -182,3 +182,39 @@ def test_both_widgets_dock_from_the_plugin_menu(make_napari_viewer):
         dock, widget = viewer.window.add_plugin_dock_widget("blastoseg", title)
         assert dock is not None and widget is not None
     assert "cells P (border)" in viewer.layers  # the preview starts with the labels layer
+
+
+def test_defaults_are_the_labels_and_nuclei_of_the_shown_image(make_napari_viewer, tmp_path):
+    """Issue 18 item 12: the preview picked another image's labels by default, and a
+    dataset's ``N_nuclei.tif`` opened through the reader was not offered as nuclei."""
+    import tifffile
+
+    from blastoseg.instances import FrameInstances
+    from blastoseg.napari.result_layers import result_layer_data
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 80), np.uint8), name="first")
+    masks = np.stack([_disc((64, 80), 30, 28, 16), _disc((64, 80), 30, 46, 16)])
+    for data, kw, kind in result_layer_data([FrameInstances(masks=masks)], "first"):
+        viewer._add_layer_from_data(data, kw, kind)
+    lab = np.zeros((48, 56), np.int32)
+    lab[_disc(lab.shape, 20, 20, 10)] = 1
+    tifffile.imwrite(tmp_path / "2.tif", (lab * 90).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "2_nuclei.tif", (_disc(lab.shape, 20, 20, 4) * 255).astype(np.uint8))
+    viewer.open(tmp_path / "2.tif", plugin="blastoseg")
+    viewer.open(tmp_path / "2_nuclei.tif", plugin="blastoseg")
+    nuclei = viewer.layers["2_nuclei"]
+    assert nuclei.__class__.__name__ == "Labels"  # a mask, not an image
+    viewer.add_labels(lab, name="2_labels")
+
+    viewer.layers.selection.active = viewer.layers["2"]  # the user looks at image 2
+    widget = _widget(viewer)
+    assert widget.labels.value == "layer:2_labels"  # not the first image's result group
+    assert widget.nuclei.value == "2_nuclei"  # offered, and chosen for its image
+    assert "2_nuclei" in [c for c in widget.nuclei.choices]
+
+    viewer.layers.selection.active = viewer.layers["first"]
+    widget = _widget(viewer)
+    assert widget.labels.value == "group:first" and widget.nuclei.value is None
+    viewer.layers.selection.active = viewer.layers["2_labels"]  # the active labels win
+    assert _widget(viewer).labels.value == "layer:2_labels"

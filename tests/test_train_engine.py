@@ -134,6 +134,33 @@ def test_in_process_cancel_then_resume_matches_uninterrupted(tmp_path):
     assert set(a) == set(b)
 
 
+def test_resume_in_the_middle_of_an_epoch_is_exact(tmp_path):
+    """Issue 18 item 16: a resume from a mid-epoch checkpoint differed from the uninterrupted
+    run when training drew random numbers (augmentation): each new data loader took a draw
+    from torch's global RNG, so the resumed run's draws were shifted by one."""
+    hyper = {"max_steps": 12, "ckpt_every": 0, "grad_accum": 2}
+    ref = _job(tmp_path, "ref", epochs=None, hyper=hyper, config={"augment": True})
+    assert run_job(ref, stdout=False, handle_signals=False) == EXIT_OK
+    job_dir = _job(tmp_path, "cut", epochs=None, hyper=hyper, config={"augment": True})
+    stop = threading.Event()
+
+    def on_event(e):
+        if e["event"] == "step" and e["step"] == 5:  # micro-batch 10: epoch 1, batch 2 of 8
+            stop.set()
+
+    assert run_job(job_dir, stdout=False, cancel=stop, handle_signals=False,
+                   callback=on_event) == EXIT_CANCELLED
+    assert load_checkpoint(find_checkpoint(job_dir))["micro_in_epoch"] == 2
+    assert run_job(job_dir, stdout=False, handle_signals=False) == EXIT_OK
+    ra, rb = load_checkpoint(find_checkpoint(ref)), load_checkpoint(find_checkpoint(job_dir))
+    assert ra["step"] == rb["step"] == 12
+    for key in ra["model"]:
+        torch.testing.assert_close(ra["model"][key], rb["model"][key], rtol=0, atol=0)
+    steps = {e["step"]: e["loss"] for e in read_events(ref) if e["event"] == "step"}
+    resumed = {e["step"]: e["loss"] for e in read_events(job_dir) if e["event"] == "step"}
+    assert all(resumed[s] == steps[s] for s in range(6, 13))
+
+
 def test_sigterm_checkpoints_and_resume_continues(tmp_path):
     job_dir = _job(tmp_path, epochs=None,
                    hyper={"max_steps": 100000, "ckpt_every": 0, "ckpt_every_s": 0},

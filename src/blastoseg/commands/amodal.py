@@ -89,6 +89,20 @@ def _report_framing(frames: list, names: list[str] | None = None) -> dict[str, i
     return counts
 
 
+def _report_no_cells(frames: list, threshold: float) -> None:
+    """Warn (stderr) about frames without cells, with why and what to try."""
+    from blastoseg.predict.no_cells import why_no_cells
+
+    empty = [t for t, inst in enumerate(frames) if len(inst) == 0]
+    for t in empty[:_MAX_WARNINGS]:
+        name = "the frame" if len(frames) == 1 else f"frame {t}"
+        print(f"blastoseg: warning: {name}: no cells: {why_no_cells(frames[t].meta, threshold)}",
+              file=sys.stderr)
+    if len(empty) > _MAX_WARNINGS:
+        print(f"blastoseg: warning: {len(empty) - _MAX_WARNINGS} more frame(s) without cells",
+              file=sys.stderr)
+
+
 def _framing_line(counts: dict[str, int], n: int) -> str:
     parts = [f"{k} {v}" for k, v in counts.items() if k != "unsure" and v]
     line = f"framing of {n} frame(s): " + ", ".join(parts)
@@ -117,6 +131,9 @@ def _segment_amodal(args: argparse.Namespace) -> int:
 
     # before any work: a bad or occupied output must not cost a run
     refuse_existing(amodal_result_paths(check_output_folder(args.out)), args.overwrite)
+    separate = separate_images(args.input)
+    if separate is not None:
+        return _segment_separate(args, separate)
     stack = read_input(args.input)
     images = frames_at_plane(stack, args.plane)
     embryo = args.embryo
@@ -135,8 +152,55 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     if not isinstance(result, list):
         images = images[None]
     print(_framing_line(_report_framing(frames), len(frames)))
+    _report_no_cells(frames, float(predictor.score_threshold))
     paths = write_amodal_results(frames, args.out, images=images,
                                  pixel_size_um=stack.pixel_size_um, overwrite=args.overwrite)
+    for name, path in paths.items():
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+def separate_images(path):
+    """The layout of a folder of separate pictures (not one time-lapse), else None; says so."""
+    from blastoseg.io.image_folders import folder_layout
+
+    layout = folder_layout(path)
+    if not layout.separate:
+        return None
+    print(f"{path}: {len(layout.files)} separate images ({layout.reason}): segmenting each "
+          "on its own")
+    return layout
+
+
+def _segment_separate(args: argparse.Namespace, layout) -> int:
+    """Segment a folder of separate pictures one by one (each framed on its own; the
+    results are one dataset of independent images, not a time-lapse)."""
+    from blastoseg.io.image_folders import read_separate_images
+    from blastoseg.predict.amodal import AmodalPredictor
+    from blastoseg.results.amodal import write_amodal_results
+
+    stacks = read_separate_images(layout)
+    if args.embryo is not None:
+        print("blastoseg: warning: --embryo gives one circle for every picture of the folder",
+              file=sys.stderr)
+    predictor = AmodalPredictor(args.model, device=args.device,
+                                score_threshold=args.threshold, batch_size=args.batch_size)
+    print(f"model {predictor.entry.name} on {predictor.device_name}")
+    report = progress_printer("segmenting")
+    frames, images = [], []
+    for i, stack in enumerate(stacks):
+        diameter_px = _diameter_px(args, stack.pixel_size_um, str(stack.files[0]))
+        frames.append(predictor.predict(stack.data, embryo=args.embryo, diameter_px=diameter_px,
+                                        localise=False if args.no_localise else None))
+        images.append(stack.data)
+        report(i + 1, len(stacks))
+    names = [s.files[0].name for s in stacks]
+    print(_framing_line(_report_framing(frames, names), len(frames)))
+    _report_no_cells(frames, float(predictor.score_threshold))
+    sizes = {s.pixel_size_um for s in stacks}
+    paths = write_amodal_results(frames, args.out, images=images, video=False,
+                                 pixel_size_um=sizes.pop() if len(sizes) == 1 else None,
+                                 overwrite=args.overwrite)
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
     return 0

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["FrameName", "focal_folder_value", "frame_numbers", "natural_key", "parse_frame_name"]
+__all__ = ["FrameName", "focal_folder_value", "frame_numbers", "has_frame_token", "natural_key",
+           "parse_frame_name"]
 
 # A focal token is "F" + signed integer standing as its own token: delimited by "_", "-",
 # whitespace, "." or the string ends, so the "F" in words like "Frame" or "WELLF2" is ignored.
@@ -89,6 +90,13 @@ def frame_numbers(stems: list[str]) -> list[int | None]:
     if not varying:
         return [p.frame for p in parsed]
     return [g[varying[-1]] for g in groups]
+
+
+def has_frame_token(stem: str) -> bool:
+    """Whether a file name says it is a frame of a time-lapse: ``RUN<n>``, ``frame<n>``,
+    ``t<n>`` or a focal-plane token (a plain trailing number, as in ``embryo_007``, does not:
+    a folder of separate pictures is numbered that way too)."""
+    return bool(_FOCAL.search(stem)) or any(p.search(stem) for p in (_RUN, _FRAME, _T))
 
 
 def focal_folder_value(name: str) -> int | None:

@@ -443,7 +443,10 @@ def _stack_files(files: list[Path]) -> np.ndarray:
         if arr.shape != first.shape:
             raise ImageReadError(
                 f"{p}: frame has shape {arr.shape} but {files[0].name} has {first.shape}; "
-                f"all frames must have the same size")
+                "all frames must have the same size (separate pictures, not the frames of one "
+                "time-lapse? blastoseg.io.image_folders reads them one by one; napari and "
+                "'blastoseg segment amodal' do so for a folder whose names carry no frame "
+                "numbers)")
         if arr.dtype != out.dtype:  # promote losslessly (e.g. 8- and 16-bit frames mixed)
             out = out.astype(np.result_type(out.dtype, arr.dtype))
         out[i] = arr

@@ -102,14 +102,16 @@ class BrightfieldWidget(ModelRunWidget):
             "name": layer.name, "rgb": bool(layer.rgb), "placement": Placement(
                 axes=axes, scale=tuple(layer.scale), translate=tuple(layer.translate))})
 
+    def _replaced_by_run(self, group: str) -> list:
+        return result_layers_of(list(self.viewer.layers), group) + [
+            la for la in self.viewer.layers if _ui.layer_tag(la).get("group") == group
+            and _ui.layer_tag(la).get("role") == MAP_ROLE]
+
     def _show_result(self, result: dict) -> None:
         pending = self._pending
         group = pending["group"]
         self._disconnect()
-        old = result_layers_of(list(self.viewer.layers), group) + [
-            la for la in self.viewer.layers if _ui.layer_tag(la).get("group") == group
-            and _ui.layer_tag(la).get("role") == MAP_ROLE]
-        added = self._replace_layers(old, result["layers"])
+        added = self._replace_layers(self._replaced_by_run(group), result["layers"])
         amodal = self._select_first(added, "amodal")
         self._result = {**pending, "amodal": amodal,
                         "maps": [la for la in added if _ui.layer_tag(la).get("role") == MAP_ROLE]}

@@ -6,7 +6,8 @@ form's progress bar and a napari ``progress`` bar, disables Run while it runs, c
 tidies up when it finishes. A user error raised by the job (a bad input, a missing model, no
 such device: any :class:`~blastoseg.errors.BlastosegError`) comes back as a result and is shown
 in the status line; napari's worker would show it with a traceback, which is right for bugs
-only.
+only. Closing the widget's dock stops its job, and what the job returns then is dropped (issue
+18 item 5: a closed Segment dock went on and added its layers later).
 """
 
 from __future__ import annotations
@@ -32,6 +33,25 @@ def user_errors_returned(job: Callable[..., Generator], *args, **kwargs) -> Gene
         return UserError(exc)
 
 
+@dataclass
+class _CloseState:
+    """Whether a widget's dock was closed while its job ran (its result is then dropped)
+    and whether its Qt widgets are gone (nothing to show anything in)."""
+
+    worker: object = None
+    closed: bool = False
+    destroyed: bool = False
+
+    def running(self, worker) -> None:
+        self.worker, self.closed = worker, False
+
+    def close(self, destroyed: bool) -> None:
+        self.destroyed = self.destroyed or destroyed
+        if self.worker is not None:
+            self.closed = True
+            self.worker.quit()
+
+
 class JobRunnerMixin:
     """Runs a job in a napari thread worker for a magicgui form.
 
@@ -43,6 +63,28 @@ class JobRunnerMixin:
 
     _cancel_message = "cancelling..."
     _pbar_follows_total = True  # napari's progress bar takes the total of every update
+    _close: _CloseState | None = None
+
+    def stop_jobs_when_closed(self) -> None:
+        """Closing the widget's dock (or deleting the widget) cancels the running job."""
+        from blastoseg.napari import _ui
+
+        self._close = state = _CloseState()
+        # the handler holds the state, not the widget: Qt may call it while the widget is
+        # being torn down
+        _ui.on_close(self, state.close)
+
+    def _on_close(self, destroyed: bool = False) -> None:
+        if self._close is not None:
+            self._close.close(destroyed)
+
+    @property
+    def _closed(self) -> bool:
+        return self._close is not None and self._close.closed
+
+    @property
+    def _destroyed(self) -> bool:
+        return self._close is not None and self._close.destroyed
 
     def start_job(self, fn, *args, desc: str, total: int = 1, **kwargs) -> None:
         """Run ``fn(*args, **kwargs)`` in a thread worker, with ``desc`` on napari's bar."""
@@ -56,6 +98,8 @@ class JobRunnerMixin:
         self.worker.errored.connect(self._on_error)
         self.worker.aborted.connect(self._on_aborted)
         self.worker.finished.connect(self._on_finished)
+        if self._close is not None:
+            self._close.running(self.worker)
         self.run_button.enabled = False
         self.cancel_button.enabled = True
         self.progress.value = 0
@@ -75,6 +119,8 @@ class JobRunnerMixin:
             self.device_used.value = self._predictor.device_name
 
     def _on_progress(self, update: tuple[str, int, int]) -> None:
+        if self._closed:
+            return
         message, done, total = update
         self.progress.max = max(total, 1)
         self.progress.value = done
@@ -89,6 +135,8 @@ class JobRunnerMixin:
             pbar.refresh()
 
     def _on_returned(self, result) -> None:
+        if self._closed:  # finished before the close reached it: no layers, nothing shown
+            return
         if isinstance(result, UserError):
             self._report_error(result.error)
         else:
@@ -96,15 +144,21 @@ class JobRunnerMixin:
 
     def _on_error(self, exc: Exception) -> None:
         # a bug: napari's worker already shows it with its traceback
-        self.status.value = f"error: {exc}"
+        if not self._destroyed:
+            self.status.value = f"error: {exc}"
 
     def _on_aborted(self) -> None:
-        self.status.value = "cancelled: no layers were changed"
+        if not self._destroyed:
+            self.status.value = ("cancelled: the widget was closed; no layers were changed"
+                                 if self._closed else "cancelled: no layers were changed")
 
     def _on_finished(self) -> None:
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False
         self.worker = None
+        if self._close is not None:
+            self._close.worker = None
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
+        if not self._destroyed:
+            self.run_button.enabled = True
+            self.cancel_button.enabled = False

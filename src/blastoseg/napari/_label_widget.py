@@ -211,10 +211,10 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
 
     def show_project(self, project, image_name: str) -> None:
         """Replace any previous session's layers with this project's."""
-        from blastoseg.napari.labeling import LabelingSession
+        from blastoseg.napari.labeling import LabelingSession, annotation_group
 
         self.close_project()
-        group = f"{image_name} (annotation)"
+        group = annotation_group(image_name)
         self.session = LabelingSession.start(project, group)
         image = self.viewer.layers[image_name] if image_name in self.viewer.layers else None
         ndim = 2 if project.n_frames == 1 else 3

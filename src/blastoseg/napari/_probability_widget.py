@@ -25,6 +25,12 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressB
 
 from blastoseg.errors import BlastosegError, InvalidImageError
 from blastoseg.napari import _ui
+from blastoseg.napari.layer_pairing import (
+    NUCLEI_ROLE,
+    is_nuclei_name,
+    nuclei_name_for,
+    rank_for_image,
+)
 from blastoseg.napari.result_layers import amodal_groups
 from blastoseg.targets.probability import (
     PROBABILITY_VARIANTS,
@@ -117,8 +123,9 @@ class ProbabilityWidget(_ui.ScrollableDock, Container):
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
         self._show_params()
-        with self.labels.changed.blocked():
+        with self.labels.changed.blocked(), self.nuclei.changed.blocked():
             self.labels.value = self._default_source()
+            self._default_nuclei()
         self._on_source_changed()
 
     # --- choices ------------------------------------------------------------------------------
@@ -137,15 +144,60 @@ class ProbabilityWidget(_ui.ScrollableDock, Container):
         return out
 
     def _default_source(self) -> str | None:
-        """The first result group or Labels layer (an Image layer only when chosen by hand)."""
-        keys = [key for _, key in self._sources() if not key.startswith("image:")]
-        return keys[0] if keys else None
+        """The active labels, else the labels of the image the user looks at (its result
+        group, labels named after it, labels of its size), else the first; never an Image
+        layer or a nucleus mask (those only when chosen by hand)."""
+        candidates = [(key, self._layers_of(key)) for _, key in self._sources()
+                      if not key.startswith("image:")]
+        candidates = [(key, layers) for key, layers in candidates
+                      if not any(self._is_nuclei(la) for la in layers)]
+        active = self.viewer.layers.selection.active
+        for key, layers in candidates:
+            if active is not None and any(la is active for la in layers):
+                return key
+        ranked = rank_for_image(candidates, self._shown_image())
+        return ranked[0] if ranked else None
+
+    def _shown_image(self):
+        """The image the user works on: the active image, the image the active layer was
+        made from, else the topmost visible image (blastoseg's own maps excluded)."""
+        from napari.layers import Image
+
+        images = [la for la in self.viewer.layers
+                  if isinstance(la, Image) and _ui.layer_tag(la).get("role") is None]
+        active = self.viewer.layers.selection.active
+        if active is not None and any(la is active for la in images):
+            return active
+        source = _ui.layer_tag(active).get("source_image") if active is not None else None
+        for la in images:
+            if source is not None and la.name == source:
+                return la
+        visible = [la for la in images if la.visible]
+        return (visible or images or [None])[-1]
+
+    @staticmethod
+    def _is_nuclei(layer) -> bool:
+        return _ui.layer_tag(layer).get("role") == NUCLEI_ROLE or is_nuclei_name(layer.name)
 
     def _nuclei_layers(self, _widget=None) -> list:
-        from napari.layers import Labels
+        """Labels layers, and nucleus masks opened as images (``<image>_nuclei``)."""
+        from napari.layers import Image, Labels
 
-        return [(NO_NUCLEI, None)] + [(la.name, la.name) for la in self.viewer.layers
-                                      if isinstance(la, Labels)]
+        return [(NO_NUCLEI, None)] + [
+            (la.name, la.name) for la in self.viewer.layers
+            if isinstance(la, Labels) or (isinstance(la, Image) and self._is_nuclei(la)
+                                          and np.issubdtype(la.data.dtype, np.integer))]
+
+    def _default_nuclei(self, only=None) -> None:
+        """Choose the shown image's nucleus mask (``<image>_nuclei``) when there is one
+        (``only``: when that layer is this one)."""
+        image = self._shown_image()
+        if image is None:
+            return
+        name = nuclei_name_for(image.name)
+        if (only is None or only.name == name) and name in [c[1] for c in
+                                                            self._nuclei_layers()]:
+            self.nuclei.value = name
 
     def _on_layers_changed(self, event=None) -> None:
         value = getattr(event, "value", None)
@@ -158,6 +210,8 @@ class ProbabilityWidget(_ui.ScrollableDock, Container):
             if self.labels.value is None or (self.labels.value != current
                                              and self.labels.value.startswith("image:")):
                 self.labels.value = self._default_source()
+            if self.nuclei.value is None and value is not None:
+                self._default_nuclei(only=value)  # the image's nucleus mask was just opened
         if self.labels.value != current or self.nuclei.value != nuc or any(
                 la not in self.viewer.layers for la in self._watched):
             self._on_source_changed()
@@ -169,6 +223,10 @@ class ProbabilityWidget(_ui.ScrollableDock, Container):
         key = self.labels.value
         if not key:
             return []
+        kind, name = key.split(":", 1)
+        return self._layers_of(key)
+
+    def _layers_of(self, key: str) -> list:
         kind, name = key.split(":", 1)
         if kind == "group":
             return list(amodal_groups(self.viewer.layers).get(name, []))

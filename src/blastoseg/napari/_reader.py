@@ -11,7 +11,9 @@ import numpy as np
 
 from blastoseg.io.dataset import read_dataset
 from blastoseg.io.images import SUPPORTED_EXTENSIONS, ImageStack, read_images
+from blastoseg.napari.cell_colours import cell_colormap
 from blastoseg.napari.layer_conversion import instances_to_label_layers
+from blastoseg.napari.layer_pairing import NUCLEI_ROLE, is_nuclei_name
 
 ANNOTATIONS = "annotations.json"
 
@@ -56,8 +58,38 @@ def _image_layer(stack: ImageStack, name: str) -> tuple:
 def read_image_layers(path: str | list[str]) -> list[tuple]:
     """Read one image file, TIFF stack or frame folder as an image layer."""
     p = Path(path[0] if isinstance(path, list) else path)
+    if p.is_dir():
+        separate = _separate_image_layers(p)
+        if separate:
+            return separate
     stack = read_images(p)
-    return [_image_layer(stack, p.stem if p.is_file() else p.name)]
+    name = p.stem if p.is_file() else p.name
+    if is_nuclei_name(p.name) and np.issubdtype(stack.data.dtype, np.integer) \
+            and not stack.axes.endswith("C"):
+        # a dataset's nucleus mask (<image stem>_nuclei.tif): a Labels layer, so the
+        # Probability-map preview offers it as nuclei
+        return [(stack.data, {"name": name, "metadata": {"blastoseg": {
+            "role": NUCLEI_ROLE, "files": [str(f) for f in stack.files]}}}, "labels")]
+    return [_image_layer(stack, name)]
+
+
+def _separate_image_layers(folder: Path) -> list[tuple]:
+    """A folder of separate pictures (e.g. one crop per embryo): one image layer each, so
+    each is segmented on its own ([] when the folder is one time-lapse)."""
+    from blastoseg.io.image_folders import folder_layout, read_separate_images
+
+    layout = folder_layout(folder)
+    if not layout.separate:
+        return []
+    layers = [_image_layer(stack, stack.files[0].stem) for stack in read_separate_images(layout)]
+    try:
+        from napari.utils.notifications import show_info
+
+        show_info(f"{folder.name}: {len(layers)} separate images ({layout.reason}), opened as "
+                  "separate layers; segment each on its own")
+    except ImportError:  # the reader without napari (scripts, tests)
+        pass
+    return layers
 
 
 def dataset_to_layers(root: str | Path) -> list[tuple]:
@@ -99,7 +131,7 @@ def dataset_to_layers(root: str | Path) -> list[tuple]:
                         "name": f"{name}{suffix} amodal {k + 1}",
                         "metadata": {"blastoseg": {"role": "amodal", "files": files,
                                                    "labels_are_track_ids": use_tracks}},
-                        "opacity": 0.9,
+                        "opacity": 0.9, "colormap": cell_colormap(),
                     },
                     "labels",
                 )

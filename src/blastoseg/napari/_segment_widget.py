@@ -30,8 +30,9 @@ from blastoseg.napari.result_layers import Placement, ResultLayerBuilder, result
 
 BEST = "best focus"
 SETTINGS_FILE = "napari_segment_widget.json"
-#: what a result's meta says about its framing (kept per frame for the embryo circle)
-FRAMING_META = ("embryo", "embryo_unsure", "embryo_guess")
+#: what a result's meta says about its framing (kept per frame for the embryo circle and to
+#: say why a frame has no cells)
+FRAMING_META = ("embryo", "embryo_unsure", "embryo_guess", "embryo_box")
 
 
 # --- the work (no Qt) -------------------------------------------------------------------------
@@ -189,6 +190,9 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
                                       layer.name, placement],
                         total=frame_range[1] - frame_range[0])
 
+    def _replaced_by_run(self, group: str) -> list:
+        return result_layers_of(list(self.viewer.layers), group)
+
     def _ready_to_run(self, run: ModelRun) -> bool:
         if not self._framing_checked():
             return False
@@ -209,8 +213,8 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
         if result["planes"] is not None:
             extra["focal_planes_used"] = [int(z) for z in result["planes"]]
         builder.extra.update(extra)
-        added = self._replace_layers(result_layers_of(list(self.viewer.layers),
-                                                      pending["group"]), builder.layer_data())
+        added = self._replace_layers(self._replaced_by_run(pending["group"]),
+                                     builder.layer_data())
         amodal = self._select_first(added, "amodal")
         unsure = self._show_run_framing(pending, result.get("framing") or [])
         counts = builder.counts
@@ -220,3 +224,23 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
         self.status.value = (
             f"{len(counts)} frames, {min(counts)} to {max(counts)} cells, {n_layers}"
             if len(counts) > 1 else f"{where}{counts[0]} cells in {n_layers}") + unsure
+        self._explain_no_cells(counts, result.get("framing") or [],
+                               float(predictor.score_threshold))
+
+    def _explain_no_cells(self, counts: list[int], metas: list[dict], threshold: float) -> None:
+        """Frames without cells: say why and what to try (status line and a warning)."""
+        from napari.utils.notifications import show_warning
+
+        from blastoseg.predict.no_cells import why_no_cells
+
+        empty = [i for i, c in enumerate(counts) if c == 0]
+        if not empty:
+            return
+        first = self._pending["placement"].first_frame
+        meta = metas[empty[0]] if empty[0] < len(metas) else {}
+        which = "" if len(counts) == 1 else (
+            f"{len(empty)} frame{'s' if len(empty) > 1 else ''} without cells; frame "
+            f"{first + empty[0]}: ")
+        why = f"{which}{why_no_cells(meta, threshold, advice='napari')}"
+        self.status.value += f". No cells: {why}"
+        show_warning(f"No cells: {why}")

@@ -68,6 +68,27 @@ def ask_model_file(parent) -> str | None:
     return path or None
 
 
+def ask_about_corrections(parent, group: str, layer_names: list[str]) -> str:
+    """Ask what to do with corrected result layers a new run would replace: "keep" (under a
+    new name), "replace" or "cancel" (closing the box cancels)."""
+    from qtpy.QtWidgets import QMessageBox
+
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Question)
+    box.setWindowTitle("Keep your corrections?")
+    box.setText(f"You corrected the result of '{group}' ({', '.join(layer_names)}). "
+                "Running again replaces its layers.")
+    box.setInformativeText(f"Keep the corrected layers (as 'corrected {group}'), or replace "
+                           "them with the new result?")
+    keep = box.addButton("Keep corrections", QMessageBox.ButtonRole.AcceptRole)
+    replace = box.addButton("Replace them", QMessageBox.ButtonRole.DestructiveRole)
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(keep)
+    box.exec()
+    clicked = box.clickedButton()
+    return "keep" if clicked is keep else "replace" if clicked is replace else "cancel"
+
+
 def refresh_on_show(widget, refresh) -> None:
     """Call ``refresh()`` whenever ``widget``'s dock is shown (e.g. to re-list the models: one
     may have been trained or imported meanwhile)."""
@@ -81,6 +102,24 @@ def refresh_on_show(widget, refresh) -> None:
 
     widget._show_filter = _OnShow(widget.native)  # kept alive with the widget
     widget.native.installEventFilter(widget._show_filter)
+
+
+def on_close(widget, closed) -> None:
+    """Call ``closed(destroyed)`` when ``widget``'s dock is closed: napari takes the widget
+    out of its dock (its parent becomes None; ``destroyed`` False) or Qt deletes it
+    (``destroyed`` True, e.g. with the viewer's window)."""
+    from qtpy.QtCore import QEvent, QObject
+
+    class _OnClose(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+            if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+                closed(False)
+            return False
+
+    native = widget.native
+    widget._close_filter = _OnClose(native)  # kept alive with the widget
+    native.installEventFilter(widget._close_filter)
+    native.destroyed.connect(lambda *_: closed(True))
 
 
 def import_model_dialog(widget) -> None:

@@ -129,6 +129,17 @@ class CompressedStack:
             if arr is not None:
                 self._store(t, arr)
 
+    def digest(self) -> str:
+        """A digest of the content (shape, dtype and every compressed frame), computed without
+        decoding: zlib gives the same bytes for the same frame, so equal stacks have equal
+        digests (what :mod:`blastoseg.napari.result_edits` compares to find corrections)."""
+        import hashlib
+
+        h = hashlib.blake2b(f"{self._shape}{self._dtype}".encode(), digest_size=16)
+        for blob in self._frames:
+            h.update(b"0" if blob is None else len(blob).to_bytes(8, "little") + blob)
+        return h.hexdigest()
+
     def _frame_index(self, t) -> int:
         t = int(t)
         n = self._shape[0]

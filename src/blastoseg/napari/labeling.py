@@ -25,6 +25,7 @@ from blastoseg.annotate import edits
 from blastoseg.annotate.project import AnnotationProject
 from blastoseg.errors import InvalidImageError
 from blastoseg.instances import FrameInstances
+from blastoseg.napari.cell_colours import cell_colormap
 from blastoseg.napari.compressed_stack import CompressedStack
 from blastoseg.napari.layer_conversion import (
     LabelLayerPacker,
@@ -33,10 +34,17 @@ from blastoseg.napari.layer_conversion import (
 )
 from blastoseg.napari.result_layers import Placement
 
-__all__ = ["LabelingSession", "with_ids"]
+__all__ = ["LabelingSession", "annotation_group", "with_ids"]
 
 ROLE = "amodal"
 UNDO_DEPTH = 30
+
+
+def annotation_group(image_name: str) -> str:
+    """The group (layer-name prefix) of an annotation project shown over ``image_name``:
+    "annotated <image>", so its layers differ from a result's ("<image>: amodal 1") at their
+    start; napari elides long layer names in the middle, which hid "(annotation)" there."""
+    return f"annotated {image_name}"
 
 
 def with_ids(inst: FrameInstances) -> FrameInstances:
@@ -88,6 +96,7 @@ class LabelingSession:
     def layer_kwargs(self, k: int) -> dict:
         """napari kwargs of amodal layer ``k`` (0-based)."""
         return {"name": f"{self.group}: amodal {k + 1}", "opacity": 1.0,
+                "colormap": cell_colormap(),
                 "metadata": {"blastoseg": {
                     "group": self.group, "role": ROLE, "placement": self.placement.to_dict(),
                     "labels_are_track_ids": True, "annotation_project": str(self.project.root)}}}

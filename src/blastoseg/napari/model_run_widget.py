@@ -26,7 +26,10 @@ the messages come from it) and fills in four hooks::
 
 and may override :meth:`_connect` (restore and wire its fields; a ``threshold`` field that
 starts at the model card's calls :meth:`_threshold_follows_card`), :meth:`_image_changed`,
-:meth:`_predictor_options`, :meth:`_ready_to_run` and :meth:`_extra_settings`.
+:meth:`_predictor_options`, :meth:`_ready_to_run`, :meth:`_extra_settings` and
+:meth:`_replaced_by_run` (the layers a run on an image replaces: corrections painted into
+them are kept, :mod:`.result_edits`; the user is asked first, through
+:attr:`ModelRunWidget.ask_about_corrections`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
 from blastoseg.errors import BlastosegError, InvalidImageError
 from blastoseg.napari import _ui
 from blastoseg.napari._job_runner import JobRunnerMixin
+from blastoseg.napari.result_edits import edited_layers, keep_as_corrected, remember_written
 
 
 @dataclass
@@ -100,6 +104,10 @@ class ModelRunWidget(_ui.ScrollableDock, JobRunnerMixin, Container):
         self._pbar = None
         self._predictor = None  # the last one loaded (load_predictor keeps it cached)
         self._pending: dict = {}  # what the GUI knew of the running job
+        self._kept_note = ""  # "your corrections were kept as ...", for the status line
+        #: asks what to do with corrected layers a run would replace: (parent, group,
+        #: layer names) -> "keep", "replace" or "cancel" (a Qt dialog; tests put a function)
+        self.ask_about_corrections = _ui.ask_about_corrections
         self._add_fields(self._saved)
         self.extend(self._form_rows())
         if self._saved.get("model") in self.model.choices:
@@ -111,6 +119,7 @@ class ModelRunWidget(_ui.ScrollableDock, JobRunnerMixin, Container):
         self.cancel_button.changed.connect(self.cancel)
         self._on_image_changed()
         _ui.refresh_on_show(self, self.model.reset_choices)
+        self.stop_jobs_when_closed()
 
     def reset_choices(self, *args) -> None:
         """Re-list the choices (napari calls this when layers change); an empty image box
@@ -151,6 +160,11 @@ class ModelRunWidget(_ui.ScrollableDock, JobRunnerMixin, Container):
     def _ready_to_run(self, run: ModelRun) -> bool:
         """Last check before the run starts (False: no run; tell the user why)."""
         return True
+
+    def _replaced_by_run(self, group: str) -> list:
+        """The layers a run on the image named ``group`` replaces when it shows its result
+        (none by default); corrections in them are kept (see :meth:`_corrections_settled`)."""
+        return []
 
     def _show_result(self, result) -> None:
         """The job's result becomes layers (GUI thread); set the status line."""
@@ -200,15 +214,46 @@ class ModelRunWidget(_ui.ScrollableDock, JobRunnerMixin, Container):
 
         from blastoseg.napari.result_layers import apply_display
 
-        for la in old:
-            self.viewer.layers.remove(la)
+        old = [la for la in old if la in self.viewer.layers]
+        if edited_layers(old):  # corrected while the model ran: never thrown away unasked
+            self._keep(old)
+        else:
+            for la in old:
+                self.viewer.layers.remove(la)
         added = []
         for tup in data:
             layer = Layer.create(*tup)
             self.viewer.add_layer(layer)
             apply_display(layer)
+            remember_written(layer)
             added.append(layer)
         return added
+
+    def _keep(self, layers: list) -> str:
+        """Move corrected result layers to a group of their own (the next run leaves them)."""
+        taken = {str(_ui.layer_tag(la).get("group") or la.name) for la in self.viewer.layers}
+        kept = keep_as_corrected(layers, taken)
+        self._kept_note = f"; your corrections were kept as '{kept}'"
+        return kept
+
+    def _corrections_settled(self, layer) -> bool:
+        """Before a run: if the layers it would replace hold the user's corrections, ask
+        whether to keep them (under a new name), replace them or not run; False: no run."""
+        old = self._replaced_by_run(layer.name)
+        edited = edited_layers(old)
+        if not edited:
+            return True
+        group = str(_ui.layer_tag(edited[0]).get("group") or layer.name)
+        answer = self.ask_about_corrections(self.native, group, [la.name for la in edited])
+        if answer == "keep":
+            self._keep(old)
+        elif answer == "replace":
+            for la in old:  # what is there now counts as written: later edits are kept
+                remember_written(la)
+        else:
+            self.status.value = "not run: your corrections are unchanged"
+            return False
+        return True
 
     def _select_first(self, layers: list, role: str) -> list:
         """Make the first layer of ``role`` the active one (where one edits); returns the
@@ -282,6 +327,7 @@ class ModelRunWidget(_ui.ScrollableDock, JobRunnerMixin, Container):
         """Run the model on the chosen image (the Run button)."""
         if self.worker is not None:
             return
+        self._kept_note = ""
         try:
             layer = self._check_input()
             axes = self._axes_of(layer)
@@ -294,7 +340,7 @@ class ModelRunWidget(_ui.ScrollableDock, JobRunnerMixin, Container):
         except BlastosegError as exc:
             self._report_error(exc)
             return
-        if not self._ready_to_run(run):
+        if not self._ready_to_run(run) or not self._corrections_settled(layer):
             return
         self._saved = self.settings()
         _ui.save_settings(self.settings_file, self._saved)
@@ -304,6 +350,9 @@ class ModelRunWidget(_ui.ScrollableDock, JobRunnerMixin, Container):
     # --- worker callbacks (GUI thread) ----------------------------------------------------------
     def _on_done(self, result) -> None:
         self._show_result(result)
+        if self._kept_note:
+            self.status.value += self._kept_note
+            self._kept_note = ""
         if self._predictor is not None:
             self.device_used.value = self._predictor.device_name
 

@@ -11,6 +11,9 @@ A run of the segmentation widget on one image layer gives one *group* of layers,
   (see ``docs/napari_layers.md``), shown as contours, editable with napari's label tools;
 - ``<group>: centroids``: one point per cell with its label value as text.
 
+Labels layers take the cell palette of :mod:`.cell_colours` (neighbours stay distinct); a
+centroid is a white badge with a black number, legible on dark and bright images alike.
+
 Each instance has the same label value in the amodal and visible layers (its 1-based index in
 its frame, or ``track_id + 1`` for tracked results).
 
@@ -32,6 +35,7 @@ import numpy as np
 from blastoseg.errors import InvalidImageError
 from blastoseg.instances import FrameInstances
 from blastoseg.napari._ui import layer_tag
+from blastoseg.napari.cell_colours import cell_colormap
 from blastoseg.napari.compressed_stack import CompressedStack
 from blastoseg.napari.layer_conversion import (
     LabelLayerPacker,
@@ -56,6 +60,12 @@ __all__ = [
 
 ROLES = ("occlusion", "visible", "amodal", "centroids")
 AMODAL_CONTOUR = 2  # outline width of the amodal Labels layers, in screen pixels
+#: a centroid's badge (napari's Points text has no outline: black digits on a white disc read
+#: on any image): its diameter as a fraction of the frame's long side (about 20 screen pixels
+#: when the frame fits the canvas), and the digits' size as a fraction of the diameter.
+#: Both are in data units, so the badge zooms as one piece (napari's canvas_size_limits
+#: would keep it a constant size on screen, but then draws the disc black: napari 0.9)
+BADGE_FRACTION, DIGITS_FRACTION = 1 / 25, 0.42
 
 
 @dataclass
@@ -254,16 +264,16 @@ class ResultLayerBuilder:
                 "metadata": meta("occlusion")}, "image"),
             (pl.finish(self._vis), {
                 **common, "name": f"{group}: visible", "opacity": 0.35, "visible": False,
-                "metadata": meta("visible")}, "labels")]
+                "colormap": cell_colormap(), "metadata": meta("visible")}, "labels")]
         for k, labels in enumerate(self._packer.result()):
             out.append((pl.finish(labels), {
                 **common, "name": f"{group}: amodal {k + 1}", "opacity": 1.0,
-                "metadata": meta("amodal")}, "labels"))
+                "colormap": cell_colormap(), "metadata": meta("amodal")}, "labels"))
         parts = self._points or [(np.zeros(0), np.zeros((0, 2)), np.zeros(0, dtype=np.int64))]
         out.append(centroid_points(np.concatenate([p[0] for p in parts]),
                                    np.concatenate([p[1] for p in parts]),
                                    np.concatenate([p[2] for p in parts]), group, pl,
-                                   meta("centroids")))
+                                   meta("centroids"), self.shape))
         return out
 
 
@@ -305,16 +315,20 @@ def result_layer_data(frames: Sequence[FrameInstances], group: str,
 
 
 def centroid_points(t_local: np.ndarray, yx: np.ndarray, values: np.ndarray, group: str,
-                    placement: Placement, metadata: dict | None = None) -> tuple:
-    """Points LayerData of cell centroids with their label values as text."""
+                    placement: Placement, metadata: dict | None = None,
+                    frame_shape: tuple[int, int] = (500, 500)) -> tuple:
+    """Points LayerData of cell centroids with their label values as text: a white badge
+    with a black number on it, sized for frames of ``frame_shape`` (:data:`BADGE_FRACTION`)."""
     coords = placement.point_coords(np.asarray(t_local, dtype=float),
                                     np.asarray(yx, dtype=float).reshape(-1, 2))
+    badge = max(8.0, max(frame_shape) * BADGE_FRACTION)
     kwargs = {
         **placement.layer_kwargs(), "name": f"{group}: centroids", "ndim": placement.ndim,
         "features": {"label": np.asarray(values, dtype=np.int64)},
-        "text": {"string": "{label}", "color": "white", "size": 12,
-                 "translation": np.array([0.0] * (placement.ndim - 2) + [-10.0, 0.0])},
-        "size": 6, "face_color": "white", "border_color": "black", "symbol": "disc",
+        "text": {"string": "{label}", "color": "black", "size": badge * DIGITS_FRACTION,
+                 "anchor": "center", "scaling": True},
+        "size": badge, "face_color": "white", "border_color": "black", "border_width": 0.1,
+        "symbol": "disc",
         "metadata": metadata or {"blastoseg": {"group": group, "role": "centroids",
                                                "placement": placement.to_dict()}},
     }

@@ -335,6 +335,10 @@ class Trainer:
                 collate_fn=self.task.collate, num_workers=num_workers,
                 pin_memory=self.device.type == "cuda",
                 worker_init_fn=seed_worker if num_workers else None,
+                # its own generator: a loader draws its workers' base seed when its iterator
+                # starts, which from torch's global RNG would shift every later random draw
+                # (augmentation) of a run resumed mid-epoch by one (issue 18 item 16)
+                generator=torch.Generator().manual_seed(self.job.seed + 7919 * self.epoch + 1),
             )
             pending = 0
             for batch in loader:

@@ -141,6 +141,14 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         default_model=None,
         writer="blastoseg.results.count:write_count_results",
         cli="blastoseg.commands.count", widget="blastoseg.timeline_widget", proposes_cells=False),
+    ModelKind(
+        name="oocyte", title="oocyte class maps: zona, PVS, ooplasm, inclusions (S3, SMANet)",
+        card="blastoseg.predict.cards:OocyteCard",
+        task="blastoseg.train.oocyte_task",
+        predictor="blastoseg.predict.oocyte:OocytePredictor",
+        default_model=None,
+        writer="blastoseg.results.oocyte:write_oocyte_results",
+        cli="blastoseg.commands.oocyte", widget="blastoseg.oocyte_widget"),
 )}
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from blastoseg.instances import FrameInstances
 
 __all__ = ["CLASS_COLORS", "CLASS_NAMES", "INCLUSION", "N_CLASSES", "OOCYTE_CATEGORIES",
-           "OOPLASM", "PVS", "SER", "VACUOLE", "ZONA", "class_map"]
+           "OOPLASM", "PVS", "SER", "VACUOLE", "ZONA", "class_ids_of", "class_map"]
 
 BACKGROUND, ZONA, PVS, OOPLASM, INCLUSION, VACUOLE, SER = range(7)
 #: class id -> name, background included (the names are the dataset's category names)
@@ -39,6 +39,17 @@ CLASS_COLORS = {
 }
 
 
+def class_ids_of(categories: dict[int, str]) -> dict[int, int]:
+    """A dataset's category id -> oocyte class id, by name; ValueError naming any category
+    that is not an oocyte class (a blastomere dataset is not an oocyte dataset)."""
+    by_name = {name: k for k, name in CLASS_NAMES.items()}
+    unknown = sorted(set(categories.values()) - set(by_name))
+    if unknown:
+        raise ValueError(f"categories {unknown} are not oocyte classes "
+                         f"({', '.join(OOCYTE_CATEGORIES.values())})")
+    return {int(c): by_name[name] for c, name in categories.items()}
+
+
 def class_map(instances: FrameInstances, categories: dict[int, str] | None = None
               ) -> np.ndarray:
     """(H, W) uint8 class map of an oocyte's annotations (painted in increasing class id).
@@ -48,15 +59,11 @@ def class_map(instances: FrameInstances, categories: dict[int, str] | None = Non
     without it the ids are taken as the oocyte class ids. A category that is not an oocyte
     class raises ValueError (a blastomere dataset is not an oocyte dataset).
     """
-    by_name = {name: k for k, name in CLASS_NAMES.items()}
     out = np.zeros(instances.shape, np.uint8)
     ids = np.asarray(instances.class_ids, int)
     if categories is not None:
-        unknown = sorted({categories.get(int(c), str(c)) for c in ids} - set(by_name))
-        if unknown:
-            raise ValueError(f"categories {unknown} are not oocyte classes "
-                             f"({', '.join(OOCYTE_CATEGORIES.values())})")
-        ids = np.array([by_name[categories[int(c)]] for c in ids], int)
+        to_class = class_ids_of(categories)
+        ids = np.array([to_class[int(c)] for c in ids], int)
     elif len(ids) and (ids.min() < 1 or ids.max() >= N_CLASSES):
         raise ValueError(f"class ids {sorted(set(ids.tolist()))} are not oocyte classes "
                          f"1..{N_CLASSES - 1}")

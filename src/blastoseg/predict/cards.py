@@ -367,3 +367,29 @@ class CountCard:
             margin=margin)
 
 __all__ += ["CountCard"]
+
+
+@dataclass(frozen=True)
+class OocyteCard:
+    """An SMANet (``oocyte``, S3) model's card: ``{"model": SMANetConfig, "classes":
+    {id: name}}``. The class ids are fixed (:mod:`blastoseg.io.oocyte_classes`); a card whose
+    classes differ is refused, since the widget's legend and the measurements rely on them."""
+
+    name: str
+    model: Any
+    classes: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_card(cls, card: ModelCard) -> OocyteCard:
+        from blastoseg.io.oocyte_classes import CLASS_NAMES
+        from blastoseg.models.smanet import SMANetConfig
+
+        source, config = card.name, card.config or {}
+        model = _architecture(SMANetConfig.from_dict, config.get("model"), source)
+        classes = {int(k): str(v) for k, v in (config.get("classes") or CLASS_NAMES).items()}
+        if classes != CLASS_NAMES or model.n_classes != len(CLASS_NAMES):
+            raise WeightsError(f"model card of {source}: classes must be {CLASS_NAMES} "
+                               f"(got {classes}, n_classes {model.n_classes})")
+        return cls(name=source, model=model, classes=classes)
+
+__all__ += ["OocyteCard"]

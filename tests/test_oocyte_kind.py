@@ -226,3 +226,37 @@ def test_cli_segment_and_eval_oocyte(tiny_oocyte, tmp_path, capsys):
         assert key in result
     assert result["n_images"] == 3 and set(result["iou"]) >= {"zona", "inclusion"}
     assert 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_translator_trains_and_renders_label_maps(tiny_oocyte, tmp_path):
+    """``train oocyte-translator`` (the S4 pix2pix on label map -> image pairs) and
+    ``synth oocytes --translator``: same label maps, images from the generator."""
+    from blastoseg.cli import main
+    from blastoseg.io.dataset import read_dataset
+    from blastoseg.synth.oocyte.translate import OocyteTranslator
+
+    cfg = tmp_path / "tr.json"
+    cfg.write_text(json.dumps({
+        "pix2pix": {"gen_width": 4, "gen_depth": 5, "disc_width": 4, "n_dropout": 2},
+        "data": {"crop": 32, "repeats": 1},
+        "hyper": {"max_steps": 2, "batch_size": 2, "val_frames": 2, "threads": 1}}))
+    assert main(["train", "oocyte-translator", "--data", str(tiny_oocyte), "--val",
+                 str(tiny_oocyte), "--out", str(tmp_path / "job"), "--config", str(cfg),
+                 "--name", "tiny-translator", "--quiet"]) == 0
+    args = ["synth", "oocytes", "--n", "2", "--seed", "3", "--size", "64"]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*args, "--translator", "tiny-translator", "--out", str(tmp_path / "tr")]) == 0
+    plain, translated = read_dataset(tmp_path / "plain"), read_dataset(tmp_path / "tr")
+    assert translated.info["translator"] == "tiny-translator"
+    assert translated.images[0]["contrast"] == "translated"
+    assert np.array_equal(plain.instances(1).masks, translated.instances(1).masks)
+    assert not np.array_equal(plain.load_image(1), translated.load_image(1))
+    tr = OocyteTranslator("tiny-translator", device="cpu")
+    labels = np.zeros((40, 50), np.uint8)
+    labels[10:30, 10:40] = 3
+    a, b = tr.translate(labels, seed=1), tr.translate(labels, seed=1)
+    assert a.shape == (40, 50) and a.dtype == np.uint8 and np.array_equal(a, b)
+    from blastoseg.errors import BlastosegError
+
+    with pytest.raises(BlastosegError):
+        OocyteTranslator("tiny-oocyte")  # a segmentation model is not a translator

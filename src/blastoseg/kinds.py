@@ -149,6 +149,10 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         default_model=None,
         writer="blastoseg.results.oocyte:write_oocyte_results",
         cli="blastoseg.commands.oocyte", widget="blastoseg.oocyte_widget"),
+    ModelKind(
+        name="oocyte-translator", title="pix2pix oocyte label map -> image translator (S3)",
+        card="blastoseg.predict.cards:Pix2PixCard",
+        task="blastoseg.train.oocyte_translator_task"),
 )}
 
 

@@ -260,3 +260,22 @@ def test_translator_trains_and_renders_label_maps(tiny_oocyte, tmp_path):
 
     with pytest.raises(BlastosegError):
         OocyteTranslator("tiny-oocyte")  # a segmentation model is not a translator
+
+
+def test_seunet_comparison_trains_and_predicts_through_the_kind(tiny_oocyte, tmp_path):
+    """The S4 SE-U-Net (``architecture: seunet``) is an oocyte model like SMANet."""
+    from blastoseg.cli import main
+    from blastoseg.io.dataset import read_dataset
+    from blastoseg.predict.oocyte import OocytePredictor
+
+    cfg = tmp_path / "seu.json"
+    cfg.write_text(json.dumps({
+        "architecture": "seunet", "seunet": {"base_width": 4, "depth": 2}, "working_size": 64,
+        "hyper": {"max_steps": 1, "batch_size": 2, "val_frames": 1, "threads": 1}}))
+    assert main(["train", "oocyte", "--data", str(tiny_oocyte), "--val", str(tiny_oocyte),
+                 "--out", str(tmp_path / "job"), "--config", str(cfg), "--name", "tiny-seu",
+                 "--quiet"]) == 0
+    pred = OocytePredictor("tiny-seu", device="cpu")
+    assert pred.card.network.architecture == "seunet" and pred.card.working_size == 64
+    r = pred.predict(read_dataset(tiny_oocyte).load_image(0))
+    assert r.labels.shape == (64, 64)

@@ -86,9 +86,9 @@ class OocytePredictor(PredictorBase):
         self.pixel_size_um = pixel_size_um
 
     def build_model(self):
-        from blastoseg.models.smanet import SMANet
+        from blastoseg.models.oocyte_networks import build_oocyte_network
 
-        return SMANet(self.card.model)
+        return build_oocyte_network(self.card.network)
 
     def _result(self, scores: torch.Tensor, fit, pixel_size_um) -> OocyteResult:
         prob = torch.softmax(class_scores_to_frame(scores, fit), dim=0)
@@ -102,7 +102,7 @@ class OocytePredictor(PredictorBase):
     def run_frames(self, frames: Sequence[np.ndarray], *, pixel_size_um: float | None = None
                    ) -> Iterator[Step]:
         """Frames in batches (``done``/``total`` count frames)."""
-        size = self.card.model.working_size
+        size = self.card.working_size
         px = self.pixel_size_um if pixel_size_um is None else float(pixel_size_um)
         if px is not None and not px > 0:
             from blastoseg.errors import BlastosegError

@@ -6,6 +6,7 @@
 Config (``--config`` JSON)::
 
     {"model": {SMANetConfig fields: widths, dilations, scales, psp_bins, working_size, ...},
+     # or the S4 comparison: "architecture": "seunet", "seunet": {...}, "working_size": 256
      "loss": {"class_weights": null | [w0, ..., w6]},
      "hyper": {..., "threads": 1, "aug_strength": 1.0, "repeats": 1, "val_frames": 64}}
 
@@ -29,20 +30,26 @@ from torch import nn
 
 from blastoseg.io.oocyte_classes import CLASS_NAMES, INCLUSION, N_CLASSES
 from blastoseg.metrics.semantic import ComponentDetection, ConfusionMatrix
-from blastoseg.models.smanet import SMANet, SMANetConfig
+from blastoseg.models.oocyte_networks import (
+    OocyteNetworkConfig,
+    build_oocyte_network,
+    oocyte_network_config,
+)
 from blastoseg.train.augment import AugmentConfig
 from blastoseg.train.job import TrainJob
 from blastoseg.train.oocyte_data import OocyteDataset
 from blastoseg.train.task import TrainingError, TrainTask, register_task
 
-__all__ = ["OocyteTask", "class_weights", "smanet_config"]
+__all__ = ["OocyteTask", "class_weights", "network_config"]
 
 KIND = "oocyte"
 
 
-def smanet_config(config: Mapping[str, Any]) -> SMANetConfig:
+def network_config(config: Mapping[str, Any]) -> OocyteNetworkConfig:
+    """The job's network: SMANet (``model``) or the SE-U-Net comparison (``architecture``
+    ``"seunet"``), see :mod:`blastoseg.models.oocyte_networks`."""
     try:
-        return SMANetConfig.from_dict(dict(config.get("model") or {}))
+        return oocyte_network_config(config)
     except (TypeError, ValueError) as exc:
         raise TrainingError(f"bad oocyte model config: {exc}") from None
 
@@ -86,14 +93,14 @@ class OocyteTask(TrainTask):
         threads = self.job.hyper.get("threads") if getattr(self, "job", None) else None
         if threads:
             torch.set_num_threads(max(int(threads), 1))
-        cfg = smanet_config(config)
+        cfg = network_config(config)
         if cfg.n_classes != N_CLASSES:
             raise TrainingError(f"an oocyte model has {N_CLASSES} classes, the config says "
                                 f"{cfg.n_classes}")
-        return SMANet(cfg)
+        return build_oocyte_network(cfg)
 
     def make_datasets(self, job: TrainJob):
-        cfg = smanet_config(job.config)
+        cfg = network_config(job.config)
         class_weights(job.config)  # a bad weight list fails before any data is read
         try:
             train = OocyteDataset(
@@ -135,10 +142,13 @@ class OocyteTask(TrainTask):
         return out
 
     def model_card(self, job: TrainJob, model: nn.Module, metrics: Mapping[str, float]) -> dict:
+        cfg = network_config(job.config)
+        what = ("SMANet (Andreini et al., oocyte segmentation, section 2.2: dilated ResNet, "
+                "multiscale attention, two-level decoder)" if cfg.architecture == "smanet"
+                else "SE-U-Net (S4) with a softmax classifier over the oocyte classes")
         return {
-            "architecture": "SMANet (Andreini et al., oocyte segmentation, section 2.2: "
-                            "dilated ResNet, multiscale attention, two-level decoder)",
-            "config": {"model": model.config.to_dict(),
+            "architecture": what,
+            "config": {**cfg.to_card(),
                        "classes": {str(k): v for k, v in CLASS_NAMES.items()},
                        "loss": {"name": "cross_entropy",
                                 "class_weights": class_weights(job.config)}},

@@ -78,12 +78,14 @@ def _specimen(lay: OocyteLayout, cfg: OocyteConfig, rng: np.random.Generator
     for b in lay.vacuoles + lay.ser:
         inside = np.clip(1.0 - b.inside(yy, xx), 0, 1) ** 0.3
         grain_w *= 1.0 - 0.95 * inside
-    for b in lay.vacuoles:
+    for b in lay.vacuoles:  # clear fluid: path and absorption of the ooplasm gone, a rim
         cut += 0.95 * _chord(Blob(b.y, b.x, b.a, b.b, b.angle), yy, xx)
-        rim = np.exp(-0.5 * ((np.sqrt(b.inside(yy, xx)) - 1.0) * b.b / 0.8) ** 2)
-        absorb += rng.uniform(0.05, 0.2) * rim
-    for b in lay.ser:
-        cut += 0.25 * _chord(Blob(b.y, b.x, b.a, b.b, b.angle), yy, xx) * 0.3
+        rim = np.exp(-0.5 * ((np.sqrt(b.inside(yy, xx)) - 1.0) * b.b / 1.0) ** 2)
+        absorb += rng.uniform(0.15, 0.35) * rim
+        absorb -= rng.uniform(0.08, 0.2) * (b.inside(yy, xx) < 0.8)
+    for b in lay.ser:  # a flat smooth disc: less path, slightly clearer, no rim
+        cut += 0.2 * _chord(Blob(b.y, b.x, b.a, b.b, b.angle), yy, xx)
+        absorb -= rng.uniform(0.04, 0.12) * np.clip(1.0 - b.inside(yy, xx), 0, 1) ** 0.5
     opl = dn * um * np.clip(chord * (1.0 + grain_w * grain) - cut, 0, None)
     absorb += _u(rng, cfg.absorb_ooplasm) * chord / max(2 * lay.r_ooplasm, 1.0) * (
         1.0 + 0.5 * grain_w * grain)
@@ -96,11 +98,15 @@ def _specimen(lay: OocyteLayout, cfg: OocyteConfig, rng: np.random.Generator
     z_opl, z_abs = art.zona_opl(canvas, lay.r_zona_out, lay.r_zona_in, lay.ellipticity,
                                 lay.angle, rng, 0.3)
     opl += _centred_patch(z_opl * 0.012 * um, shape, lay.centre)
-    absorb += _centred_patch(z_abs, shape, lay.centre)
-    for b in lay.polar_bodies:
-        blob = art.blob(b.b, rng, 0.25, 0.12) * dn * um * rng.uniform(0.9, 1.3)
-        optics.add_patch(opl, blob, int(round(b.y)) - blob.shape[0] // 2,
-                         int(round(b.x)) - blob.shape[1] // 2)
+    # the zona scatters a little: a faint grey band in brightfield, as in clinic images
+    z_scatter = rng.uniform(0.03, 0.12) * z_opl / max(float(z_opl.max()), 1e-6)
+    absorb += _centred_patch(z_abs + z_scatter, shape, lay.centre)
+    for b in lay.polar_bodies:  # granular and darker than the medium, like the ooplasm
+        blob = art.blob(b.b, rng, 0.25, 0.12)
+        y0, x0 = int(round(b.y)) - blob.shape[0] // 2, int(round(b.x)) - blob.shape[1] // 2
+        optics.add_patch(opl, blob * dn * um * rng.uniform(0.9, 1.3), y0, x0)
+        optics.add_patch(absorb, rng.uniform(0.1, 0.3) * blob / max(float(blob.max()), 1e-6),
+                         y0, x0)
     n_debris = int(round(_u(rng, cfg.debris)))
     clusters = int(rng.integers(1, 4)) if rng.random() < cfg.cumulus_prob else 0
     if clusters or n_debris:

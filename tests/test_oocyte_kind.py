@@ -279,3 +279,19 @@ def test_seunet_comparison_trains_and_predicts_through_the_kind(tiny_oocyte, tmp
     assert pred.card.network.architecture == "seunet" and pred.card.working_size == 64
     r = pred.predict(read_dataset(tiny_oocyte).load_image(0))
     assert r.labels.shape == (64, 64)
+
+
+def test_finetuning_an_oocyte_model_the_synthetic_then_real_recipe(tiny_oocyte, tmp_path):
+    """What the Fine-tune widget launches for an oocyte base model: the base's own network
+    and class weights, its weights loaded, trained on the user's oocytes."""
+    from blastoseg.train import run_job
+    from blastoseg.train.finetune import create_finetune_job
+    from blastoseg.weights import get_model
+
+    job = create_finetune_job(str(tiny_oocyte), tmp_path / "ft", base="tiny-oocyte",
+                              kind="oocyte", epochs=1, name="tiny-oocyte-ft",
+                              hyper={"batch_size": 2, "threads": 1, "val_frames": 1})
+    assert run_job(job, stdout=False) == 0
+    entry = get_model("tiny-oocyte-ft")
+    assert entry.kind == "oocyte"
+    assert entry.card.config["model"] == get_model("tiny-oocyte").card.config["model"]

@@ -20,7 +20,7 @@ def coloured(labels: np.ndarray) -> np.ndarray:
     from blastoseg.io.oocyte_classes import CLASS_COLORS
 
     rgb = np.zeros((*labels.shape, 3), np.float32)
-    for k, (r, g, b, a) in CLASS_COLORS.items():
+    for k, (r, g, b, _) in CLASS_COLORS.items():
         if k:
             rgb[labels == k] = (r, g, b) if k >= 4 else (0.6 * r, 0.6 * g, 0.6 * b)
     return (255 * rgb).astype(np.uint8)

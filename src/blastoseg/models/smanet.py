@@ -176,7 +176,8 @@ class PyramidPooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         pooled = [F.interpolate(b(F.adaptive_avg_pool2d(x, n)), size=size, mode="bilinear",
-                                align_corners=False) for n, b in zip(self.bins, self.branches)]
+                                align_corners=False)
+                  for n, b in zip(self.bins, self.branches, strict=True)]
         return torch.cat([x, *pooled], dim=1)
 
 

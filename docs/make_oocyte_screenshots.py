@@ -62,6 +62,7 @@ def main() -> None:
     print(widget.status.value)
     print("truth:", {k: oo.meta[k] for k in ("n_inclusions", "n_vacuoles",
                                               "ooplasm_diameter_um", "zona_thickness_um")})
+    viewer.reset_view()  # the whole oocyte in the canvas beside the dock
     for _ in range(20):
         QApplication.processEvents()
         time.sleep(0.05)

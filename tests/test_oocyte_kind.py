@@ -72,6 +72,18 @@ def test_written_dataset_reads_back_as_the_same_class_map(tmp_path):
         OocyteConfig(contrast="phase")
 
 
+def test_class_map_round_trips_through_objects():
+    from blastoseg.io.oocyte_classes import class_map, instances_from_class_map
+    from blastoseg.synth.oocyte import OocyteConfig, render_oocyte
+
+    o = render_oocyte(6, OocyteConfig(image_size=(96, 96), vacuole_prob=1.0))
+    inst = instances_from_class_map(o.labels)
+    assert np.array_equal(class_map(inst), o.labels)
+    assert (inst.class_ids == 3).sum() == 1  # the ooplasm is one region
+    with pytest.raises(ValueError, match="not oocyte classes"):
+        instances_from_class_map(np.full((8, 8), 9))
+
+
 def test_smanet_two_attention_maps_and_shapes():
     import torch
 

@@ -108,6 +108,16 @@ def test_widget_table_legend_and_export(make_napari_viewer, qtbot, fake, oocytes
     out = widget.export_csv(tmp_path / "m.csv")
     rows = out.read_text().splitlines()
     assert rows[0].startswith("frame,unit,inclusion_count") and rows[1].startswith("0,um,")
+    # a correction painted into the Labels layer goes into the exported dataset
+    from blastoseg.io.dataset import read_dataset
+    from blastoseg.io.oocyte_classes import VACUOLE, class_map
+
+    layer.data[40:44, 40:44] = VACUOLE
+    widget.export_dataset(tmp_path / "corrected")
+    ds = read_dataset(tmp_path / "corrected")
+    assert len(ds) == 1 and ds.images[0]["pixel_size_um"] == 0.7
+    assert np.array_equal(class_map(ds.instances(0), ds.categories), layer.data)
+    assert np.array_equal(ds.load_image(0), oocytes[0].image)
     # re-running replaces the layer instead of piling up another
     widget.start()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)

@@ -17,7 +17,8 @@ import numpy as np
 from blastoseg.instances import FrameInstances
 
 __all__ = ["CLASS_COLORS", "CLASS_NAMES", "INCLUSION", "N_CLASSES", "OOCYTE_CATEGORIES",
-           "OOPLASM", "PVS", "SER", "VACUOLE", "ZONA", "class_ids_of", "class_map"]
+           "OOPLASM", "PVS", "SER", "VACUOLE", "ZONA", "class_ids_of", "class_map",
+           "instances_from_class_map"]
 
 BACKGROUND, ZONA, PVS, OOPLASM, INCLUSION, VACUOLE, SER = range(7)
 #: class id -> name, background included (the names are the dataset's category names)
@@ -70,3 +71,31 @@ def class_map(instances: FrameInstances, categories: dict[int, str] | None = Non
     for k in np.argsort(ids, kind="stable"):
         out[instances.masks[k]] = ids[k]
     return out
+
+
+def instances_from_class_map(labels: np.ndarray) -> FrameInstances:
+    """The objects of a class map (a corrected napari Labels layer, a prediction), as the
+    dataset stores them: the zona, the perivitelline space and the ooplasm one region each,
+    every connected inclusion, vacuole and SER cluster its own. ``class_map`` of the result
+    gives ``labels`` back exactly. Values outside the classes raise ValueError."""
+    from scipy import ndimage as ndi
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"a class map is 2D, got shape {labels.shape}")
+    bad = sorted(set(np.unique(labels).tolist()) - set(CLASS_NAMES))
+    if bad:
+        raise ValueError(f"values {bad} are not oocyte classes 0..{N_CLASSES - 1}")
+    masks, ids = [], []
+    for k in (ZONA, PVS, OOPLASM):
+        if (labels == k).any():
+            masks.append(labels == k)
+            ids.append(k)
+    for k in (INCLUSION, VACUOLE, SER):
+        lab, n = ndi.label(labels == k)
+        for j in range(1, n + 1):
+            masks.append(lab == j)
+            ids.append(k)
+    if not masks:
+        return FrameInstances.empty(labels.shape)
+    return FrameInstances(masks=np.stack(masks), class_ids=np.array(ids))

@@ -8,6 +8,10 @@ table, one row per frame: inclusion count and total area, vacuole count and diam
 clusters, ooplasm diameter, zona thickness, PVS width, and the warnings (no oocyte, two
 oocytes, a cut oocyte). "Export CSV" writes the table as ``blastoseg segment oocyte`` writes
 ``measurements.csv``. The pixel size (um) makes the lengths micrometres; 0 keeps pixels.
+The class map can be corrected with napari's label tools (the legend's numbers are the
+labels to paint with); "Export dataset" writes the image and the corrected class map as an
+oocyte dataset folder, which ``blastoseg train oocyte`` and the Fine-tune widget take (the
+paper's synthetic-then-real recipe on a clinic's own oocytes).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from magicgui.widgets import Container, FloatSpinBox, Label, PushButton
 
 from blastoseg.errors import BlastosegError
@@ -58,15 +63,19 @@ class OocyteWidget(ModelRunWidget):
         self.table_box = Container(labels=False)
         self.table_box.native.layout().addWidget(self.table)
         self.export_button = PushButton(text="Export CSV...", enabled=False)
+        self.dataset_button = PushButton(text="Export dataset...", enabled=False)
+        self.dataset_button.tooltip = ("the image and the (corrected) class map as an oocyte "
+                                       "dataset folder, for training or fine-tuning")
         self.run_result: OocyteRun | None = None
 
     def _form_rows(self) -> list:
         return [self.image, self.model, self.device, self.mode, self.pixel_size,
                 self._run_row(), self.progress, self.device_used, self.status, self.legend,
-                self.table_box, self.export_button]
+                self.table_box, self.export_button, self.dataset_button]
 
     def _connect(self, saved: dict) -> None:
         self.export_button.changed.connect(self._ask_export)
+        self.dataset_button.changed.connect(self._ask_dataset)
 
     def _extra_settings(self) -> dict:
         return {"pixel_size_um": float(self.pixel_size.value)}
@@ -90,7 +99,7 @@ class OocyteWidget(ModelRunWidget):
         self._replace_layers(old, result.layers)
         self.run_result = result
         self.fill_table(result)
-        self.export_button.enabled = True
+        self.export_button.enabled = self.dataset_button.enabled = True
         first = result.results[0].measurements
         n = len(result.results)
         warn = f"; {len(first.warnings)} warning(s)" if first.warnings else ""
@@ -144,4 +153,38 @@ class OocyteWidget(ModelRunWidget):
             try:
                 self.export_csv(path)
             except (OSError, BlastosegError) as exc:
+                self._report_error(exc)
+
+    def export_dataset(self, folder: str | Path) -> Path:
+        """Write the run's frames and the class Labels layer as it is now (corrections
+        included) as an oocyte dataset folder; returns the annotations.json path."""
+        from blastoseg.results.oocyte import write_oocyte_dataset
+
+        group = self._pending.get("group")
+        labels = [la for la in self.viewer.layers
+                  if _ui.layer_tag(la).get("role") == CLASSES_ROLE
+                  and _ui.layer_tag(la).get("group") == group]
+        if self.run_result is None or not labels or group not in self.viewer.layers:
+            raise BlastosegError("no class map to export: run the model on an image first")
+        image = self.viewer.layers[group]
+        maps = np.asarray(labels[0].data)
+        n, t0 = len(self.run_result.results), self.run_result.first_frame
+        if self._pending.get("axes") == "T":
+            images = [np.asarray(image.data[t0 + t]) for t in range(n)]
+            maps = [maps[t] for t in range(n)]
+        else:
+            images, maps = [np.asarray(image.data)], [maps]
+        out = write_oocyte_dataset(images, maps, folder,
+                                   pixel_size_um=float(self.pixel_size.value) or None)
+        self.status.value = f"dataset written to {out.parent}"
+        return out
+
+    def _ask_dataset(self, *_args) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.native, "Export the oocyte dataset to")
+        if folder:
+            try:
+                self.export_dataset(folder)
+            except (OSError, ValueError, BlastosegError) as exc:
                 self._report_error(exc)

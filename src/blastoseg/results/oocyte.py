@@ -21,7 +21,7 @@ import numpy as np
 from blastoseg.io.oocyte_classes import CLASS_NAMES
 from blastoseg.results.files import csv_text, refuse_existing, write_csv, write_tiff
 
-__all__ = ["CLASSES_FILE", "LABELS_FILE", "MEASUREMENTS_FILE", "MEASUREMENT_COLUMNS",
+__all__ = ["CLASSES_FILE", "write_oocyte_dataset", "LABELS_FILE", "MEASUREMENTS_FILE", "MEASUREMENT_COLUMNS",
            "measurement_rows", "measurements_csv", "oocyte_result_paths",
            "write_oocyte_results"]
 
@@ -94,3 +94,25 @@ def write_oocyte_results(results, out_dir: str | os.PathLike, *,
         for t, (m, path) in enumerate(zip(maps, label_files, strict=True)):
             written[f"labels_{t}"] = write_tiff(path, m)
     return written
+
+
+def write_oocyte_dataset(images: Sequence[np.ndarray], class_maps: Sequence[np.ndarray],
+                         out_dir: str | os.PathLike, *, pixel_size_um: float | None = None,
+                         overwrite: bool = False) -> Path:
+    """Images and their (corrected) class maps as an oocyte dataset folder, ready for
+    ``blastoseg train oocyte`` or a fine-tune (the widget's "Export dataset"). Returns the
+    annotations.json path; an existing one is refused unless ``overwrite`` (then kept as a
+    backup)."""
+    from blastoseg.io.dataset import Sample, write_dataset
+    from blastoseg.io.oocyte_classes import OOCYTE_CATEGORIES, instances_from_class_map
+
+    if len(images) != len(class_maps) or not len(images):
+        raise ValueError(f"{len(images)} images for {len(class_maps)} class maps")
+    samples = (Sample(image=np.asarray(img), instances=instances_from_class_map(cm),
+                      file_name=f"images/oocyte_{t:04d}.png" if np.asarray(img).dtype == np.uint8
+                      else f"images/oocyte_{t:04d}.tif",
+                      pixel_size_um=pixel_size_um)
+               for t, (img, cm) in enumerate(zip(images, class_maps, strict=True)))
+    return write_dataset(out_dir, samples, categories=OOCYTE_CATEGORIES, overwrite=overwrite,
+                         info={"description": "oocytes with class maps (blastoseg)",
+                               "semantic": "oocyte"})

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.inference_mode():
             net([img])  # warm-up
             rows[name] = statistics.median(
-                _timed(lambda: net([img])) for _ in range(args.repeats))
+                _timed(lambda net=net: net([img])) for _ in range(args.repeats))
 
     print(f"## `segment_amodal` called again vs torchvision Mask R-CNN\n\n500 x 500 synthetic "
           f"frame (5 cells), batch 1, {args.threads} torch threads, CPU "

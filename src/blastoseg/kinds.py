@@ -149,6 +149,18 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         default_model="localiser-default",
         writer="blastoseg.results.framing:write_framing_results",
         cli="blastoseg.commands.localiser"),
+    ModelKind(
+        name="oocyte", title="oocyte class maps: zona, PVS, ooplasm, inclusions (S3, SMANet)",
+        card="blastoseg.predict.cards:OocyteCard",
+        task="blastoseg.train.oocyte_task",
+        predictor="blastoseg.predict.oocyte:OocytePredictor",
+        default_model=None,
+        writer="blastoseg.results.oocyte:write_oocyte_results",
+        cli="blastoseg.commands.oocyte", widget="blastoseg.oocyte_widget"),
+    ModelKind(
+        name="oocyte-translator", title="pix2pix oocyte label map -> image translator (S3)",
+        card="blastoseg.predict.cards:Pix2PixCard",
+        task="blastoseg.train.oocyte_translator_task"),
 )}
 
 

@@ -71,6 +71,23 @@ def _synth_brightfield(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth_oocytes(args: argparse.Namespace) -> int:
+    from blastoseg.synth.oocyte import OocyteConfig, write_synthetic_oocytes
+
+    config = OocyteConfig(image_size=(args.size, args.size), contrast=args.contrast,
+                          label_maps=args.label_maps)
+    translator = None
+    if args.translator is not None:
+        from blastoseg.synth.oocyte.translate import OocyteTranslator
+
+        translator = OocyteTranslator(args.translator)
+    path = write_synthetic_oocytes(args.out, n=args.n, seed=args.seed, config=config,
+                                   translator=translator, overwrite=args.overwrite,
+                                   progress=progress_printer("rendering"))
+    print(f"wrote {path}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from blastoseg.demo import format_table, run_demo
 
@@ -139,6 +156,26 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     bf.add_argument("--overwrite", action="store_true",
                     help="replace an existing annotations.json (the old one is kept as a backup)")
     bf.set_defaults(func=_synth_brightfield)
+
+    oo = kinds.add_parser(
+        "oocytes", help="synthetic MII oocytes (40x inverted brightfield or Hoffman relief) "
+                        "with semantic classes: zona, perivitelline space, ooplasm, "
+                        "inclusions, vacuoles, SER clusters")
+    oo.add_argument("--n", type=int, default=100, help="number of oocytes")
+    oo.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+    oo.add_argument("--out", required=True, type=Path, help="output dataset folder")
+    oo.add_argument("--size", type=int, default=256, help="frame size in pixels (square)")
+    oo.add_argument("--contrast", choices=("hoffman", "inverted", "mixed"), default="mixed",
+                    help="hoffman relief, inverted-microscope brightfield, or each drawn")
+    oo.add_argument("--label-maps", choices=("realistic", "paper"), default="realistic",
+                    help="realistic abnormalities, or the paper's random label maps (1-5 round "
+                         "inclusions of 2-7 px at 256 x 256)")
+    oo.add_argument("--translator", metavar="MODEL", default=None,
+                    help="an oocyte-translator model (pix2pix, 'blastoseg train "
+                         "oocyte-translator') that turns the label maps into images")
+    oo.add_argument("--overwrite", action="store_true",
+                    help="replace an existing annotations.json (the old one is kept as a backup)")
+    oo.set_defaults(func=_synth_oocytes)
 
     demo = verbs.add_parser(
         "demo", help="generate a synthetic cleaving-embryo time-lapse, measure it, write outputs")

@@ -49,8 +49,9 @@ def default_job_dir() -> str:
     return str(data_home() / "jobs" / time.strftime("finetune-%Y%m%d-%H%M%S"))
 
 
-#: model kinds this widget fine-tunes (the job's kind is the base model's)
-FINETUNE_KINDS = ("amodal", "brightfield", "overlap")
+#: model kinds this widget fine-tunes (the job's kind is the base model's; "oocyte": the
+#: synthetic-then-real recipe of S3, a synthetic-trained base fine-tuned on your oocytes)
+FINETUNE_KINDS = ("amodal", "brightfield", "overlap", "oocyte")
 
 
 def _model_names() -> list[str]:

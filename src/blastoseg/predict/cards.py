@@ -392,3 +392,35 @@ class LocaliserCard:
                                                        card.name))
 
 __all__ += ["LocaliserCard"]
+
+
+@dataclass(frozen=True)
+class OocyteCard:
+    """An ``oocyte`` (S3) model's card: ``{"model": SMANetConfig, "classes": {id: name}}``, or
+    the SE-U-Net comparison's ``{"architecture": "seunet", "seunet": SEUNetConfig,
+    "working_size": N, "classes": ...}`` (:mod:`blastoseg.models.oocyte_networks`). The class
+    ids are fixed (:mod:`blastoseg.io.oocyte_classes`); a card whose classes differ is
+    refused, since the widget's legend and the measurements rely on them."""
+
+    name: str
+    network: Any
+    classes: dict = field(default_factory=dict)
+
+    @property
+    def working_size(self) -> int:
+        return int(self.network.working_size)
+
+    @classmethod
+    def from_card(cls, card: ModelCard) -> OocyteCard:
+        from blastoseg.io.oocyte_classes import CLASS_NAMES
+        from blastoseg.models.oocyte_networks import oocyte_network_config
+
+        source, config = card.name, card.config or {}
+        network = _architecture(oocyte_network_config, config, source)
+        classes = {int(k): str(v) for k, v in (config.get("classes") or CLASS_NAMES).items()}
+        if classes != CLASS_NAMES or network.n_classes != len(CLASS_NAMES):
+            raise WeightsError(f"model card of {source}: classes must be {CLASS_NAMES} "
+                               f"(got {classes}, n_classes {network.n_classes})")
+        return cls(name=source, network=network, classes=classes)
+
+__all__ += ["OocyteCard"]

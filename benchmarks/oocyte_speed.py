@@ -1,0 +1,47 @@
+"""Seconds per 512 x 512 oocyte image of an oocyte model on this CPU (issue 16 goal: < 0.5 s).
+
+Renders ``--frames`` synthetic 512 x 512 oocytes (seeds 730000+), runs the predictor frame by
+frame after one warm-up (class map back at 512 x 512 and the measurements included) with 1
+and 2 torch threads, and prints the median and the slowest frame.
+
+    nice python benchmarks/oocyte_speed.py --model oocyte-default [--frames 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="oocyte-default")
+    p.add_argument("--frames", type=int, default=10)
+    args = p.parse_args()
+    import torch
+
+    from blastoseg.predict.oocyte import OocytePredictor
+    from blastoseg.synth.oocyte import OocyteConfig, render_oocyte
+
+    cfg = OocyteConfig(image_size=(512, 512))
+    frames = [render_oocyte(730_000 + i, cfg).image for i in range(args.frames)]
+    pred = OocytePredictor(args.model, device="cpu", batch_size=1)
+    print(f"model {pred.entry.name} ({pred.card.network.architecture}), "
+          f"{args.frames} frames of 512 x 512")
+    print("| torch threads | median s / frame | slowest s |")
+    print("|---|---|---|")
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        pred.predict(frames[0])
+        times = []
+        for f in frames:
+            t0 = time.perf_counter()
+            pred.predict(f)
+            times.append(time.perf_counter() - t0)
+        print(f"| {threads} | {statistics.median(times):.3f} | {max(times):.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

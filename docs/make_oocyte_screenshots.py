@@ -1,0 +1,76 @@
+"""Re-make docs/images/oocyte_widget.png from the plugin.
+
+Renders a synthetic oocyte with inclusions and a vacuole (``blastoseg.synth.oocyte``, seed
+720003, 256 x 256, inverted-microscope contrast), docks "Oocyte inclusions", runs the model
+given (default ``oocyte-default``; a model name, a .safetensors or a job folder) at its pixel
+size and photographs the window: the class Labels layer over the image, the legend and the
+measurement table.
+
+Run under a (virtual) display::
+
+    xvfb-run -a -s "-screen 0 1400x1000x24" python docs/make_oocyte_screenshots.py [MODEL]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).parent / "images"
+TMP = Path(tempfile.mkdtemp(prefix="blastoseg-oocyte-shots-"))
+HOME = os.environ.get("BLASTOSEG_HOME")
+os.environ["BLASTOSEG_HOME"] = str(TMP / "home")  # widget settings go here
+
+
+def wait(until, timeout: float, what: str) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    end = time.time() + timeout
+    while not until() and time.time() < end:
+        QApplication.processEvents()
+        time.sleep(0.05)
+    if not until():
+        raise SystemExit(f"timed out waiting for {what}")
+
+
+def main() -> None:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from blastoseg.napari._oocyte_widget import OocyteWidget
+    from blastoseg.synth.oocyte import OocyteConfig, render_oocyte
+
+    model = sys.argv[1] if len(sys.argv) > 1 else "oocyte-default"
+    if HOME:  # a registered model of the caller's home (e.g. a benchmark's)
+        os.environ["BLASTOSEG_HOME"] = HOME
+    oo = render_oocyte(int(os.environ.get("OOCYTE_SEED", 720003)),
+                       OocyteConfig(contrast=os.environ.get("OOCYTE_CONTRAST", "inverted"),
+                                    vacuole_prob=1.0, inclusion_prob=1.0))
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1400, 1000)
+    viewer.add_image(oo.image, name="oocyte")
+    widget = OocyteWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Oocyte inclusions", area="right")
+    widget.model.value = model if model in widget.model.choices else widget.model.value
+    widget.device.value = "cpu"
+    widget.pixel_size.value = float(oo.meta["pixel_size_um"])
+    widget.start()
+    wait(lambda: widget.worker is None, 600, "the run")
+    print(widget.status.value)
+    print("truth:", {k: oo.meta[k] for k in ("n_inclusions", "n_vacuoles",
+                                              "ooplasm_diameter_um", "zona_thickness_um")})
+    viewer.reset_view()  # the whole oocyte in the canvas beside the dock
+    for _ in range(20):
+        QApplication.processEvents()
+        time.sleep(0.05)
+    OUT.mkdir(exist_ok=True)
+    shot = viewer.screenshot(path=str(OUT / "oocyte_widget.png"), canvas_only=False)
+    print("wrote", OUT / "oocyte_widget.png", shot.shape)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""``blastoseg segment oocyte INPUT --out DIR`` and ``blastoseg eval oocyte --data DIR``
+(SMANet, S3: oocyte class maps and inclusion measurements)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from blastoseg.commands.options import frames_at_plane, non_negative_int, output_folder
+from blastoseg.commands.progress import progress_printer
+from blastoseg.kinds import get_kind
+
+#: what ``eval oocyte`` prints without --json
+REPORT_KEYS = ("accuracy", "mIoU", "inclusion_detection", "inclusions_found",
+               "inclusions_total", "false_inclusions", "n_images", "ms_per_frame")
+
+
+def _segment_oocyte(args: argparse.Namespace) -> int:
+    from blastoseg.io import read_images
+    from blastoseg.predict.oocyte import OocytePredictor
+    from blastoseg.results.files import check_output_folder, refuse_existing
+    from blastoseg.results.oocyte import oocyte_result_paths, write_oocyte_results
+
+    check_output_folder(args.out)  # before any work: a bad output must not cost a run
+    refuse_existing(oocyte_result_paths(args.out), args.overwrite)
+    data = frames_at_plane(read_images(args.input), args.plane)
+    predictor = OocytePredictor(args.model, device=args.device,
+                                pixel_size_um=args.pixel_size_um)
+    print(f"model {predictor.entry.name} on {predictor.device_name}")
+    results = predictor.predict(data, progress=progress_printer("segmenting"))
+    for t, r in enumerate(results if isinstance(results, list) else [results]):
+        m = r.measurements
+        print(f"frame {t}: {m.inclusion_count} inclusions ({m.inclusion_area:.1f} "
+              f"{m.unit}^2), {m.vacuole_count} vacuoles, ooplasm {m.ooplasm_diameter} {m.unit}"
+              + "".join(f"\n  warning: {w}" for w in m.warnings))
+    for name, path in write_oocyte_results(results, args.out,
+                                           overwrite=args.overwrite).items():
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+def _eval_oocyte(args: argparse.Namespace) -> int:
+    from blastoseg.predict.oocyte_eval import evaluate_oocyte_model
+
+    result = evaluate_oocyte_model(args.model, args.data, device=args.device,
+                                   max_images=args.max_images,
+                                   progress=None if args.json else progress_printer("evaluating"))
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        print(f"model {result['model']} on {result['n_images']} images of {result['data']}")
+        for key in REPORT_KEYS:
+            print(f"{key}: {result.get(key)}")
+        for name, iou in result["iou"].items():
+            print(f"iou {name}: {iou}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    default = get_kind("oocyte").default_model
+    p.add_argument("--model", default=default, required=default is None,
+                   help="registered name, .safetensors or training job folder"
+                        + ("" if default is None else f" (default {default})"))
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+
+def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser("oocyte", help="oocyte class maps (zona, perivitelline space, "
+                                        "ooplasm, inclusions, vacuoles, SER) and measurements")
+    p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
+    p.add_argument("--out", required=True, type=output_folder,
+                   help="output folder: classes.tif, measurements.csv, classes.csv")
+    p.add_argument("--plane", type=non_negative_int, default=0,
+                   help="focal-plane index for (T, Z, Y, X) input (default 0)")
+    p.add_argument("--pixel-size-um", type=float, default=None,
+                   help="micrometres per pixel (measurements in um; default: in pixels)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _common(p)
+    p.set_defaults(func=_segment_oocyte)
+
+
+def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser("oocyte", help="pixel accuracy, mean IoU, per-class IoU and "
+                                        "inclusion detection against a dataset's class maps")
+    p.add_argument("--data", required=True, type=Path, help="dataset folder with ground truth")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    _common(p)
+    p.set_defaults(func=_eval_oocyte)

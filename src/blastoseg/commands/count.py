@@ -7,9 +7,13 @@ import argparse
 import json
 from pathlib import Path
 
-from blastoseg.commands.options import frames_at_plane, non_negative_int, output_folder
+from blastoseg.commands.options import (
+    add_model_options,
+    frames_at_plane,
+    non_negative_int,
+    output_folder,
+)
 from blastoseg.commands.progress import progress_printer
-from blastoseg.kinds import get_kind
 
 #: what ``eval count`` prints without --json
 REPORT_KEYS = ("count_exact", "count_mae", "count_within1", "detection_rate", "misses",
@@ -57,11 +61,7 @@ def _eval_count(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    default = get_kind("count").default_model
-    p.add_argument("--model", default=default, required=default is None,
-                   help="registered name, .safetensors or training job folder"
-                        + ("" if default is None else f" (default {default})"))
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_model_options(p, "count")
 
 
 def add_segment_parser(kinds: argparse._SubParsersAction) -> None:

@@ -87,3 +87,15 @@ def read_input(path):
               f"the {len(stack.files) // max(1, len(stack.focal_planes or [0]))} readable "
               "frames from 0 in file order", file=sys.stderr)
     return stack
+
+
+def add_model_options(p: argparse.ArgumentParser, kind: str) -> None:
+    """``--model`` (the kind's shipped default; required when it has none) and ``--device``,
+    as every ``segment``/``eval`` verb of a model kind takes them."""
+    from blastoseg.kinds import get_kind
+
+    default = get_kind(kind).default_model
+    p.add_argument("--model", default=default, required=default is None,
+                   help="registered name, .safetensors or training job folder"
+                        + ("" if default is None else f" (default {default})"))
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")

@@ -161,10 +161,14 @@ def test_auto_takes_the_smaller_agreeing_circle_and_learned_where_they_disagree(
     assert _combine(smaller, learned).radius == 47
     assert _combine(smaller, learned).method.startswith("auto: classical")
     assert _combine(larger, learned).radius == 50
+    assert not _combine(smaller, learned).unsure and not _combine(larger, learned).unsure
     assert _combine(far, learned).cx == 100
     assert _combine(far, learned).method == "auto: learned (classical disagreed)"
+    # a disagreement is shown to the user as unsure (the widget asks, the CLI names the frame)
+    assert _combine(far, learned).unsure and "disagree" in _combine(far, learned).note
     unsure = EmbryoBox(100, 100, 50, 0.4, (300, 300), "localised", "", "learned")
     assert _combine(far, unsure).method == "auto: classical (learned unsure)"
+    assert _combine(far, unsure).unsure
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])

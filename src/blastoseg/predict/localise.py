@@ -156,10 +156,11 @@ class EmbryoBox:
     @property
     def unsure(self) -> bool:
         """A localised box whose confidence is below :data:`UNSURE_CONFIDENCE`, or one chosen
-        among several embryos in view (show the guess to the user; do not trust it
-        silently)."""
+        among several embryos in view, or one on which the "auto" localiser's two halves
+        disagreed (show the guess to the user; do not trust it silently)."""
         return self.source in ("localised", "diameter") and (
-            self.confidence < UNSURE_CONFIDENCE or MANY_EMBRYOS in self.note)
+            self.confidence < UNSURE_CONFIDENCE or MANY_EMBRYOS in self.note
+            or DISAGREE in self.note)
 
     def xyxy(self, margin: float = 0.0) -> tuple[float, float, float, float]:
         """Square (x1, y1, x2, y2) in pixel edges around the circle, grown by ``margin`` x radius."""
@@ -281,6 +282,8 @@ def _candidates(score: np.ndarray, radii: np.ndarray, k: int) -> list[tuple[floa
 
 NO_EMBRYO = "no embryo found"
 MANY_EMBRYOS = "embryos in view"
+#: the "auto" localiser's two halves found different circles: shown to the user as unsure
+DISAGREE = "the learned and classical localisers disagree"
 CUT_BY_EDGE = "embryo cut by the frame edge"
 _SEVERAL = 0.8   # another embryo: a distinct circle with this share of the best contrast
 _MIN_CONTRAST = 0.15  # a circle with less contrast is no embryo (choose_embryo_box's default)
@@ -459,18 +462,23 @@ def _combine(classical: EmbryoBox, learned: EmbryoBox) -> EmbryoBox:
     classical method can take debris, a well's shadow or a cluster of cells for the embryo,
     and the network was trained to find the embryo in exactly such frames - unless its heat
     map's peak is below LEARNED_SURE (it is unsure what the embryo is: a frame unlike any it
-    was trained on), when the classical circle stays."""
+    was trained on), when the classical circle stays; either way the box's note says that
+    they disagree, which makes it unsure (the widget shows it as a guess and asks)."""
     r = learned.radius
     agree = (np.hypot(classical.cx - learned.cx, classical.cy - learned.cy) < AGREE_CENTRE * r
              and AGREE_RADIUS[0] * r <= classical.radius <= AGREE_RADIUS[1] * r)
-    if (agree and classical.radius < learned.radius) or \
-            (not agree and learned.confidence < LEARNED_SURE):
-        why = "smaller, agrees with learned" if agree else "learned unsure"
-        return EmbryoBox(**{**classical.to_dict(), "image_shape": classical.image_shape,
-                            "method": f"auto: classical ({why})"})
-    why = "larger than learned" if agree else "classical disagreed"
-    return EmbryoBox(**{**learned.to_dict(), "image_shape": learned.image_shape,
-                        "method": f"auto: learned ({why})"})
+    if agree:
+        chosen, why = ((classical, "classical (smaller, agrees with learned)")
+                       if classical.radius < learned.radius
+                       else (learned, "learned (smaller, agrees with classical)"))
+        note = chosen.note
+    else:
+        chosen, why = ((learned, "learned (classical disagreed)")
+                       if learned.confidence >= LEARNED_SURE
+                       else (classical, "classical (learned unsure)"))
+        note = f"{chosen.note}; {DISAGREE}" if chosen.note else DISAGREE
+    return EmbryoBox(**{**chosen.to_dict(), "image_shape": chosen.image_shape, "note": note,
+                        "method": f"auto: {why}"})
 
 
 def parse_circle(text: str) -> tuple[float, float, float]:

@@ -15,8 +15,8 @@ from blastoseg.cli import main
 from blastoseg.predict import localise
 from blastoseg.predict.amodal import AmodalPredictor, segment_amodal
 from blastoseg.predict.base import clear_predictor_cache, load_predictor
+from blastoseg.predict.embryo_box import UNSURE_CONFIDENCE, EmbryoBox
 from blastoseg.predict.embryo_spec import FramingError, per_frame_embryos
-from blastoseg.predict.localise import EmbryoBox
 
 
 def _frame(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
@@ -131,7 +131,7 @@ def test_unsure_localisation_is_flagged_with_its_guess(predictor, monkeypatch):
     guess = predictor.locate_guess(frame)
     assert (guess.cx, guess.cy, guess.radius) == (50, 40, 30)
     # used, but below the 'unsure' confidence: flagged, the guess is the box used
-    mid = (predictor.min_confidence + localise.UNSURE_CONFIDENCE) / 2
+    mid = (predictor.min_confidence + UNSURE_CONFIDENCE) / 2
     _fake_localiser(monkeypatch, confidence=mid)
     res = predictor.predict(frame)
     assert res.meta["embryo"]["source"] == "localised" and res.meta["embryo_unsure"] is True

@@ -8,7 +8,7 @@ import pytest
 
 from blastoseg.errors import BlastosegError
 from blastoseg.napari import embryo_circle as ec
-from blastoseg.predict.localise import EmbryoBox
+from blastoseg.predict.embryo_box import EmbryoBox
 
 
 def test_circle_round_trips_through_an_ellipse():

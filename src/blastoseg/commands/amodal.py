@@ -28,7 +28,7 @@ _MAX_WARNINGS = 10
 
 
 def _circle_arg(text: str) -> tuple[float, float, float]:
-    from blastoseg.predict.localise import parse_circle
+    from blastoseg.predict.embryo_box import parse_circle
 
     try:
         return parse_circle(text)

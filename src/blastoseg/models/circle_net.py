@@ -15,7 +15,8 @@ so that a 10 % error costs the same for small and large embryos.
 Sized for a 2-core CPU: a ResNet-like encoder of four stages (stride 16, widths w, 2w, 4w, 4w),
 two dilated residual blocks (rates 2 and 4) so that the receptive field covers a whole
 embryo filling the frame, and a two-step FPN-like upsampling back to stride 4. At
-``width=24`` it has ~0.6 M parameters and runs a 128 px frame in ~5 ms on one CPU core.
+``width=24`` it has 0.75 M parameters and runs a 128 px frame in 6 ms on one CPU core
+(measured 2026-12-06, torch 2.14, one thread).
 """
 
 from __future__ import annotations

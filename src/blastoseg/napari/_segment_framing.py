@@ -21,7 +21,7 @@ import numpy as np
 
 from blastoseg.napari import _ui
 from blastoseg.napari import embryo_circle as ec
-from blastoseg.predict.localise import EmbryoBox
+from blastoseg.predict.embryo_box import EmbryoBox
 
 ROLE = "embryo framing"
 DEBOUNCE_MS = 120

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from blastoseg.errors import BlastosegError
-from blastoseg.predict.localise import EmbryoBox
+from blastoseg.predict.embryo_box import EmbryoBox
 
 __all__ = [
     "COLOURS",

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from blastoseg.predict import localise as _localise
+from blastoseg.predict.embryo_box import EmbryoBox
 from blastoseg.predict.embryo_spec import EmbryoSpec, FramingError, check_diameter
 from blastoseg.predict.framing import to_grey
-from blastoseg.predict.localise import EmbryoBox
 
 __all__ = ["EmbryoFramed"]
 

@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 
 from blastoseg.errors import BlastosegError
-from blastoseg.predict.localise import EmbryoBox, parse_circle
+from blastoseg.predict.embryo_box import EmbryoBox, parse_circle
 
 __all__ = ["EmbryoSpec", "FramingError", "check_diameter", "per_frame_embryos"]
 

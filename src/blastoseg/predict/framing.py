@@ -22,7 +22,7 @@ from scipy import ndimage
 from blastoseg.errors import InvalidImageError
 from blastoseg.instances import FrameInstances
 from blastoseg.io.frames import grey_frame
-from blastoseg.predict.localise import EmbryoBox
+from blastoseg.predict.embryo_box import EmbryoBox
 
 __all__ = [
     "DEFAULT_MARGIN",

@@ -2,7 +2,7 @@
 
 :class:`LocaliserPredictor` follows the predictor contract (:mod:`blastoseg.predict.base`):
 ``predict(frame)`` gives a :class:`LocaliserResult` (the embryo's circle as an
-:class:`~blastoseg.predict.localise.EmbryoBox`, method ``"learned"``), a stack a list of them.
+:class:`~blastoseg.predict.embryo_box.EmbryoBox`, method ``"learned"``), a stack a list of them.
 The box's confidence is the heat map's peak (0..1).
 
 :func:`learned_circle` is what :func:`blastoseg.predict.localise.locate_embryo` calls: it
@@ -23,6 +23,7 @@ import torch
 from blastoseg.io.frames import grey_frame
 from blastoseg.models.circle_net import CircleNet
 from blastoseg.predict.base import PredictorBase, Step
+from blastoseg.predict.embryo_box import EmbryoBox
 from blastoseg.targets.circle_heatmap import decode_circles, letterbox
 
 __all__ = ["LocaliserPredictor", "LocaliserResult", "learned_circle"]
@@ -61,8 +62,6 @@ class LocaliserPredictor(PredictorBase):
         return [(*lb.to_frame(*c), float(p)) for lb, c, p in zip(boxes, circles, conf, strict=True)]
 
     def run_frames(self, frames: Sequence, **kind_options: Any) -> Iterator[Step]:
-        from blastoseg.predict.localise import EmbryoBox
-
         if kind_options:
             raise TypeError(f"unknown localiser option(s): {', '.join(sorted(kind_options))}")
         total = len(frames)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from blastoseg.io.dataset import read_dataset
 from blastoseg.io.frames import grey_frame
 from blastoseg.predict.localise import locate_embryo
 from blastoseg.train.localiser_data import circle_frames
@@ -35,9 +34,8 @@ def evaluate_localiser(data: str | Path, *, method: str = "auto", model: str | N
         cases = cases[:max(int(max_images), 0)]
     if not cases:
         raise ValueError(f"no image with an embryo_circle in {data}")
-    ds = read_dataset(data)
     found, true, missing, seconds = [], [], 0, 0.0
-    for k, (_, i, circle) in enumerate(cases):
+    for k, (ds, i, circle) in enumerate(cases):
         grey = grey_frame(ds.load_image(i), min_side=1)
         t0 = time.perf_counter()
         box = locate_embryo(grey, method=method, model=model)

@@ -2,7 +2,7 @@
 
 A frame with "0 cells" and no word why left users guessing (issue 18 item 11: a 2000 x 2000
 field). The result's ``meta`` records how the frame was framed (:mod:`blastoseg.predict.amodal`:
-``"embryo"``, the :class:`~blastoseg.predict.localise.EmbryoBox` used; ``"embryo_box"``, the
+``"embryo"``, the :class:`~blastoseg.predict.embryo_box.EmbryoBox` used; ``"embryo_box"``, the
 crop and its scale; ``"embryo_unsure"``), which is nearly always the reason: no embryo was
 found and the whole frame, shrunk to the model's working size, left the embryo too small; or
 localisation was off on a frame that is not a crop; or the localiser guessed. Otherwise the

@@ -30,8 +30,9 @@ from torch.utils.data import Dataset as TorchDataset
 
 from blastoseg.instances import FrameInstances
 from blastoseg.io.dataset import Dataset, read_dataset
+from blastoseg.predict.embryo_box import EmbryoBox
 from blastoseg.predict.framing import DEFAULT_MARGIN, frame_for_model
-from blastoseg.predict.localise import EmbryoBox, choose_embryo_box
+from blastoseg.predict.localise import choose_embryo_box
 from blastoseg.train.augment import AugmentConfig, build_augment
 
 __all__ = ["AmodalDataset", "collate_detection", "make_target"]

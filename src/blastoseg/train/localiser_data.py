@@ -20,22 +20,23 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from blastoseg.io.dataset import read_dataset
+from blastoseg.io.dataset import Dataset, read_dataset
 from blastoseg.io.frames import grey_frame
 from blastoseg.targets.circle_heatmap import letterbox
 
 __all__ = ["LocaliserDataset", "circle_frames"]
 
 
-def circle_frames(folders: list[Path]) -> list[tuple[Path, int, tuple[float, float, float]]]:
-    """(dataset folder, image index, circle) of every image with an ``embryo_circle``."""
+def circle_frames(folders: list[Path]) -> list[tuple[Dataset, int, tuple[float, float, float]]]:
+    """(opened dataset, image index, circle) of every image with an ``embryo_circle``; each
+    folder is read once (reading validates all its annotations)."""
     found = []
     for folder in folders:
         ds = read_dataset(folder)
         for i in range(len(ds)):
             circle = ds.extra(i).get("embryo_circle")
             if circle is not None and len(circle) == 3 and float(circle[2]) > 0:
-                found.append((Path(folder), i, tuple(float(v) for v in circle)))
+                found.append((ds, i, tuple(float(v) for v in circle)))
     return found
 
 
@@ -70,11 +71,7 @@ class LocaliserDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.epoch = 0
         images, circles = [], []
-        opened: dict[Path, object] = {}
-        for folder, i, (cx, cy, r) in index:
-            if folder not in opened:  # reading a dataset validates all its annotations
-                opened[folder] = read_dataset(folder)
-            ds = opened[folder]
+        for ds, i, (cx, cy, r) in index:
             grey = grey_frame(ds.load_image(i), min_side=1)
             t, box = letterbox(grey, self.store_size)
             images.append(t.to(torch.float16))

@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from blastoseg.commands.options import frames_at_plane, non_negative_int, output_folder
+from blastoseg.commands.options import (
+    frames_at_plane,
+    non_negative_int,
+    output_folder,
+    print_eval_report,
+)
 from blastoseg.commands.progress import progress_printer
 from blastoseg.kinds import get_kind
 
@@ -47,12 +51,8 @@ def _eval_localiser(args: argparse.Namespace) -> int:
     result = evaluate_localiser(args.data, method=args.method, model=args.model,
                                 max_images=args.max_images,
                                 progress=None if args.json else progress_printer("evaluating"))
-    if args.json:
-        print(json.dumps(result, allow_nan=False))
-    else:
-        print(f"localiser {result['method']} on {result['n_images']} images of {result['data']}")
-        for key in REPORT_KEYS:
-            print(f"{key}: {result.get(key)}")
+    print_eval_report(result, REPORT_KEYS, args.json, f"localiser {result['method']} on "
+                      f"{result['n_images']} images of {result['data']}")
     return 0
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from blastoseg.commands.options import (
@@ -12,6 +11,7 @@ from blastoseg.commands.options import (
     frames_at_plane,
     non_negative_int,
     output_folder,
+    print_eval_report,
 )
 from blastoseg.commands.progress import progress_printer
 
@@ -50,12 +50,9 @@ def _eval_oocyte(args: argparse.Namespace) -> int:
     result = evaluate_oocyte_model(args.model, args.data, device=args.device,
                                    max_images=args.max_images,
                                    progress=None if args.json else progress_printer("evaluating"))
-    if args.json:
-        print(json.dumps(result, allow_nan=False))
-    else:
-        print(f"model {result['model']} on {result['n_images']} images of {result['data']}")
-        for key in REPORT_KEYS:
-            print(f"{key}: {result.get(key)}")
+    print_eval_report(result, REPORT_KEYS, args.json,
+                      f"model {result['model']} on {result['n_images']} images of {result['data']}")
+    if not args.json:
         for name, iou in result["iou"].items():
             print(f"iou {name}: {iou}")
     return 0

@@ -99,3 +99,16 @@ def add_model_options(p: argparse.ArgumentParser, kind: str) -> None:
                    help="registered name, .safetensors or training job folder"
                         + ("" if default is None else f" (default {default})"))
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+
+def print_eval_report(result: dict, keys: tuple[str, ...], as_json: bool, heading: str) -> None:
+    """What every ``eval`` verb prints: one JSON object (``--json``), or ``heading`` and one
+    ``key: value`` line per key."""
+    import json
+
+    if as_json:
+        print(json.dumps(result, allow_nan=False))
+        return
+    print(heading)
+    for key in keys:
+        print(f"{key}: {result.get(key)}")

@@ -130,6 +130,20 @@ def _architecture(build, value: Any, source: str):
         raise WeightsError(f"model card of {source}: {exc}") from None
 
 
+def _framing(config: Mapping, source: str) -> dict:
+    """A card's ``framing`` section, checked: ``use_localisation``, ``min_confidence``,
+    ``margin`` (>= 0), the fields of every kind that crops around the embryo."""
+    framing = _section(config, "framing", source)
+    margin = _numbers([framing.get("margin", DEFAULT_MARGIN)], "framing.margin", source)[0]
+    if margin < 0:
+        raise WeightsError(f"model card of {source}: framing.margin must be >= 0, got "
+                           f"{margin}")
+    return {"use_localisation": bool(framing.get("use_localisation", True)),
+            "min_confidence": _numbers([framing.get("min_confidence", DEFAULT_MIN_CONFIDENCE)],
+                                       "framing.min_confidence", source)[0],
+            "margin": margin}
+
+
 # --- one card class per kind ------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -164,16 +178,11 @@ class AmodalCard:
     def from_card(cls, card: ModelCard) -> AmodalCard:
         source, config = card.name, card.config or {}
         post = _section(config, "postprocess", source)
-        framing = _section(config, "framing", source)
         rule = post.get("layer_rule")
         try:
             layer_rule = None if rule is None else LayerRule.from_dict(rule)
         except (TypeError, ValueError, AttributeError) as exc:
             raise WeightsError(f"model card of {source}: postprocess.layer_rule: {exc}") from None
-        margin = _numbers([framing.get("margin", DEFAULT_MARGIN)], "framing.margin", source)[0]
-        if margin < 0:
-            raise WeightsError(f"model card of {source}: framing.margin must be >= 0, got "
-                               f"{margin}")
         return cls(
             name=source,
             model=_architecture(AmodalConfig.from_dict, config.get("model"), source),
@@ -182,10 +191,7 @@ class AmodalCard:
             mask_nms_iou=check_unit(post.get("mask_nms_iou", 0.8), "postprocess.mask_nms_iou",
                                     source),
             layer_rule=layer_rule,
-            use_localisation=bool(framing.get("use_localisation", True)),
-            min_confidence=_numbers([framing.get("min_confidence", DEFAULT_MIN_CONFIDENCE)],
-                                    "framing.min_confidence", source)[0],
-            margin=margin)
+            **_framing(config, source))
 
 
 @dataclass(frozen=True)
@@ -353,18 +359,9 @@ class CountCard:
         from blastoseg.models.cellnet import CellNetConfig
 
         source, config = card.name, card.config or {}
-        framing = _section(config, "framing", source)
-        margin = _numbers([framing.get("margin", DEFAULT_MARGIN)], "framing.margin", source)[0]
-        if margin < 0:
-            raise WeightsError(f"model card of {source}: framing.margin must be >= 0, got "
-                               f"{margin}")
-        return cls(
-            name=source,
-            model=_architecture(CellNetConfig.from_dict, config.get("model"), source),
-            use_localisation=bool(framing.get("use_localisation", True)),
-            min_confidence=_numbers([framing.get("min_confidence", DEFAULT_MIN_CONFIDENCE)],
-                                    "framing.min_confidence", source)[0],
-            margin=margin)
+        return cls(name=source,
+                   model=_architecture(CellNetConfig.from_dict, config.get("model"), source),
+                   **_framing(config, source))
 
 __all__ += ["CountCard"]
 

@@ -35,9 +35,13 @@ from blastoseg.io.frames import grey_frame
 from blastoseg.io.oocyte_classes import CLASS_NAMES, N_CLASSES, class_map
 from blastoseg.models.pix2pix import Pix2Pix, Pix2PixConfig
 from blastoseg.predict.oocyte_input import normalise01
-from blastoseg.synth.brightfield.translate import pad_reflect
 from blastoseg.train.job import TrainJob
-from blastoseg.train.pix2pix_task import DEFAULT_DATA, Pix2PixTask, pix2pix_config
+from blastoseg.train.pix2pix_task import (
+    DEFAULT_DATA,
+    Pix2PixTask,
+    paired_item,
+    pix2pix_config,
+)
 from blastoseg.train.task import TrainingError, register_task
 
 __all__ = ["KIND", "LabelImagePairs", "OocyteTranslatorTask", "one_hot"]
@@ -77,29 +81,9 @@ class LabelImagePairs(TorchDataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         x, y = self.pairs[index % len(self.pairs)]
-        h, w = y.shape[-2:]
-        if self.crop is not None:
-            s = int(self.crop)
-            if h < s or w < s:
-                x, y = pad_reflect(x, max(h, s), max(w, s)), pad_reflect(y, max(h, s), max(w, s))
-                h, w = y.shape[-2:]
-            y0, x0 = int(self.rng.integers(0, h - s + 1)), int(self.rng.integers(0, w - s + 1))
-            x, y = x[:, y0:y0 + s, x0:x0 + s], y[:, y0:y0 + s, x0:x0 + s]
-            if self.flip and self.rng.random() < 0.5:
-                x, y = x[:, :, ::-1], y[:, :, ::-1]
-            if self.rot90:
-                k = int(self.rng.integers(0, 4))
-                x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
-            valid = np.ones((1, s, s), np.float32)
-        else:
-            m = self.multiple
-            th, tw = -(-h // m) * m, -(-w // m) * m
-            valid = np.zeros((1, th, tw), np.float32)
-            valid[:, :h, :w] = 1.0
-            x, y = pad_reflect(x, th, tw), pad_reflect(y, th, tw)
-        return {"phase": torch.from_numpy(np.ascontiguousarray(x, np.float32)),
-                "target": torch.from_numpy(np.ascontiguousarray(y, np.float32)),
-                "valid": torch.from_numpy(valid)}
+        # flips are horizontal only (the 90-degree turns give the other orientations)
+        return paired_item(x, y, crop=self.crop, flip=self.flip, vertical_flip=False,
+                           rot90=self.rot90, multiple=self.multiple, rng=self.rng)
 
 
 def translator_config(config: Mapping[str, Any]) -> Pix2PixConfig:

@@ -190,32 +190,43 @@ class Pix2PixPairs(TorchDataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         x, y = self.pair(index % len(self.scenes))
-        h, w = x.shape[-2:]
-        if self.crop is not None:
-            s = int(self.crop)
-            if h < s or w < s:  # small scene: reflect-pad up to the crop
-                x, y = pad_reflect(x, max(h, s), max(w, s)), pad_reflect(y, max(h, s), max(w, s))
-                h, w = x.shape[-2:]
-            y0 = int(self.rng.integers(0, h - s + 1))
-            x0 = int(self.rng.integers(0, w - s + 1))
-            x, y = x[:, y0:y0 + s, x0:x0 + s], y[:, y0:y0 + s, x0:x0 + s]
-            if self.flip and self.rng.random() < 0.5:
-                x, y = x[:, :, ::-1], y[:, :, ::-1]
-            if self.flip and self.rng.random() < 0.5:
-                x, y = x[:, ::-1], y[:, ::-1]
-            if self.rot90:
-                k = int(self.rng.integers(0, 4))
-                x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
-            valid = np.ones((1, s, s), np.float32)
-        else:
-            m = self.multiple
-            th, tw = -(-h // m) * m, -(-w // m) * m
-            valid = np.zeros((1, th, tw), np.float32)
-            valid[:, :h, :w] = 1.0
-            x, y = pad_reflect(x, th, tw), pad_reflect(y, th, tw)
-        return {"phase": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                "target": torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)),
-                "valid": torch.from_numpy(valid)}
+        return paired_item(x, y, crop=self.crop, flip=self.flip, vertical_flip=self.flip,
+                           rot90=self.rot90, multiple=self.multiple, rng=self.rng)
+
+
+def paired_item(x: np.ndarray, y: np.ndarray, *, crop: int | None, flip: bool,
+                vertical_flip: bool, rot90: bool, multiple: int,
+                rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """A pix2pix item from a (C, H, W) input and target: with ``crop`` one random square
+    (reflect-padded up to it when smaller), random flips and 90-degree turns; without, the
+    whole pair padded at the bottom/right to a multiple of ``multiple``. ``"valid"`` marks
+    the unpadded pixels."""
+    h, w = x.shape[-2:]
+    if crop is not None:
+        s = int(crop)
+        if h < s or w < s:  # small scene: reflect-pad up to the crop
+            x, y = pad_reflect(x, max(h, s), max(w, s)), pad_reflect(y, max(h, s), max(w, s))
+            h, w = x.shape[-2:]
+        y0 = int(rng.integers(0, h - s + 1))
+        x0 = int(rng.integers(0, w - s + 1))
+        x, y = x[:, y0:y0 + s, x0:x0 + s], y[:, y0:y0 + s, x0:x0 + s]
+        if flip and rng.random() < 0.5:
+            x, y = x[:, :, ::-1], y[:, :, ::-1]
+        if vertical_flip and rng.random() < 0.5:
+            x, y = x[:, ::-1], y[:, ::-1]
+        if rot90:
+            k = int(rng.integers(0, 4))
+            x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
+        valid = np.ones((1, s, s), np.float32)
+    else:
+        m = multiple
+        th, tw = -(-h // m) * m, -(-w // m) * m
+        valid = np.zeros((1, th, tw), np.float32)
+        valid[:, :h, :w] = 1.0
+        x, y = pad_reflect(x, th, tw), pad_reflect(y, th, tw)
+    return {"phase": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            "target": torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)),
+            "valid": torch.from_numpy(valid)}
 
 
 def pix2pix_config(config: Mapping[str, Any]) -> Pix2PixConfig:

@@ -117,11 +117,14 @@ def _raw(net, crop: np.ndarray, device) -> dict:
     with torch.inference_mode():
         out = net([torch.from_numpy(crop)[None].to(device)])[0]
     probs = out["masks"][:, 0].float().cpu().numpy()
-    return {"boxes": out["boxes"].float().cpu().numpy().astype(np.float32),
-            "scores": out["scores"].float().cpu().numpy().astype(np.float32),
-            "probs": np.round(probs * 255).astype(np.uint8),
-            "occlusion": np.round(out["occlusion"][0].float().cpu().numpy() * 255
-                                  ).astype(np.uint8)}
+    raw = {"boxes": out["boxes"].float().cpu().numpy().astype(np.float32),
+           "scores": out["scores"].float().cpu().numpy().astype(np.float32),
+           "probs": np.round(probs * 255).astype(np.uint8),
+           "occlusion": np.round(out["occlusion"][0].float().cpu().numpy() * 255
+                                 ).astype(np.uint8)}
+    if "layers" in out:  # a model with a layer branch: its expected-layer map
+        raw["layers"] = out["layers"][0].float().cpu().numpy().astype(np.float16)
+    return raw
 
 
 def gt_cell_stats(inst, meta: dict) -> dict:
@@ -291,6 +294,8 @@ class Frame:
         b = binary_masks(probs)
         self.iou, self.area = mask_overlaps(b)
         self.occ = rec[f"{variant}_occlusion"].astype(np.float32) / 255.0
+        lay = rec.get(f"{variant}_layers")
+        self.pred_layers = None if lay is None else lay.astype(np.float32)
         self._probs = probs  # uint8, kept for mapping back to the frame
         self.has_gt = "gt_model" in rec
         if self.has_gt:

@@ -57,6 +57,10 @@ class AmodalConfig:
         Enable the occlusion branch of section 4.1.
     occlusion_channels
         C_occ, width of the occlusion branch; the RPN and RoI heads see C + C_occ channels.
+    layer_classes, layer_channels
+        The layer-count branch (:mod:`blastoseg.models.layer_count`, an addition to the
+        paper): 0 for none, else K classes of "cells covering this pixel" (0 .. K-1 or more)
+        and the branch's width. Its expected-layer map feeds the counting rule.
     anchor_sizes, anchor_aspect_ratios
         One tuple of anchor sides (pixels at ``working_size``) per feature level, the FPN
         max-pool level included (``trunk_stages + 1`` tuples); scale them with
@@ -84,7 +88,8 @@ class AmodalConfig:
     loss_weight_*
         Section 4.3 weights: ``code`` = alpha (eq. 3), ``occlusion`` = beta (eq. 2),
         ``mask_init`` = gamma (BCE of the decoded initial mask), ``mask_refine`` = delta
-        (BCE of the refined mask, eq. 4); ``mask_fcn`` weights the FCN baseline's mask loss.
+        (BCE of the refined mask, eq. 4); ``mask_fcn`` weights the FCN baseline's mask loss;
+        ``layers`` the layer branch's cross-entropy.
         The RPN and box losses have weight 1.
     """
 
@@ -101,6 +106,9 @@ class AmodalConfig:
     # occlusion branch (section 4.1)
     occlusion: bool = True
     occlusion_channels: int = 32
+    # layer-count branch (not in the paper; models/layer_count.py): 0 = none, else K classes
+    layer_classes: int = 0
+    layer_channels: int = 48
     # RPN
     anchor_sizes: tuple[tuple[int, ...], ...] = ((20, 28), (40, 56), (80, 112), (160, 224))
     anchor_aspect_ratios: tuple[float, ...] = (0.75, 1.0, 1.33)
@@ -130,6 +138,7 @@ class AmodalConfig:
     loss_weight_mask_init: float = 1.0
     loss_weight_mask_refine: float = 1.0
     loss_weight_mask_fcn: float = 1.0
+    loss_weight_layers: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.vqvae, dict):
@@ -167,6 +176,11 @@ class AmodalConfig:
                      "code_fc_channels", "refine_channels", "box_representation"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1")
+        if self.layer_classes and not 3 <= self.layer_classes <= 16:
+            errors.append(f"layer_classes must be 0 (no layer branch) or 3..16, "
+                          f"got {self.layer_classes}")
+        if self.layer_channels < 1:
+            errors.append("layer_channels must be >= 1")
         if errors:
             raise ValueError("invalid AmodalConfig: " + "; ".join(errors))
 

@@ -33,6 +33,12 @@ from torchvision.ops import MultiScaleRoIAlign
 from blastoseg.models.amodal_config import AmodalConfig
 from blastoseg.models.amodal_heads import AmodalRoIHeads, CodeHead, RefineHead
 from blastoseg.models.light_backbone import build_light_backbone
+from blastoseg.models.layer_count import (
+    LayerBranch,
+    expected_layers,
+    layer_loss,
+    layer_targets,
+)
 from blastoseg.models.occlusion import (
     OcclusionBranch,
     occlusion_loss,
@@ -49,6 +55,7 @@ _ROI_SIZE = 14  # RoIAlign size of the mask features (torchvision and the paper)
 LOSS_KEYS = {
     "always": ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"),
     "occlusion": ("loss_occlusion",),
+    "layers": ("loss_layers",),
     "fcn": ("loss_mask",),
     "vq": ("loss_code", "loss_mask_init"),
     "vq_refine": ("loss_code", "loss_mask_init", "loss_mask_refine"),
@@ -139,6 +146,9 @@ class AmodalMaskRCNN(GeneralizedRCNN):
         self.config = cfg
         self.occlusion_branch = (OcclusionBranch(cfg.fpn_channels, cfg.occlusion_channels)
                                  if cfg.occlusion else None)
+        # reads the FPN levels before the occlusion features are appended; feeds nothing back
+        self.layer_branch = (LayerBranch(cfg.fpn_channels, cfg.layer_channels,
+                                         cfg.layer_classes) if cfg.layer_classes else None)
 
     # ------------------------------------------------------------------------------------
     @property
@@ -188,6 +198,8 @@ class AmodalMaskRCNN(GeneralizedRCNN):
                     raise ValueError(f"target {i}: every box needs x2 > x1 and y2 > y1")
 
         features = self.backbone(image_list.tensors)
+        layer_logits = (self.layer_branch(features) if self.layer_branch is not None
+                        else None)
         occ_logits = None
         if self.occlusion_branch is not None:
             features, occ_logits = self.occlusion_branch(features)
@@ -202,6 +214,8 @@ class AmodalMaskRCNN(GeneralizedRCNN):
                                                   tuple(image_list.tensors.shape[-2:]))
                 losses["loss_occlusion"] = (self.config.loss_weight_occlusion
                                             * occlusion_loss(occ_logits, target, valid))
+            if layer_logits is not None:
+                losses["loss_layers"] = self._layer_loss(layer_logits, image_list, targets)
             return losses
 
         detections = self.transform.postprocess(detections, image_list.image_sizes,
@@ -209,6 +223,9 @@ class AmodalMaskRCNN(GeneralizedRCNN):
         padded = tuple(image_list.tensors.shape[-2:])
         for i, det in enumerate(detections):
             h0, w0 = original_sizes[i]
+            if layer_logits is not None:
+                det["layers"] = self._to_original(expected_layers(layer_logits[i:i + 1]),
+                                                  padded, image_list.image_sizes[i], (h0, w0))
             if occ_logits is None:
                 det["occlusion"] = image_list.tensors.new_zeros((1, h0, w0))
                 continue
@@ -220,6 +237,41 @@ class AmodalMaskRCNN(GeneralizedRCNN):
                                  align_corners=False)
             det["occlusion"] = prob[0]
         return detections
+
+    @staticmethod
+    def _to_original(level_map: torch.Tensor, padded: tuple[int, int], size: tuple[int, int],
+                     original: tuple[int, int]) -> torch.Tensor:
+        """(1, 1, h, w) map on the padded batch grid -> (1, H0, W0) on the input image."""
+        m = F.interpolate(level_map, size=padded, mode="bilinear", align_corners=False)
+        h, w = size
+        return F.interpolate(m[..., :h, :w], size=original, mode="bilinear",
+                             align_corners=False)[0]
+
+    def _layer_loss(self, logits: torch.Tensor, image_list: Any,
+                    targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        onehot, valid = layer_targets([t["masks"] for t in targets], image_list.image_sizes,
+                                      tuple(image_list.tensors.shape[-2:]),
+                                      self.config.layer_classes)
+        return self.config.loss_weight_layers * layer_loss(logits, onehot, valid)
+
+    def layer_branch_losses(self, images: list[torch.Tensor],
+                            targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Only the layer branch's loss, with the detector frozen (no gradient, BatchNorm
+        statistics untouched): trains the branch on a shipped detector without changing one
+        of its detections."""
+        if self.layer_branch is None:
+            raise ValueError("this model has no layer branch (config.layer_classes is 0)")
+        images = [self._as_input(img) for img in images]
+        image_list, targets = self.transform(images, targets)
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            with torch.no_grad():
+                features = self.backbone(image_list.tensors)
+        finally:
+            self.backbone.train(was_training)
+        logits = self.layer_branch(features)
+        return {"loss_layers": self._layer_loss(logits, image_list, targets)}
 
     def count_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (all, or only those that take gradient)."""

@@ -116,7 +116,8 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
 
     @property
     def layer_rule(self) -> LayerRule | None:
-        """The card's layer rule (counting stacked cells from the occlusion map), or None."""
+        """The card's layer rule (counting stacked cells from the occlusion map or the layer
+        branch's map), or None."""
         return self.card.layer_rule
 
     # --- model ------------------------------------------------------------------------------
@@ -131,12 +132,15 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
         probs_all = out["masks"][:, 0].float().cpu().numpy()
         occ = out.get("occlusion")
         occ_small = None if occ is None else occ[0].float().cpu().numpy()
+        lay = out.get("layers")
+        layers_small = None if lay is None else lay[0].float().cpu().numpy()
         # score threshold + mask NMS, and the card's layer rule when it has one
         # (predict/amodal_post.py, docs/counting_analysis.md)
         res = postprocess_detections(
             probs_all, out["scores"].float().cpu().numpy(), occ_small,
             score_threshold=self.score_threshold, mask_nms_iou=self.mask_nms_iou,
-            count_threshold=self.calibrated_threshold, rule=self.layer_rule)
+            count_threshold=self.calibrated_threshold, rule=self.layer_rule,
+            layers=layers_small)
         probs_small, scores = probs_all[res.indices], res.scores.astype(np.float32)
         if res.layer_estimate is not None:
             meta["layer_estimate"] = round(float(res.layer_estimate), 2)

@@ -93,15 +93,18 @@ def fit_layer_table(occlusions: Sequence[np.ndarray], layer_maps: Sequence[np.nd
     return [float(v) for v in table]
 
 
-def layer_count(masks: np.ndarray, occlusion: np.ndarray, table: Sequence[float],
+def layer_count(masks: np.ndarray, occlusion: np.ndarray, table: Sequence[float] | None,
                 edges: Sequence[float] = DEFAULT_LAYER_EDGES) -> float:
-    """How many cells the embryo holds, from the occlusion map and the kept cells' masks.
+    """How many cells the embryo holds, from a layer signal and the kept cells' masks.
 
-    ``sum over the union of the masks of E[layers | occlusion]`` (``table``, see
-    :func:`fit_layer_table`) divided by the masks' mean area. If every cell were found this
-    is about their number (the sum of the cells' areas over their mean area); a cell hidden
-    under others adds layers to pixels already in the union, so it raises the estimate even
-    when no kept mask covers it, while a duplicate adds nothing. 0.0 without masks.
+    ``sum over the union of the masks of E[layers]`` divided by the masks' mean area. If
+    every cell were found this is about their number (the sum of the cells' areas over their
+    mean area); a cell hidden under others adds layers to pixels already in the union, so it
+    raises the estimate even when no kept mask covers it, while a duplicate adds nothing.
+    E[layers] is ``table[bin of the occlusion probability]`` (:func:`fit_layer_table`), or,
+    with ``table=None``, ``occlusion`` is already an expected-layer map (the layer branch's,
+    :mod:`blastoseg.models.layer_count`), read as it is with at least one layer inside a
+    kept mask. 0.0 without masks.
     """
     b = as_binary(masks)
     if len(b) == 0:
@@ -110,9 +113,12 @@ def layer_count(masks: np.ndarray, occlusion: np.ndarray, table: Sequence[float]
     if area.mean() <= 0:
         return 0.0
     union = b.any(axis=0)
-    tab = np.asarray(table, dtype=np.float64)
-    expected = tab[np.digitize(np.asarray(occlusion, dtype=np.float32)[union],
-                               np.asarray(edges, dtype=np.float64))]
+    values = np.asarray(occlusion, dtype=np.float32)[union]
+    if table is None:
+        expected = np.maximum(values.astype(np.float64), 1.0)
+    else:
+        tab = np.asarray(table, dtype=np.float64)
+        expected = tab[np.digitize(values, np.asarray(edges, dtype=np.float64))]
     return float(expected.sum() / area.mean())
 
 
@@ -124,9 +130,13 @@ class LayerRule:
     Attributes
     ----------
     table
-        E[layers | occlusion bin] (:func:`fit_layer_table`), ``len(edges) + 1`` values.
+        E[layers | occlusion bin] (:func:`fit_layer_table`), ``len(edges) + 1`` values
+        (``source="occlusion"``; empty for ``"layers"``).
     edges
         Occlusion-probability bin edges of ``table``.
+    source
+        What the rule reads: ``"occlusion"``, the occlusion map through ``table``; or
+        ``"layers"``, the expected-layer map of a model with a layer branch, as it is.
     min_count
         The rule only acts when the layer count is at least this (below it the plain recipe
         is already right on synthetic frames: 1-3 cells are 80-100 % exact).
@@ -139,17 +149,21 @@ class LayerRule:
         Also drop the lowest-scored cells when the layer count says there are too many.
     """
 
-    table: list[float]
+    table: list[float] = field(default_factory=list)
     edges: list[float] = field(default_factory=lambda: list(DEFAULT_LAYER_EDGES))
     min_count: float = 4.0
     add_min_score: float = 0.5
     add_max_iou: float = 0.9
     drop: bool = True
+    source: str = "occlusion"
 
     def __post_init__(self) -> None:
         self.table = [float(v) for v in self.table]
         self.edges = [float(v) for v in self.edges]
-        if len(self.table) != len(self.edges) + 1:
+        if self.source not in ("occlusion", "layers"):
+            raise ValueError(f"layer rule source must be 'occlusion' or 'layers'; "
+                             f"got {self.source!r}")
+        if self.source == "occlusion" and len(self.table) != len(self.edges) + 1:
             raise ValueError(f"layer table needs len(edges) + 1 = {len(self.edges) + 1} "
                              f"values; got {len(self.table)}")
         if any(b <= a for a, b in zip(self.edges[:-1], self.edges[1:], strict=True)):
@@ -160,7 +174,8 @@ class LayerRule:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> LayerRule:
-        known = {"table", "edges", "min_count", "add_min_score", "add_max_iou", "drop"}
+        known = {"table", "edges", "min_count", "add_min_score", "add_max_iou", "drop",
+                 "source"}
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -178,7 +193,8 @@ def select_cells(iou: np.ndarray, area: np.ndarray, masks: np.ndarray, scores: n
     scores
         (N,) candidate scores.
     occlusion
-        (H, W) occlusion probability at the same resolution, or None (no layer rule).
+        (H, W) map the rule reads at the same resolution (the occlusion probability, or the
+        expected-layer map for a rule with ``source="layers"``), or None (no layer rule).
     score_threshold, mask_nms_iou
         The plain recipe: candidates with ``score >= score_threshold``, greedy mask NMS.
     rule
@@ -200,7 +216,8 @@ def select_cells(iou: np.ndarray, area: np.ndarray, masks: np.ndarray, scores: n
     kept_area = area[keep]
     if kept_area.mean() <= 0:
         return keep, None
-    estimate = layer_count(b[keep], occlusion, rule.table, rule.edges)
+    table = None if rule.source == "layers" else rule.table
+    estimate = layer_count(b[keep], occlusion, table, rule.edges)
     if estimate < rule.min_count:
         return keep, estimate
     target = int(round(estimate))
@@ -245,7 +262,8 @@ class PostResult:
 def postprocess_detections(masks: np.ndarray, scores: np.ndarray,
                            occlusion: np.ndarray | None = None, *, score_threshold: float,
                            mask_nms_iou: float, count_threshold: float | None = None,
-                           rule: LayerRule | Mapping | None = None) -> PostResult:
+                           rule: LayerRule | Mapping | None = None,
+                           layers: np.ndarray | None = None) -> PostResult:
     """One frame's raw candidates -> the instances a predictor returns.
 
     Parameters
@@ -266,6 +284,9 @@ def postprocess_detections(masks: np.ndarray, scores: np.ndarray,
         ``postprocess.score_threshold``); None: ``score_threshold``.
     rule
         :class:`LayerRule` (or its dict) or None for the plain recipe.
+    layers
+        (H, W) expected-layer map of a model with a layer branch, or None; read by a rule
+        with ``source="layers"`` (without it such a rule does not run).
 
     Returns
     -------
@@ -285,7 +306,8 @@ def postprocess_detections(masks: np.ndarray, scores: np.ndarray,
     if n == 0:
         return PostResult(np.zeros(0, dtype=np.int64), np.zeros(0, np.float32), 0)
     iou, area = mask_overlaps(masks)
-    cells, estimate = select_cells(iou, area, masks, s, occlusion, score_threshold=ct,
+    signal = layers if rule is not None and rule.source == "layers" else occlusion
+    cells, estimate = select_cells(iou, area, masks, s, signal, score_threshold=ct,
                                    mask_nms_iou=mask_nms_iou, rule=rule)
     below = np.nextafter(np.float32(ct), np.float32(-np.inf))
     new = {j: max(float(s[j]), ct) for j in cells}

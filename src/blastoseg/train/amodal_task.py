@@ -9,7 +9,9 @@ Config (``--config`` JSON): ``{"model": {AmodalConfig fields}, "shape_prior": NA
 "hyper": {...}}``; task hyper-parameters beyond the engine's: ``aug_strength`` (1.0),
 ``synth_per_epoch`` (0: only the given datasets), ``val_frames`` (100),
 ``use_localisation`` (True), ``framing_jitter`` (0: frame training images with the localiser;
-positive: around their labelled ``embryo_circle``, jittered, see :class:`AmodalDataset`).
+positive: around their labelled ``embryo_circle``, jittered, see :class:`AmodalDataset`),
+``train_only`` (``""``: every part; ``"layer_branch"``: only the layer-count branch on a frozen
+detector, e.g. to add the branch to a shipped model without changing its detections).
 """
 
 from __future__ import annotations
@@ -76,6 +78,21 @@ def targets_to_instances(target: Mapping[str, torch.Tensor]) -> FrameInstances:
                           class_ids=target["labels"].cpu().numpy())
 
 
+def layer_map_scores(layers: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
+    """How well one frame's expected-layer map (H, W) fits its true amodal masks (N, H, W):
+    the mean absolute layer error over the pixels inside a cell, and whether the layer
+    count read over the true cells (sum of layers over their union / their mean area, the
+    layer rule's estimate with every cell found) rounds to the true number (1.0 or 0.0)."""
+    m = masks.bool().to(layers.device)
+    if m.shape[0] == 0:
+        return 0.0, 1.0
+    true = m.sum(0).float()
+    inside = true >= 1
+    mae = float((layers.float() - true)[inside].abs().mean())
+    estimate = float(layers.float()[inside].clamp_min(1.0).sum() / m.flatten(1).sum(1).float().mean())
+    return mae, float(round(estimate) == m.shape[0])
+
+
 class AmodalTask(TrainTask):
     kind = KIND
     main_metric = "mAP"
@@ -95,7 +112,39 @@ class AmodalTask(TrainTask):
         if prior:
             vq = load_shape_prior(prior)
             cfg.vqvae = vq.config
-        return AmodalMaskRCNN(cfg, vqvae=vq)
+        model = AmodalMaskRCNN(cfg, vqvae=vq)
+        if self._layer_branch_only():
+            if model.layer_branch is None:
+                raise TrainingError("train_only 'layer_branch' needs a layer branch: set "
+                                    "model.layer_classes (e.g. 6) in the config")
+            for name, p in model.named_parameters():
+                p.requires_grad_(name.startswith("layer_branch."))
+        return model
+
+    def _layer_branch_only(self) -> bool:
+        mode = str(self.job.hyper.get("train_only", "") or "")
+        if mode not in ("", "layer_branch"):
+            raise TrainingError(f"hyper train_only must be '' or 'layer_branch'; got {mode!r}")
+        return mode == "layer_branch"
+
+    def load_base(self, model: nn.Module, entry) -> None:
+        """Strict load, except that a base without a layer branch may start one (the
+        branch keeps its fresh initialisation); every other key must match."""
+        from blastoseg.weights.safetensors_io import load_weights
+
+        state = load_weights(entry.weights_path)
+        expected = model.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        if (missing and not unexpected
+                and all(k.startswith("layer_branch.") for k in missing)):
+            load_into_model(model, entry.weights_path, card=entry.card.to_dict(),
+                            expected_kind=KIND, strict=False)
+            self.start_notes = (*self.start_notes,
+                                f"the base {entry.name!r} has no layer branch: it starts "
+                                f"from scratch ({len(missing)} tensors)")
+            return
+        super().load_base(model, entry)
 
     def make_datasets(self, job: TrainJob):
         cfg = model_config(job.config)
@@ -123,20 +172,30 @@ class AmodalTask(TrainTask):
 
     def training_step(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         images, targets = batch
-        losses = model(images, targets)  # already weighted (section 4.3)
+        if self._layer_branch_only():
+            inner = getattr(model, "module", model)  # DDP wraps the model
+            losses = inner.layer_branch_losses(images, targets)
+        else:
+            losses = model(images, targets)  # already weighted (section 4.3)
         return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
 
     def validate(self, model: nn.Module, val) -> dict[str, float]:
         loader = DataLoader(val, batch_size=int(self.job.hp("batch_size")), shuffle=False,
                             collate_fn=self.collate)
-        gt, pred = [], []
+        gt, pred, layer_scores = [], [], []
         for images, targets in loader:
             outputs = model([im.to(self.device) for im in images])
             pred += [outputs_to_instances(o) for o in outputs]
             gt += [targets_to_instances(t) for t in targets]
+            layer_scores += [layer_map_scores(o["layers"][0], t["masks"])
+                             for o, t in zip(outputs, targets, strict=True) if "layers" in o]
         result = evaluate_amodal(gt, pred)
         keys = ("mAP", "AP50", "AP75", "count_exact", "count_mae")
-        return {k: float(result[k]) if result.get(k) is not None else 0.0 for k in keys}
+        metrics = {k: float(result[k]) if result.get(k) is not None else 0.0 for k in keys}
+        if layer_scores:
+            metrics["layer_mae"] = sum(s[0] for s in layer_scores) / len(layer_scores)
+            metrics["layer_count_exact"] = sum(s[1] for s in layer_scores) / len(layer_scores)
+        return metrics
 
     def model_card(self, job: TrainJob, model: nn.Module, metrics: Mapping[str, float]) -> dict:
         return {

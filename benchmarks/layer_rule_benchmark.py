@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     calib = load("calib", args.calib_frames, args.calib_seed)
     bench = load("bench", args.frames, args.seed)
-    occ_rule, _ = calibrate_rule(calib, thr, nms)
+    occ_rule, _, _ = calibrate_rule(calib, thr, nms)
     lay_rule, lay_free = calibrate_layer_rule(calib, thr, nms)
     rules = {"plain (card)": None, "layer rule, occlusion map": occ_rule,
              "layer rule, layer map (proposed)": lay_rule,

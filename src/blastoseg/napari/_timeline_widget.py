@@ -78,6 +78,7 @@ class TimelineWidget(ModelRunWidget):
                                      step=1.0, value=float(saved.get("interval_min", 0.0)))
         self.interval.tooltip = ("minutes between frames, for a stack whose metadata has no "
                                  "frame times (its own times win); 0: events in frames")
+        self.interval.native.setSpecialValueText("none")  # shown at 0
         self.start_h = FloatSpinBox(label="hours at frame 0", min=0.0, max=1000.0, step=0.5,
                                     value=float(saved.get("start_h", 0.0)))
         self.start_h.tooltip = ("hours post insemination at the stack's first frame (with the "

@@ -13,31 +13,16 @@ Run under a (virtual) display::
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-OUT = Path(__file__).parent / "images"
-TMP = Path(tempfile.mkdtemp(prefix="blastoseg-batch-shots-"))
-os.environ["BLASTOSEG_HOME"] = str(TMP / "home")  # widget settings go here; bundled models stay
+from screenshot_setup import open_viewer, save_shot, throwaway_home, wait
+
+TMP = throwaway_home("blastoseg-batch-shots-")  # bundled models stay
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
 
-def wait(until, timeout: float, what: str) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.time() + timeout
-    while not until() and time.time() < end:
-        QApplication.processEvents()
-        time.sleep(0.05)
-    if not until():
-        raise SystemExit(f"timed out waiting for {what}")
-
-
 def main() -> None:
-    import napari
     from batch_scale_out import write_timelapses
 
     from blastoseg.napari._batch_widget import BatchWidget
@@ -47,8 +32,7 @@ def main() -> None:
     inp = write_timelapses(TMP / "incubator_export", 6, 10, 200)
     bad = sorted((inp / "WELL03").iterdir())[4]
     bad.write_bytes(bad.read_bytes()[:60])
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1400, 1000)
+    viewer = open_viewer(1400, 1000)
     widget = BatchWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Batch", area="right")
     widget.input_dir.value = inp
@@ -59,14 +43,12 @@ def main() -> None:
     widget.device.value = "cpu"
     widget.start()
     wait(lambda: "2/6" in widget.status.value or widget.worker is None, 1800, "2 embryos")
-    OUT.mkdir(exist_ok=True)
-    viewer.screenshot(str(OUT / "batch_widget_running.png"), canvas_only=False)
+    save_shot(viewer, "batch_widget_running.png")
     wait(lambda: widget.worker is None, 1800, "the batch")
     print(widget.status.value)
     widget.open_row(0)
     viewer.reset_view()
-    viewer.screenshot(str(OUT / "batch_widget_done.png"), canvas_only=False)
-    print(f"wrote {OUT / 'batch_widget_running.png'} and {OUT / 'batch_widget_done.png'}")
+    save_shot(viewer, "batch_widget_done.png")
     viewer.close()
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from screenshot_setup import close_toasts, settle, wait
 
 OUT = Path(__file__).parent / "images"
 TMP = Path(tempfile.mkdtemp(prefix="blastoseg-brightfield-shots-"))
@@ -35,35 +35,6 @@ STAND_IN = "stand-in (ground truth)"
 os.environ.setdefault("BLASTOSEG_HOME", str(TMP / "home"))  # widget settings go here
 
 
-def wait(until, timeout: float, what: str) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.time() + timeout
-    while not until() and time.time() < end:
-        QApplication.processEvents()
-        time.sleep(0.05)
-    if not until():
-        raise SystemExit(f"timed out waiting for {what}")
-
-
-def settle(n: int = 10) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    for _ in range(n):
-        QApplication.processEvents()
-        time.sleep(0.05)
-
-
-def close_toasts() -> None:
-    """Close napari's notification pop-ups (they cover the canvas)."""
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
-    from qtpy.QtWidgets import QApplication
-
-    for w in QApplication.allWidgets():
-        if isinstance(w, NapariQtNotification):
-            w.close()
-
-
 def shot(viewer, name: str) -> None:
     import imageio.v3 as iio
     from qtpy.QtCore import Qt
@@ -72,9 +43,9 @@ def shot(viewer, name: str) -> None:
     qt = viewer.window._qt_viewer
     docks = [qt.dockLayerList, qt.dockLayerControls]  # room for the long layer names
     viewer.window._qt_window.resizeDocks(docks, [330] * len(docks), Qt.Orientation.Horizontal)
-    settle()
+    settle(10)
     viewer.reset_view()
-    settle()
+    settle(10)
     img = viewer.screenshot(canvas_only=False, flash=False)
     iio.imwrite(OUT / name, img)
     print("wrote", OUT / name, img.shape)

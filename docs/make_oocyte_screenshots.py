@@ -15,31 +15,14 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-OUT = Path(__file__).parent / "images"
-TMP = Path(tempfile.mkdtemp(prefix="blastoseg-oocyte-shots-"))
+from screenshot_setup import open_viewer, save_shot, settle, throwaway_home, wait
+
 HOME = os.environ.get("BLASTOSEG_HOME")
-os.environ["BLASTOSEG_HOME"] = str(TMP / "home")  # widget settings go here
-
-
-def wait(until, timeout: float, what: str) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.time() + timeout
-    while not until() and time.time() < end:
-        QApplication.processEvents()
-        time.sleep(0.05)
-    if not until():
-        raise SystemExit(f"timed out waiting for {what}")
+throwaway_home("blastoseg-oocyte-shots-")
 
 
 def main() -> None:
-    import napari
-    from qtpy.QtWidgets import QApplication
-
     from blastoseg.napari._oocyte_widget import OocyteWidget
     from blastoseg.synth.oocyte import OocyteConfig, render_oocyte
 
@@ -49,8 +32,7 @@ def main() -> None:
     oo = render_oocyte(int(os.environ.get("OOCYTE_SEED", 720003)),
                        OocyteConfig(contrast=os.environ.get("OOCYTE_CONTRAST", "inverted"),
                                     vacuole_prob=1.0, inclusion_prob=1.0))
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1400, 1000)
+    viewer = open_viewer(1400, 1000)
     viewer.add_image(oo.image, name="oocyte")
     widget = OocyteWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Oocyte inclusions", area="right")
@@ -63,12 +45,8 @@ def main() -> None:
     print("truth:", {k: oo.meta[k] for k in ("n_inclusions", "n_vacuoles",
                                               "ooplasm_diameter_um", "zona_thickness_um")})
     viewer.reset_view()  # the whole oocyte in the canvas beside the dock
-    for _ in range(20):
-        QApplication.processEvents()
-        time.sleep(0.05)
-    OUT.mkdir(exist_ok=True)
-    shot = viewer.screenshot(path=str(OUT / "oocyte_widget.png"), canvas_only=False)
-    print("wrote", OUT / "oocyte_widget.png", shot.shape)
+    settle()
+    save_shot(viewer, "oocyte_widget.png")
     viewer.close()
 
 

@@ -22,32 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from screenshot_setup import close_toasts, wait
+
 OUT = Path(__file__).parent / "images"
 TMP = Path(tempfile.mkdtemp(prefix="blastoseg-overlap-shots-"))
 SIZE = 512
 SEED = 7
 os.environ["BLASTOSEG_HOME"] = str(TMP / "home")  # widget settings and the tiny model go here
-
-
-def wait(until, timeout: float, what: str) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.time() + timeout
-    while not until() and time.time() < end:
-        QApplication.processEvents()
-        time.sleep(0.05)
-    if not until():
-        raise SystemExit(f"timed out waiting for {what}")
-
-
-def close_toasts() -> None:
-    """Close napari's notification pop-ups (they cover the canvas)."""
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
-    from qtpy.QtWidgets import QApplication
-
-    for w in QApplication.allWidgets():
-        if isinstance(w, NapariQtNotification):
-            w.close()
 
 
 def widen_layer_list(viewer, width: int = 380) -> None:

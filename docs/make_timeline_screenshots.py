@@ -12,39 +12,20 @@ Run under a (virtual) display::
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-OUT = Path(__file__).parent / "images"
-TMP = Path(tempfile.mkdtemp(prefix="blastoseg-timeline-shots-"))
-os.environ["BLASTOSEG_HOME"] = str(TMP / "home")  # widget settings go here; bundled models stay
+from screenshot_setup import open_viewer, save_shot, settle, throwaway_home, wait
 
-
-def wait(until, timeout: float, what: str) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.time() + timeout
-    while not until() and time.time() < end:
-        QApplication.processEvents()
-        time.sleep(0.05)
-    if not until():
-        raise SystemExit(f"timed out waiting for {what}")
+throwaway_home("blastoseg-timeline-shots-")  # bundled models stay
 
 
 def main() -> None:
-    import napari
-    from qtpy.QtWidgets import QApplication
-
     from blastoseg.commands.timeline import default_count_model
     from blastoseg.napari._sample_data import sample_timelapse
     from blastoseg.napari._timeline_widget import TimelineWidget
 
     model = sys.argv[1] if len(sys.argv) > 1 else default_count_model()
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1400, 1000)
+    viewer = open_viewer(1400, 1000)
     (data, kwargs, _), = sample_timelapse()
     viewer.add_image(data, **kwargs)
     widget = TimelineWidget(viewer)
@@ -57,12 +38,8 @@ def main() -> None:
     print(widget.status.value)
     t4 = widget.events.frames.get("t4") if widget.events else None
     widget.go_to_frame(t4 if t4 is not None else 0)
-    for _ in range(20):
-        QApplication.processEvents()
-        time.sleep(0.05)
-    OUT.mkdir(exist_ok=True)
-    shot = viewer.screenshot(path=str(OUT / "timeline_widget.png"), canvas_only=False)
-    print("wrote", OUT / "timeline_widget.png", shot.shape)
+    settle()
+    save_shot(viewer, "timeline_widget.png")
     viewer.close()
 
 

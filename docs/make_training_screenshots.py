@@ -16,30 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from screenshot_setup import close_toasts, wait
+
 OUT = Path(__file__).parent / "images"
 HOME = Path(tempfile.mkdtemp(prefix="blastoseg-shots-"))
 os.environ["BLASTOSEG_HOME"] = str(HOME / "home")  # before blastoseg reads it
-
-
-def wait(until, timeout: float) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.time() + timeout
-    while not until() and time.time() < end:
-        QApplication.processEvents()
-        time.sleep(0.05)
-    if not until():
-        raise SystemExit("timed out waiting for the training job")
-
-
-def close_toasts() -> None:
-    """Close napari's notification pop-ups (the "registered as ..." one covers the canvas)."""
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
-    from qtpy.QtWidgets import QApplication
-
-    for w in QApplication.allWidgets():
-        if isinstance(w, NapariQtNotification):
-            w.close()
 
 
 def shot(viewer, name: str) -> None:
@@ -80,9 +61,9 @@ def main() -> None:
     widget.job_dir.value = str(HOME / "jobs" / "finetune-my-lab")
     widget.start()
     wait(lambda: widget._progress is not None and widget._progress.step >= 18
-         and len(widget._progress.validation) >= 4, timeout=900)
+         and len(widget._progress.validation) >= 4, timeout=900, what="the training job")
     shot(viewer, "napari_training.png")
-    wait(lambda: widget._progress.state != "running", timeout=900)
+    wait(lambda: widget._progress.state != "running", timeout=900, what="the training job")
     print("job:", widget._progress.state, widget.status.value)
     viewer.window.remove_dock_widget("all")
 

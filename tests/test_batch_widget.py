@@ -96,3 +96,37 @@ def test_a_bad_form_is_refused(make_napari_viewer, tmp_path):
     widget.models.value = "count"
     widget.start()
     assert widget.worker is None and "TASK=MODEL" in widget.status.value
+
+
+def test_the_form_and_the_table_fit_a_narrow_dock(make_napari_viewer, qtbot, tmp_path):
+    """At the width napari docks it (about 370 px), nothing is cut off: the form needs less
+    than the dock's viewport (three task boxes a row and the final status made it 366-383 px
+    wide), and a long error wraps in the last column, which stretches, with all of it in the
+    tooltip (it was sized to the message and ran out of the dock)."""
+    from blastoseg.batch.run import BatchUpdate
+    from blastoseg.napari._batch_widget import COLUMNS
+
+    viewer, widget = _widget(make_napari_viewer, tmp_path)
+    error = "timeline: could not read frame F0004_34.9h.png (truncated file: 60 bytes)"
+    widget.on_update(BatchUpdate("start", total=2, embryos=[("WELL01", "pending"),
+                                                             ("WELL03", "pending")]))
+    widget.on_update(BatchUpdate("failed", embryo="WELL03", failed=1, total=2, error=error,
+                                 worker="tcp://127.0.0.1:4001"))
+    widget.status.value = ("finished: 1 done, 1 failed, 0 done earlier, 0 pending; summary.csv "
+                           "and manifest.json in the output folder; double-click a done "
+                           "embryo to open it")
+    scroll = widget.native
+    scroll.resize(370, 900)
+    qtbot.wait(50)
+    form = scroll.widget()
+    assert form.minimumSizeHint().width() <= 340
+    assert form.minimumSizeHint().width() <= scroll.viewport().width()
+    table = widget.table.native
+    assert table.horizontalHeader().stretchLastSection()
+    assert not table.verticalHeader().isVisible()
+    last = len(COLUMNS) - 1
+    widths = sum(table.columnWidth(c) for c in range(len(COLUMNS)))
+    assert widths <= table.viewport().width() + 1  # no column out of view
+    cell = table.item(1, last)
+    assert cell.text() == error and cell.toolTip() == error
+    assert table.rowHeight(1) > table.rowHeight(0)  # wrapped over lines

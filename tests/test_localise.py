@@ -171,3 +171,33 @@ def test_no_embryo_is_a_documented_outcome():
     blank = (120 + rng.normal(0, 2, (200, 200))).astype(np.float32)
     box = choose_embryo_box(blank)
     assert not box.found and box.source == "whole frame" and box.note == "no embryo found"
+
+
+def test_a_low_confidence_frame_runs_the_localiser_once(monkeypatch):
+    """The whole frame is used and the localiser's guess is shown: both from one run (the
+    framing ran it a second time for the guess)."""
+    from types import SimpleNamespace
+
+    from blastoseg.predict import localise
+    from blastoseg.predict.embryo_framing import EmbryoFramed
+
+    weak = EmbryoBox(cx=50.0, cy=40.0, radius=30.0, confidence=0.1, image_shape=(90, 100))
+    calls = []
+    monkeypatch.setattr(localise, "locate_embryo",
+                        lambda image, **kw: calls.append(kw) or weak)
+
+    class Framed(EmbryoFramed):
+        card = SimpleNamespace(use_localisation=True, min_confidence=0.6, margin=0.1)
+
+    box, unsure, guess = Framed()._choose(np.zeros((90, 100)), None, None, None)
+    assert len(calls) == 1
+    assert box.source == "whole frame" and unsure and guess is weak
+    # a confident frame: one run too, and no guess to show
+    weak_calls = len(calls)
+    sure = EmbryoBox(cx=50.0, cy=40.0, radius=30.0, confidence=0.9, image_shape=(90, 100))
+    monkeypatch.setattr(localise, "locate_embryo", lambda image, **kw: calls.append(kw) or sure)
+    box, unsure, guess = Framed()._choose(np.zeros((90, 100)), None, None, None)
+    assert len(calls) == weak_calls + 1 and box is sure and not unsure and guess is None
+    # the library function says the same: the box used and the localiser's own
+    assert localise.choose_embryo_box_and_guess(np.zeros((90, 100)), min_confidence=0.95) == \
+        (EmbryoBox.full_frame((90, 100), note=localise.NO_EMBRYO), sure)

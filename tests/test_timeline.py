@@ -18,6 +18,7 @@ from blastoseg.measure.timeline import (
     build_timeline,
     decode_stages,
     event_frames,
+    frame_times,
     intervals_from_events,
     stage_log_likelihoods,
 )
@@ -88,6 +89,31 @@ def test_bad_input_gets_clear_errors():
     tl = build_timeline([1, 1, 2, 2])
     assert tl.time_source == "frame index" and not tl.has_hours
     assert tl.events["t2"] == (2.0, 2) and tl.to_dict()["time_unit"] == "frames"
+
+
+def test_frame_times_from_an_interval_and_the_input_s_own_times_winning():
+    times = frame_times(4, interval_min=30, start_h=20)
+    assert times.hours == [20.0, 20.5, 21.0, 21.5] and times.note == ""
+    assert times.source == "frame interval (30 min, 20 h at frame 0)"
+    assert frame_times(3, interval_min=15).hours == [0.0, 0.25, 0.5]  # frame 0 at 0 h
+    tl = build_timeline([1, 1, 2, 2], times.hours, time_source=times.source)
+    assert tl.has_hours and tl.events["t2"] == (21.0, 2)
+    # times the input carries (file names, metadata) win over the interval, and say so
+    own = frame_times(2, [24.0, 24.2], "file names", interval_min=30, start_h=20)
+    assert own.hours == [24.0, 24.2] and own.source == "file names"
+    assert own.note == "the frame times come from the file names; the frame interval is not used"
+    assert frame_times(2, [1, 2], "layer metadata").note == ""
+    none = frame_times(3)
+    assert none.hours is None and none.source == "frame index"
+    for bad, match in [({"interval_min": 0}, "positive number of minutes; got 0"),
+                       ({"interval_min": -5}, "positive"),
+                       ({"interval_min": float("nan")}, "positive"),
+                       ({"start_h": 20}, "needs a frame interval"),
+                       ({"interval_min": 10, "start_h": float("inf")}, "number of hours")]:
+        with pytest.raises(TimelineError, match=match):
+            frame_times(3, **bad)
+    with pytest.raises(TimelineError, match="2 frame times for 3 frames"):
+        frame_times(3, [1.0, 2.0], interval_min=10)
 
 
 # --- frame counts from either kind ----------------------------------------------------------

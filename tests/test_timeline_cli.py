@@ -76,6 +76,39 @@ def test_timeline_of_a_tiff_without_times_uses_frame_indices(tmp_path, fake, cap
     assert (tmp_path / "out" / "timeline.csv").read_text().splitlines()[3] == "2,,2.000,2"
 
 
+def test_a_frame_interval_gives_hours_to_a_tiff_without_times(tmp_path, fake, capsys):
+    import tifffile
+
+    path = tmp_path / "lapse.tif"
+    tifffile.imwrite(path, _frames())
+    assert main(["timeline", str(path), "--out", str(tmp_path / "out"), "--json",
+                 "--interval-min", "30", "--start-h", "20"]) == 0
+    out, err = capsys.readouterr()
+    (tl,) = json.loads(out)["timelines"]
+    assert tl["time_unit"] == "hours" and tl["time_source"].startswith("frame interval")
+    assert tl["events"]["t2"] == {"hours": 21.0, "frame": 2}
+    assert tl["intervals"]["cc2"] == 1.5 and "frame indices" not in err
+    assert (tmp_path / "out" / "timeline.csv").read_text().splitlines()[3] == \
+        "2,21.000,2.000,2"
+    # --start-h alone cannot place the frames
+    assert main(["timeline", str(path), "--out", str(tmp_path / "o2"), "--start-h", "20"]) == 2
+    assert "needs a frame interval" in capsys.readouterr().err
+
+
+def test_the_times_in_the_file_names_win_over_a_frame_interval(tmp_path, fake, capsys):
+    import imageio.v3 as iio
+
+    folder = tmp_path / "lapse"
+    folder.mkdir()
+    for k, frame in enumerate(_frames()):
+        iio.imwrite(folder / f"embryo_frame{k:03d}_{20 + 0.5 * k:.1f}h.png", frame)
+    assert main(["timeline", str(folder), "--out", str(tmp_path / "out"),
+                 "--interval-min", "10"]) == 0
+    out, err = capsys.readouterr()
+    assert "the frame times come from the file names; the frame interval is not used" in err
+    assert "  t2: 21.00 h (frame 2)" in out
+
+
 def test_bad_time_lapses_are_refused_before_counting(tmp_path, fake, capsys):
     import imageio.v3 as iio
     import tifffile

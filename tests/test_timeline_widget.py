@@ -108,6 +108,31 @@ def test_job_without_qt_count_and_amodal():
     assert layer_hours({"hours": HOURS[:3]}, 13)[0] is None
 
 
+def test_frame_times_of_a_layer_without_qt():
+    from blastoseg.napari._timeline_widget import time_status
+    from blastoseg.napari.timeline_job import layer_frame_times, timeline_job
+
+    # no times in the metadata: the form's interval (0: none) and the hours at frame 0
+    times = layer_frame_times({}, 13, interval_min=30, start_h=20)
+    assert times.hours == HOURS and times.note == ""
+    assert time_status(times.source, times.note) == \
+        "times from the frame interval (30 min, 20 h at frame 0)"
+    _, run = _drive(timeline_job(_stack(), "T", (0, 13), FakeCount, hours=times.hours,
+                                 time_source=times.source))
+    assert run.timeline.has_hours and run.timeline.events["t2"] == (21.0, 2)
+    # the metadata's times win, and the status says the interval is not used
+    own = layer_frame_times({"hours": [h + 1 for h in HOURS]}, 13, interval_min=30, start_h=20)
+    assert own.hours[0] == 21.0 and own.source == "layer metadata"
+    assert time_status(own.source, own.note) == \
+        "times from the layer's metadata; the frame interval is not used"
+    meta = layer_frame_times({"hours": HOURS}, 13)
+    assert time_status(meta.source, meta.note) == "times from the layer's metadata"
+    none = layer_frame_times({}, 13, interval_min=0, start_h=20)  # a start alone: frames
+    assert none.hours is None and none.note == "the image layer carries no frame hours"
+    assert time_status(none.source, none.note).endswith(
+        "events in frame indices; give the frame interval for hours")
+
+
 @pytest.fixture
 def fakes(monkeypatch, tmp_path):
     monkeypatch.setenv("BLASTOSEG_HOME", str(tmp_path))
@@ -166,6 +191,31 @@ def test_widget_runs_edits_and_exports(make_napari_viewer, qtbot, fakes, tmp_pat
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
     assert [la.name for la in viewer.layers] == ["lapse", "lapse: count centroids"]
     assert "amodal model" in widget.status.value and cell("t3") == "22.50"
+
+
+@pytest.mark.gui
+def test_a_frame_interval_gives_hours_to_a_stack_without_times(make_napari_viewer, qtbot,
+                                                                fakes):
+    from blastoseg.napari._timeline_widget import ROWS, TimelineWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_stack(), name="lapse")
+    widget = TimelineWidget(viewer)
+    assert widget.interval.value == 0 and not widget.start_h.enabled
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert "events in frame indices; give the frame interval" in widget.status.value
+    assert widget.table.horizontalHeaderItem(0).text() == "time (frames)"
+    widget.interval.value = 30
+    assert widget.start_h.enabled
+    widget.start_h.value = 20
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert widget.status.value.endswith("times from the frame interval (30 min, 20 h at frame 0)")
+    assert widget.table.horizontalHeaderItem(0).text() == "hours"
+    assert widget.table.item(ROWS.index("t2"), 0).text() == "21.00"
+    assert widget.settings()["interval_min"] == 30 and widget.settings()["start_h"] == 20
+    assert TimelineWidget(viewer).interval.value == 30  # the next session starts there
 
 
 @pytest.mark.gui

@@ -72,6 +72,21 @@ def check_timelapse(lapse) -> None:
         check_frame_hours(lapse.hours, lapse.frame_names)
 
 
+def with_frame_times(lapse, interval_min: float | None = None, start_h: float | None = None):
+    """``lapse`` with its frame times settled by
+    :func:`~blastoseg.measure.timeline.frame_times`: its own when it has any, else from the
+    frame interval (``--interval-min``, ``--start-h``); ``time_note`` says what was used."""
+    from dataclasses import replace
+
+    from blastoseg.measure.timeline import frame_times
+
+    times = frame_times(len(lapse.frames), lapse.hours, lapse.time_source,
+                        interval_min=interval_min, start_h=start_h)
+    if times.hours is None:
+        return lapse  # frame indices; its time_note says why
+    return replace(lapse, hours=times.hours, time_source=times.source, time_note=times.note)
+
+
 def timeline_of(lapse, counts) -> object:
     from blastoseg.measure.timeline import build_timeline
 
@@ -96,15 +111,18 @@ def _timeline(args: argparse.Namespace) -> int:
     from blastoseg.io.timelapses import read_timelapses
     from blastoseg.results.timeline import write_timeline_files
 
-    lapses = read_timelapses(args.input)
+    lapses = [with_frame_times(lapse, args.interval_min, args.start_h)
+              for lapse in read_timelapses(args.input)]
     for lapse in lapses:
         check_timelapse(lapse)
     predictor = load_count_predictor(args.model, args.device)
     docs = []
     for lapse in lapses:
-        if lapse.time_note:
+        if lapse.hours is None:
             print(f"blastoseg: warning: {lapse.name}: {lapse.time_note}; using frame indices "
-                  "as times", file=sys.stderr)
+                  "as times (give --interval-min for hours)", file=sys.stderr)
+        elif lapse.time_note:
+            print(f"blastoseg: note: {lapse.name}: {lapse.time_note}", file=sys.stderr)
         counts = count_timelapse(predictor, lapse.frames,
                                  None if args.json else f"counting {lapse.name}")
         timeline = timeline_of(lapse, counts)
@@ -181,6 +199,12 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
                    help="TIFF stack, folder of frames (hours in the names, e.g. "
                         "frame_0003_25.5h.png) or dataset folder (one timeline per video)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--interval-min", type=float, default=None, metavar="MIN",
+                   help="minutes between frames, for inputs without frame times (the times "
+                        "an input carries win): events in hours instead of frames")
+    p.add_argument("--start-h", type=float, default=None, metavar="H",
+                   help="hours post insemination at the first frame (with --interval-min; "
+                        "default 0)")
     _common(p)
     p.set_defaults(func=_timeline)
 

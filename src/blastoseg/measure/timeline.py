@@ -40,6 +40,7 @@ from blastoseg.errors import BlastosegError
 __all__ = [
     "EVENTS",
     "INTERVALS",
+    "FrameTimes",
     "N_STAGES",
     "Timeline",
     "TimelineError",
@@ -47,6 +48,7 @@ __all__ = [
     "check_frame_hours",
     "decode_stages",
     "event_frames",
+    "frame_times",
     "intervals_from_events",
     "stage_log_likelihoods",
 ]
@@ -149,6 +151,53 @@ def check_frame_hours(hours: Sequence[float], names: Sequence[str] | None = None
 
 
 @dataclass
+class FrameTimes:
+    """The frame times a timeline uses (see :func:`frame_times`): ``hours`` (None: frame
+    indices), where they came from (``source``, "frame index" without times) and ``note``,
+    a sentence for the user on what was used or ignored ("" when nothing needs saying)."""
+
+    hours: list[float] | None
+    source: str
+    note: str = ""
+
+
+def frame_times(n_frames: int, hours: Sequence[float] | None = None,
+                source: str = "metadata", *, interval_min: float | None = None,
+                start_h: float | None = None) -> FrameTimes:
+    """The times of ``n_frames`` frames: the ones the input carries (``hours``, from
+    ``source``: file names, TIFF or layer metadata, dataset) when there are any, since they
+    are what the incubator recorded; else frame ``i`` at ``start_h + i * interval_min / 60``
+    hours (``start_h``: hours post insemination at frame 0, default 0) when a frame interval
+    is given; else None (the events are then in frames).
+
+    Raises
+    ------
+    TimelineError
+        An interval that is not a positive number, a start time without an interval, or
+        ``hours`` that are not one per frame.
+    """
+    if interval_min is not None and not (np.isfinite(interval_min) and interval_min > 0):
+        raise TimelineError(f"the frame interval must be a positive number of minutes; got "
+                            f"{interval_min:g}")
+    if start_h is not None and not np.isfinite(start_h):
+        raise TimelineError("the time at frame 0 must be a number of hours")
+    if start_h is not None and interval_min is None:
+        raise TimelineError("a time at frame 0 needs a frame interval too")
+    if hours is not None:
+        if len(hours) != n_frames:
+            raise TimelineError(f"{len(hours)} frame times for {n_frames} frames")
+        note = (f"the frame times come from the {source}; the frame interval is not used"
+                if interval_min is not None else "")
+        return FrameTimes([float(h) for h in hours], source, note)
+    if interval_min is None:
+        return FrameTimes(None, "frame index")
+    start = 0.0 if start_h is None else float(start_h)
+    step = float(interval_min) / 60.0
+    return FrameTimes([start + i * step for i in range(n_frames)],
+                      f"frame interval ({interval_min:g} min, {start:g} h at frame 0)")
+
+
+@dataclass
 class Timeline:
     """One embryo's timeline.
 
@@ -158,8 +207,8 @@ class Timeline:
         (T,) time of each frame (hours, or frame indices when ``time_source`` says so).
     time_source
         Where the times came from ("dataset hours", "file names", "TIFF metadata",
-        "layer metadata", or "frame index" when none were found: then the event "hours" are
-        frame indices).
+        "layer metadata", "frame interval (...)" from :func:`frame_times`, or "frame index"
+        when none were found: then the event "hours" are frame indices).
     estimates
         (T,) count estimate of each frame (before decoding).
     stages

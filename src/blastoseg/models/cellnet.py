@@ -37,12 +37,13 @@ while the returned map integrates to the count (each target dot sums to 1).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from blastoseg.models.configs import CardConfig, check_positive_ints
 
 __all__ = ["CellNet", "CellNetConfig", "CellNetConfigError", "ProgressiveUpsampling",
            "ResidualIncrementalAtrousPyramid", "ParallelAtrousPyramid"]
@@ -56,7 +57,7 @@ class CellNetConfigError(ValueError):
 
 
 @dataclass
-class CellNetConfig:
+class CellNetConfig(CardConfig):
     """Cell-Net's architecture (and the ablation switches of section IV).
 
     Attributes
@@ -88,16 +89,15 @@ class CellNetConfig:
     puc_width: int = 4
     output_scale: float = 100.0
 
+    config_error = CellNetConfigError
+
     def __post_init__(self) -> None:
         if self.encoder not in ("resnet18", "resnet34"):
             raise CellNetConfigError(f"encoder must be 'resnet18' or 'resnet34', got "
                                      f"{self.encoder!r}")
         if self.encoder_stages not in (2, 3):
             raise CellNetConfigError(f"encoder_stages must be 2 or 3, got {self.encoder_stages!r}")
-        for name in ("pyramid_channels", "puc_width"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise CellNetConfigError(f"{name} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("pyramid_channels", "puc_width"), CellNetConfigError)
         if not isinstance(self.working_size, int) or self.working_size < self.stride \
                 or self.working_size % self.stride:
             raise CellNetConfigError(f"working_size must be a positive multiple of the output "
@@ -113,22 +113,6 @@ class CellNetConfig:
     @property
     def encoder_channels(self) -> int:
         return 64 * 2 ** (self.encoder_stages - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> CellNetConfig:
-        """From a dict (a model card's ``config["model"]``); unknown keys are an error."""
-        if d is None:
-            return cls()
-        if not isinstance(d, dict):
-            raise CellNetConfigError(f"CellNetConfig needs a dict, got {type(d).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise CellNetConfigError(f"unknown CellNetConfig key(s) {unknown}; known: {known}")
-        return cls(**d)
 
 
 def _conv_bn_relu(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:

@@ -21,12 +21,13 @@ embryo filling the frame, and a two-step FPN-like upsampling back to stride 4. A
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from blastoseg.models.configs import CardConfig, check_positive_ints
 
 __all__ = ["CircleNet", "CircleNetConfig", "CircleNetConfigError", "STRIDE"]
 
@@ -39,7 +40,7 @@ class CircleNetConfigError(ValueError):
 
 
 @dataclass
-class CircleNetConfig:
+class CircleNetConfig(CardConfig):
     """CircleNet's architecture.
 
     Attributes
@@ -53,30 +54,13 @@ class CircleNetConfig:
     input_size: int = 128
     width: int = 24
 
+    config_error = CircleNetConfigError
+
     def __post_init__(self) -> None:
-        for name in ("input_size", "width"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise CircleNetConfigError(f"{name} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("input_size", "width"), CircleNetConfigError)
         if self.input_size % 16 or self.input_size < 32:
             raise CircleNetConfigError(f"input_size must be a multiple of 16 and >= 32, got "
                                        f"{self.input_size}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> CircleNetConfig:
-        """From a dict (a model card's ``config["model"]``); unknown keys are an error."""
-        if d is None:
-            return cls()
-        if not isinstance(d, dict):
-            raise CircleNetConfigError(f"CircleNetConfig needs a dict, got {type(d).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise CircleNetConfigError(f"unknown CircleNetConfig key(s) {unknown}; known: {known}")
-        return cls(**d)
 
 
 class _Residual(nn.Module):

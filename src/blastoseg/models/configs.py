@@ -1,4 +1,5 @@
-"""Configuration dataclasses of the package's models (one dataclass per model).
+"""Configuration dataclasses of the package's models, and :class:`CardConfig`, the card
+round trip they share.
 
 Each config is plain data: it is stored in a model card (``to_dict``) and rebuilt from it
 (``from_dict``), so a weights file and its card fully describe a model.
@@ -6,14 +7,56 @@ Each config is plain data: it is stored in a model card (``to_dict``) and rebuil
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-__all__ = ["VQVAEConfig"]
+__all__ = ["CardConfig", "VQVAEConfig", "check_positive_ints"]
+
+
+class CardConfig:
+    """Mixed into a model's config dataclass: ``to_dict`` gives JSON-safe values (tuples as
+    lists) and ``from_dict`` rebuilds the config from a card's dict (None: the defaults; a
+    config: itself), refusing anything but a dict and keys the config does not know, named
+    with the known ones (a misspelt key in a card would otherwise be dropped silently).
+    Errors are the class's ``config_error``; checking the values is the dataclass's
+    ``__post_init__``."""
+
+    #: what a bad dict raises (a subclass sets its own, e.g. ``CellNetConfigError``)
+    config_error: ClassVar[type[Exception]] = ValueError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None):
+        """From a dict (e.g. a model card's ``config["model"]``); unknown keys are an error
+        that lists the known ones."""
+        if d is None:
+            return cls()
+        if isinstance(d, cls):
+            return d
+        if not isinstance(d, dict):
+            raise cls.config_error(f"{cls.__name__} needs a dict, got {type(d).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise cls.config_error(f"unknown {cls.__name__} key(s) {unknown}; known keys: "
+                                   f"{known}")
+        return cls(**d)
+
+
+def check_positive_ints(config, names: Iterable[str], error: type[Exception]) -> None:
+    """Raise ``error`` for the first of ``names`` whose value is not an integer >= 1 (a
+    bool is not one, though Python counts it as an int)."""
+    for name in names:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise error(f"{name} must be a positive integer, got {v!r}")
 
 
 @dataclass
-class VQVAEConfig:
+class VQVAEConfig(CardConfig):
     """VQ-VAE shape prior on amodal mask crops (S1, Jang et al., section 3).
 
     Attributes
@@ -86,15 +129,3 @@ class VQVAEConfig:
     def n_down(self) -> int:
         """Number of stride-2 stages between the mask and the latent grid."""
         return (self.mask_size // self.grid_size).bit_length() - 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VQVAEConfig:
-        """Build from a dict (e.g. a model card); unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown VQVAEConfig keys: {unknown}")
-        return cls(**d)

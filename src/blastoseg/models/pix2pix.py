@@ -33,12 +33,13 @@ Interpretations and our sizes (CPU-friendly defaults, written down here):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from blastoseg.models.configs import CardConfig
 
 __all__ = ["Pix2Pix", "Pix2PixConfig", "Pix2PixDiscriminator", "Pix2PixGenerator",
            "Pix2PixLosses"]
@@ -47,7 +48,7 @@ _NORMS = ("instance", "batch", "none")
 
 
 @dataclass
-class Pix2PixConfig:
+class Pix2PixConfig(CardConfig):
     """Architecture of the pix2pix phase -> brightfield translator.
 
     Attributes
@@ -108,18 +109,6 @@ class Pix2PixConfig:
     def multiple(self) -> int:
         """Image sides the generator accepts are multiples of this (``2 ** gen_depth``)."""
         return 2 ** self.gen_depth
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Pix2PixConfig:
-        """Build from a dict (e.g. a model card); unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown Pix2PixConfig keys: {unknown} (known: {sorted(known)})")
-        return cls(**d)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

@@ -27,13 +27,13 @@ This module is torch only (no file I/O); :class:`SEUNetConfig` is stored in mode
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from blastoseg.errors import BlastosegError, InvalidImageError
+from blastoseg.models.configs import CardConfig
 
 __all__ = [
     "HEADS",
@@ -54,7 +54,7 @@ class SEUNetConfigError(BlastosegError, ValueError):
 
 
 @dataclass
-class SEUNetConfig:
+class SEUNetConfig(CardConfig):
     """Everything needed to rebuild :class:`SEUNet`.
 
     Attributes
@@ -89,6 +89,8 @@ class SEUNetConfig:
     decoder_width: float = 0.5
     norm: str = "batch"
     overlap_prior: float = 0.05
+
+    config_error = SEUNetConfigError
 
     def __post_init__(self) -> None:
         errors: list[str] = []
@@ -141,26 +143,6 @@ class SEUNetConfig:
         """Channels of the decoder levels, coarse -> fine (levels depth-1 .. 0)."""
         enc = self.encoder_channels()
         return [max(4, round(enc[i] * self.decoder_width)) for i in range(self.depth - 1, -1, -1)]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (``heads`` as a list)."""
-        d = asdict(self)
-        d["heads"] = list(self.heads)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> SEUNetConfig:
-        """Build from a dict (e.g. a model card's ``config["seunet"]``); unknown keys are an
-        error that lists the known ones."""
-        if d is None:
-            return cls()
-        if not isinstance(d, dict):
-            raise SEUNetConfigError(f"SEUNetConfig needs a dict, got {type(d).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise SEUNetConfigError(f"unknown SEUNetConfig key(s) {unknown}; known keys: {known}")
-        return cls(**d)
 
 
 # --- building blocks --------------------------------------------------------------------------

@@ -29,18 +29,19 @@ than a clinic's 18 images or a few hundred synthetic ones to train. The inclusio
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blastoseg.models.configs import CardConfig
+
 __all__ = ["SMANet", "SMANetConfig"]
 
 
 @dataclass
-class SMANetConfig:
+class SMANetConfig(CardConfig):
     """Architecture of :class:`SMANet`.
 
     Attributes
@@ -97,18 +98,6 @@ class SMANetConfig:
         if self.working_size < 32 or self.working_size % 8:
             raise ValueError(f"SMANetConfig.working_size must be a multiple of 8 >= 32, got "
                              f"{self.working_size}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SMANetConfig:
-        """Build from a dict (a model card); unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown SMANetConfig keys: {unknown} (known: {sorted(known)})")
-        return cls(**d)
 
 
 def _conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1, dilation: int = 1

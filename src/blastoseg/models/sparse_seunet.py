@@ -53,7 +53,7 @@ cards (``config["model"]``).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blastoseg.errors import BlastosegError
+from blastoseg.models.configs import CardConfig
 from blastoseg.models.seunet import SEUNet, SEUNetConfig, SEUNetConfigError
 
 __all__ = [
@@ -89,7 +90,7 @@ def _is_int(value: Any) -> bool:
 
 
 @dataclass
-class SparseSEUNetConfig:
+class SparseSEUNetConfig(CardConfig):
     """Everything needed to rebuild :class:`SparseSEUNet`.
 
     Attributes
@@ -138,6 +139,8 @@ class SparseSEUNetConfig:
     branch_stride: int = 4
     coord_features: bool = True
     class_prior: float = 0.01
+
+    config_error = SparseSEUNetConfigError
 
     def __post_init__(self) -> None:
         errors: list[str] = []
@@ -217,24 +220,6 @@ class SparseSEUNetConfig:
         d = asdict(self)
         d["seunet"] = self.seunet_config.to_dict()
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> SparseSEUNetConfig:
-        """Build from a dict (e.g. a model card's ``config["model"]``); unknown keys are an
-        error that lists the known ones."""
-        if d is None:
-            return cls()
-        if isinstance(d, SparseSEUNetConfig):
-            return d
-        if not isinstance(d, dict):
-            raise SparseSEUNetConfigError(
-                f"SparseSEUNetConfig needs a dict, got {type(d).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise SparseSEUNetConfigError(
-                f"unknown SparseSEUNetConfig key(s) {unknown}; known keys: {known}")
-        return cls(**d)
 
 
 @dataclass

@@ -86,6 +86,8 @@ class BatchWidget(_ui.ScrollableDock, Container):
     embryo table; progress, status and the dashboard link."""
 
     def __init__(self, napari_viewer) -> None:
+        from qtpy.QtWidgets import QSizePolicy
+
         super().__init__(labels=True, scrollable=True)
         self.viewer = napari_viewer
         saved = _ui.load_settings(SETTINGS_FILE)
@@ -93,14 +95,14 @@ class BatchWidget(_ui.ScrollableDock, Container):
         self.output_dir = FileEdit(mode="d", label="output folder", value=saved.get("out", ""))
         chosen = saved.get("tasks") or ["amodal"]
         self.task_boxes = {t: CheckBox(text=t, value=t in chosen) for t in BATCH_TASKS}
-        # two short rows: one row of five boxes made the dock wider than a laptop's side panel
+        # rows of two: three a row made the form 366 px wide, wider than the dock napari opens
         boxes = list(self.task_boxes.values())
         self.tasks_row = Container(widgets=[
-            Container(widgets=boxes[:3], layout="horizontal", labels=False),
-            Container(widgets=boxes[3:], layout="horizontal", labels=False)],
-            label="tasks", labels=False)
+            Container(widgets=boxes[i:i + 2], layout="horizontal", labels=False)
+            for i in range(0, len(boxes), 2)], label="tasks", labels=False)
         self.models = LineEdit(label="models", value=saved.get("models", ""))
         self.models.tooltip = "optional TASK=MODEL, comma-separated (e.g. count=my-count)"
+        self.models.native.setPlaceholderText("TASK=MODEL, ... (optional)")
         self.workers = SpinBox(label="local workers", min=1, max=64,
                                value=int(saved.get("workers", 2)))
         self.scheduler = LineEdit(label="scheduler", value=saved.get("scheduler", ""))
@@ -114,18 +116,19 @@ class BatchWidget(_ui.ScrollableDock, Container):
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = Label(value="", label="status")
         self.status.native.setWordWrap(True)
+        # a wrapping label asks for a width of its own (365 px for the final summary), which
+        # pushed the form out of the dock; any width will do, it wraps to it
+        self.status.native.setMinimumWidth(120)
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Expanding,
+                                         QSizePolicy.Policy.Preferred)
         self.dashboard = Label(value="", label="dashboard")
         self.dashboard.native.setOpenExternalLinks(True)
         self.table = Table(value={"data": [], "columns": list(COLUMNS)}, label="embryos")
-        self.table.native.setMinimumHeight(220)
-        self.table.native.setSortingEnabled(False)  # rows stay where _rows says they are
-        # an empty magicgui Table keeps two columns whatever it is given: set them here
-        self.table.native.setColumnCount(len(COLUMNS))
-        self.table.native.setHorizontalHeaderLabels(list(COLUMNS))
-        self.table.native.setEditTriggers(self.table.native.EditTrigger.NoEditTriggers)
+        self._set_up_table()
         self.extend([self.input_dir, self.output_dir, self.tasks_row, self.models, self.workers,
                      self.scheduler, self.device, self.run_button, self.cancel_button,
                      self.progress, self.status, self.dashboard, self.table])
+        _ui.full_width(self.table)
         self.worker = None
         self._stop = threading.Event()
         self._rows: dict[str, int] = {}
@@ -134,6 +137,38 @@ class BatchWidget(_ui.ScrollableDock, Container):
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.table.native.cellDoubleClicked.connect(lambda row, _col: self.open_row(row))
+
+    def _set_up_table(self) -> None:
+        """The embryo table fits the dock: no row numbers (the names say which), the error
+        column takes the width left and wraps (its full text in the cell's tooltip)."""
+        from qtpy.QtCore import QTimer
+
+        native = self.table.native
+        native.setMinimumHeight(220)
+        native.setSortingEnabled(False)  # rows stay where _rows says they are
+        # an empty magicgui Table keeps two columns whatever it is given: set them here
+        native.setColumnCount(len(COLUMNS))
+        native.setHorizontalHeaderLabels(list(COLUMNS))
+        native.setEditTriggers(native.EditTrigger.NoEditTriggers)
+        native.verticalHeader().setVisible(False)
+        native.horizontalHeader().setStretchLastSection(True)
+        native.setWordWrap(True)
+        # when the error column's width changes, its rows re-wrap (once the layout settles:
+        # re-wrapping inside the resize used the old width)
+        last = len(COLUMNS) - 1
+        native.horizontalHeader().sectionResized.connect(
+            lambda col, _old, _new: col == last
+            and QTimer.singleShot(0, native.resizeRowsToContents))
+        native.setToolTip("double-click a done embryo to open it; hover over an error to read "
+                          "all of it")
+
+    def _fit_columns(self) -> None:
+        """Size every column but the error to its contents; the error stretches over the
+        rest (sizing it to a long message would push it out of the dock)."""
+        native = self.table.native
+        for col in range(len(COLUMNS) - 1):
+            native.resizeColumnToContents(col)
+        native.resizeRowsToContents()
 
     # --- actions ---------------------------------------------------------------------------
     def selected_tasks(self) -> list[str]:
@@ -190,7 +225,12 @@ class BatchWidget(_ui.ScrollableDock, Container):
             native.insertRow(native.rowCount())
             native.setItem(self._rows[name], 0, QTableWidgetItem(name))
         for key, value in values.items():
-            native.setItem(self._rows[name], COLUMNS.index(key), QTableWidgetItem(str(value)))
+            item = QTableWidgetItem(str(value))
+            if key == "error":
+                item.setToolTip(str(value))  # the cell may show only its first lines
+            native.setItem(self._rows[name], COLUMNS.index(key), item)
+        if "error" in values:
+            native.resizeRowToContents(self._rows[name])
 
     def row_state(self, name: str) -> str:
         item = self.table.native.item(self._rows[name], COLUMNS.index("state"))
@@ -204,7 +244,7 @@ class BatchWidget(_ui.ScrollableDock, Container):
             self._workers.clear()
             for name, state in u.embryos:
                 self._set_row(name, state=DONE_BEFORE if state == "done" else state)
-            self.table.native.resizeColumnsToContents()
+            self._fit_columns()
             if u.dashboard:
                 self.dashboard.value = f'<a href="{u.dashboard}">{u.dashboard}</a>'
         elif u.embryo is not None:
@@ -228,7 +268,7 @@ class BatchWidget(_ui.ScrollableDock, Container):
         for name, entry in _manifest_entries(report.out).items():
             if name in self._rows and entry.get("seconds") is not None:
                 self._set_row(name, seconds=f"{entry['seconds']:.1f} s")
-        self.table.native.resizeColumnsToContents()
+        self._fit_columns()
         what = "cancelled" if report.cancelled else "finished"
         self.status.value = (f"{what}: {report.done} done, {report.failed} failed, "
                              f"{report.skipped} done earlier, {report.pending} pending; "

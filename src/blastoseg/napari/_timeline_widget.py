@@ -8,7 +8,9 @@ The work runs in a napari thread worker over
 result gives a density-map image layer (count models), a centroids Points layer, a plot of
 the counts with the decoded stage line and the events (a click on it jumps to that frame),
 and an events table: editing a division time updates the intervals, and the table exports to
-CSV (the ``events.csv`` columns of the CLI).
+CSV (the ``events.csv`` columns of the CLI). The events are in hours when the layer's metadata
+has frame times or the form has a frame interval (the metadata wins; the status says which),
+else in frames.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import Container, PushButton
+from magicgui.widgets import Container, FloatSpinBox, PushButton
 
 from blastoseg.errors import BlastosegError
 from blastoseg.measure.timeline import EVENTS, INTERVALS
@@ -30,11 +32,22 @@ from blastoseg.napari.timeline_job import (
     DENSITY_ROLE,
     EventTimes,
     TimelineRun,
-    layer_hours,
+    layer_frame_times,
     timeline_job,
 )
 
 ROWS = list(EVENTS) + list(INTERVALS)
+
+
+def time_status(time_source: str, note: str) -> str:
+    """Where a run's frame times came from, for the status line."""
+    if time_source == "frame index":
+        return (f"no frame times ({note}): events in frame indices; give the frame interval "
+                "for hours")
+    if time_source == "layer metadata":
+        return "times from the layer's metadata" + ("; the frame interval is not used"
+                                                     if note else "")
+    return f"times from the {time_source}"
 
 
 def _installed_kinds() -> list[str]:
@@ -44,8 +57,9 @@ def _installed_kinds() -> list[str]:
 
 
 class TimelineWidget(ModelRunWidget):
-    """Form: image, model (count or amodal), device, frames; Run / Cancel; progress; the
-    count plot; the events table and its CSV export."""
+    """Form: image, model (count or amodal), device, frames, the frame interval and the hours
+    at frame 0 (for stacks without frame times); Run / Cancel; progress; the count plot; the
+    events table and its CSV export."""
 
     kind = "amodal"  # the fallback kind of the base's messages; the model list has both
     settings_file = "napari_timeline_widget.json"
@@ -59,6 +73,16 @@ class TimelineWidget(ModelRunWidget):
     def _add_fields(self, saved: dict) -> None:
         from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget
 
+        # for stacks without frame times: the events in hours post insemination, not frames
+        self.interval = FloatSpinBox(label="frame interval (min)", min=0.0, max=1440.0,
+                                     step=1.0, value=float(saved.get("interval_min", 0.0)))
+        self.interval.tooltip = ("minutes between frames, for a stack whose metadata has no "
+                                 "frame times (its own times win); 0: events in frames")
+        self.interval.native.setSpecialValueText("none")  # shown at 0
+        self.start_h = FloatSpinBox(label="hours at frame 0", min=0.0, max=1000.0, step=0.5,
+                                    value=float(saved.get("start_h", 0.0)))
+        self.start_h.tooltip = ("hours post insemination at the stack's first frame (with the "
+                                "frame interval)")
         self.plot_box = Container(labels=False)
         self.plot_box.visible = False
         self.table = QTableWidget(len(ROWS), 2)
@@ -82,7 +106,8 @@ class TimelineWidget(ModelRunWidget):
         self._filling = False
 
     def _form_rows(self) -> list:
-        return [self.image, self.model, self.device, self.mode, self._run_row(),
+        return [self.image, self.model, self.device, self.mode, self.interval, self.start_h,
+                self._run_row(),
                 self.progress, self.device_used, self.status, self.plot_box, self.table_box,
                 self.export_button]
 
@@ -94,6 +119,14 @@ class TimelineWidget(ModelRunWidget):
         self.table.itemChanged.connect(self._table_edited)
         self.export_button.changed.connect(self._ask_export)
         self.viewer.dims.events.current_step.connect(self._mark_frame)
+        self.interval.changed.connect(self._interval_changed)
+        self._interval_changed()
+
+    def _interval_changed(self, *_args) -> None:
+        self.start_h.enabled = self.interval.value > 0  # a start time alone places no frame
+
+    def _extra_settings(self) -> dict:
+        return {"interval_min": self.interval.value, "start_h": self.start_h.value}
 
     # --- the models: both counting kinds --------------------------------------------------------
     def _models(self, _widget=None) -> list[str]:
@@ -123,14 +156,16 @@ class TimelineWidget(ModelRunWidget):
     def _make_run(self, layer, axes: str, frame_range: tuple[int, int],
                   get_predictor: Callable[[], object]) -> ModelRun:
         n_frames = int(layer.data.shape[0]) if axes == "T" else 1
-        hours, why = layer_hours(dict(layer.metadata), n_frames)
+        times = layer_frame_times(dict(layer.metadata), n_frames, self.interval.value,
+                                  self.start_h.value)
         placement = Placement(axes=axes, first_frame=frame_range[0], scale=tuple(layer.scale),
                               translate=tuple(layer.translate))
         self._pending = {"group": layer.name, "layer": layer, "axes": axes,
-                         "time_note": "" if hours is not None else why}
+                         "time_note": times.note}
         return ModelRun(timeline_job, [layer.data, axes, frame_range, get_predictor], {
             "name": layer.name, "rgb": bool(layer.rgb), "placement": placement,
-            "hours": hours}, total=frame_range[1] - frame_range[0])
+            "hours": times.hours, "time_source": times.source},
+            total=frame_range[1] - frame_range[0])
 
     def _ours(self, group: str) -> list:
         return [la for la in self.viewer.layers
@@ -160,8 +195,7 @@ class TimelineWidget(ModelRunWidget):
         self.table_box.visible = True
         self.export_button.enabled = True
         reached = [k for k in EVENTS if self.events.hours[k] is not None]
-        times = ("times from the layer's metadata" if tl.has_hours
-                 else f"no frame times ({pending['time_note']}): events in frame indices")
+        times = time_status(tl.time_source, pending["time_note"])
         self.status.value = (f"{len(counts)} frames, {result.kind} model: "
                              f"{', '.join(reached) or 'no division'} found; {times}")
 

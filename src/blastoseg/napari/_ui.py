@@ -228,3 +228,11 @@ class ScrollableDock:
     @property
     def native(self):
         return self.root_native_widget
+
+
+def full_width(widget) -> None:
+    """Let ``widget``, a row of a labelled form, take the form's whole width: its label's
+    column would cost a table about 90 px of a narrow dock. Call after it is in the form."""
+    labeled = widget._labeled_widget()  # magicgui's row around it: its label, then it
+    if labeled is not None:
+        labeled._label_widget.visible = False

@@ -27,11 +27,18 @@ import numpy as np
 from blastoseg.errors import BlastosegError
 from blastoseg.io.frames import as_frames, frame_range_of
 from blastoseg.measure.frame_counts import FrameCount, iter_frame_counts
-from blastoseg.measure.timeline import EVENTS, Timeline, build_timeline, intervals_from_events
+from blastoseg.measure.timeline import (
+    EVENTS,
+    FrameTimes,
+    Timeline,
+    build_timeline,
+    frame_times,
+    intervals_from_events,
+)
 from blastoseg.napari.result_layers import Placement, centroid_points
 
 __all__ = ["CENTROIDS_ROLE", "COUNT_KINDS", "DENSITY_ROLE", "EventTimes", "TimelineRun",
-           "layer_hours", "timeline_job"]
+           "layer_frame_times", "layer_hours", "timeline_job"]
 
 DENSITY_ROLE = "count_density"
 CENTROIDS_ROLE = "count_centroids"
@@ -76,6 +83,20 @@ def layer_hours(metadata: dict, n_frames: int) -> tuple[list[float] | None, str]
             except (TypeError, ValueError):
                 continue
     return None, "the image layer carries no frame hours"
+
+
+def layer_frame_times(metadata: dict, n_frames: int, interval_min: float = 0.0,
+                      start_h: float = 0.0) -> FrameTimes:
+    """The frame times of a run on an image layer (:func:`~blastoseg.measure.timeline.
+    frame_times`): the hours in its metadata win; else the form's frame interval in minutes
+    (0: none) from ``start_h`` hours at frame 0; else None, and ``note`` says why."""
+    hours, why = layer_hours(metadata, n_frames)
+    interval = float(interval_min) if interval_min else None
+    times = frame_times(n_frames, hours, "layer metadata", interval_min=interval,
+                        start_h=float(start_h) if interval else None)
+    if times.hours is None:
+        times.note = why
+    return times
 
 
 def _layers(counts: list[FrameCount], name: str, axes: str, placement: Placement,

@@ -55,15 +55,13 @@ class EmbryoFramed:
             except ValueError as exc:
                 raise FramingError(str(exc)) from None
         use_loc = self.use_localisation if localise is None else bool(localise)
-        box = _localise.choose_embryo_box(grey, use_localisation=use_loc,
-                                          min_confidence=self.min_confidence,
-                                          diameter_px=diameter_px)
+        box, raw = _localise.choose_embryo_box_and_guess(
+            grey, use_localisation=use_loc, min_confidence=self.min_confidence,
+            diameter_px=diameter_px)
         if not use_loc:
             return box, False, None
         if box.source == "whole frame":  # low confidence: show the guess, do not hide it
-            guess = _localise.locate_embryo(
-                grey, radius_px=None if diameter_px is None else diameter_px / 2.0)
-            return box, True, guess
+            return box, True, raw
         if box.unsure:
             return box, True, box
         return box, False, None

@@ -61,7 +61,8 @@ from blastoseg.predict.embryo_box import (
 )
 from blastoseg.predict.well import usable_region
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "choose_embryo_box", "locate_embryo"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "choose_embryo_box", "choose_embryo_box_and_guess",
+           "locate_embryo"]
 
 #: default tolerated radius range, as fractions of the frame's short side
 MIN_RADIUS_FRAC = 0.15
@@ -405,17 +406,31 @@ def choose_embryo_box(image: np.ndarray, *, use_localisation: bool = True,
     and ``model`` as there) when its confidence reaches ``min_confidence``; otherwise the
     whole frame (:meth:`EmbryoBox.full_frame`, source "whole frame": no embryo found).
     """
+    return choose_embryo_box_and_guess(
+        image, use_localisation=use_localisation, min_confidence=min_confidence,
+        embryo=embryo, diameter_px=diameter_px, method=method, model=model)[0]
+
+
+def choose_embryo_box_and_guess(image: np.ndarray, *, use_localisation: bool = True,
+                                min_confidence: float = 0.15,
+                                embryo: EmbryoBox | tuple[float, float, float] | None = None,
+                                diameter_px: float | None = None,
+                                method: str = DEFAULT_METHOD, model: str | None = None
+                                ) -> tuple[EmbryoBox, EmbryoBox | None]:
+    """(:func:`choose_embryo_box`'s box, the localiser's own box when it ran, else None).
+    When the confidence is too low the box is the whole frame and the second is the guess
+    to show the user: the localiser runs once for both (the learned one is a network)."""
     a = np.asarray(image)
     shape = a.shape[:2]
     if embryo is not None:
         if isinstance(embryo, EmbryoBox):
-            return embryo if embryo.image_shape is not None else EmbryoBox(
-                **{**embryo.to_dict(), "image_shape": tuple(shape)})
-        return EmbryoBox.from_circle(*embryo, image_shape=shape)
+            return (embryo if embryo.image_shape is not None else EmbryoBox(
+                **{**embryo.to_dict(), "image_shape": tuple(shape)})), None
+        return EmbryoBox.from_circle(*embryo, image_shape=shape), None
     if not use_localisation:
-        return EmbryoBox.full_frame(shape)
+        return EmbryoBox.full_frame(shape), None
     box = locate_embryo(a, radius_px=None if diameter_px is None else diameter_px / 2.0,
                         method=method, model=model)
     if box.confidence < min_confidence:
-        return EmbryoBox.full_frame(shape, note=NO_EMBRYO)
-    return box
+        return EmbryoBox.full_frame(shape, note=NO_EMBRYO), box
+    return box, box

@@ -209,6 +209,22 @@ def test_train_only_the_layer_branch_of_a_trained_model(tiny_models, tmp_path, c
     assert set(new) - set(base) and all(k.startswith("layer_branch.") for k in set(new) - set(base))
     assert all(torch.equal(base[k].float(), new[k].float()) for k in base)  # detector frozen
 
+    # a fine-tune of it keeps its layer rule and calibrates the counts with it
+    entry = resolve_model("tiny-amodal-layers")
+    card = json.loads(entry.card_path.read_text())
+    rule = LayerRule(source="layers", min_count=3.0).to_dict()
+    card["config"].setdefault("postprocess", {})["layer_rule"] = rule
+    entry.card_path.write_text(json.dumps(card))
+    tune = tmp_path / "tune.json"
+    tune.write_text(json.dumps({"model": {**TINY_MODEL, "layer_classes": 4, "layer_channels": 8},
+                                "hyper": {"max_steps": 1, "batch_size": 2, "val_frames": 2,
+                                          "calib_min_frames": 5}}))
+    assert main(["train", "amodal", "--data", str(data), "--val", str(data), "--base",
+                 "tiny-amodal-layers", "--out", str(tmp_path / "job3"), "--config", str(tune),
+                 "--name", "tiny-amodal-layers-tuned", "--quiet"]) == 0
+    tuned = resolve_model("tiny-amodal-layers-tuned").card.config["postprocess"]
+    assert tuned["layer_rule"] == rule and "calibration" in tuned
+
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model": TINY_MODEL, "hyper": {"max_steps": 1,
                                                               "train_only": "layer_branch"}}))

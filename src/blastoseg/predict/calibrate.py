@@ -3,7 +3,9 @@ decides which detections are cells, and the mask-IoU NMS threshold that removes 
 
 Both are chosen to maximise exact-count accuracy (ties: lower count MAE) on frames that are
 not the test set, and are stored in the model card (``config.postprocess``) so the predictor,
-the CLI and the widgets use them by default.
+the CLI and the widgets use them by default. When the card has a layer rule
+(:mod:`blastoseg.predict.amodal_post`), the counts of the grid are the rule's, so the two
+values are chosen for counting as the predictor will count.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from blastoseg.io.atomic import atomic_write_text, backup_existing
 from blastoseg.io.dataset import read_dataset
 from blastoseg.predict.amodal import AmodalPredictor
+from blastoseg.predict.amodal_post import select_cells
 from blastoseg.predict.mask_nms import mask_nms, mask_overlaps
 
 SCORE_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -36,25 +39,42 @@ def calibrate_counts(
     ds = read_dataset(data)
     n = len(ds) if max_frames is None else min(len(ds), max_frames)
     predictor = AmodalPredictor(model, device=device, score_threshold=0.0, mask_nms_iou=1.0)
+    rule = predictor.layer_rule
     true = np.array([len(ds.instances(i)) for i in range(n)])
     frames = [ds.load_image(i) for i in range(n)]
-    # per frame: the candidates' pairwise mask IoU (computed once) and scores
-    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    # per frame: the candidates' pairwise mask IoU (computed once), scores, and what the
+    # layer rule needs (binary masks and the map it reads)
+    kept: list[tuple] = []
     for k, out in enumerate(predictor.raw_outputs(frames)):
-        iou, _ = mask_overlaps(out["masks"][:, 0].float())
-        kept.append((iou, out["scores"].float().cpu().numpy()))
+        probs = out["masks"][:, 0].float()
+        iou, area = mask_overlaps(probs)
+        scores = out["scores"].float().cpu().numpy()
+        signal = None
+        if rule is not None:
+            key = "layers" if rule.source == "layers" else "occlusion"
+            signal = out[key][0].float().cpu().numpy() if key in out else None
+        masks = (probs >= 0.5).cpu().numpy() if signal is not None else None
+        kept.append((iou, area, scores, masks, signal))
         if progress:
             progress(k + 1, n)
     grid = []
     for iou_threshold in nms_grid:
-        survivors = [scores[mask_nms(iou, scores, iou_threshold)] for iou, scores in kept]
+        if rule is None:
+            survivors = [s[mask_nms(iou, s, iou_threshold)] for iou, _, s, _, _ in kept]
         for thr in score_grid:
-            pred = np.array([int((s >= thr).sum()) for s in survivors])
+            if rule is None:
+                pred = np.array([int((s >= thr).sum()) for s in survivors])
+            else:
+                pred = np.array([len(select_cells(iou, area, m, s, sig, score_threshold=thr,
+                                                  mask_nms_iou=iou_threshold,
+                                                  rule=rule if sig is not None else None)[0])
+                                 for iou, area, s, m, sig in kept])
             grid.append({"mask_nms_iou": iou_threshold, "score_threshold": thr,
                          "count_exact": float((pred == true).mean()),
                          "count_mae": float(np.abs(pred - true).mean())})
     best = max(grid, key=lambda g: (g["count_exact"], -g["count_mae"]))
-    return {**best, "n_frames": int(n), "data": str(data), "grid": grid}
+    return {**best, "n_frames": int(n), "data": str(data), "layer_rule": rule is not None,
+            "grid": grid}
 
 
 def write_postprocess(card_path: str | Path, result: dict) -> Path:

@@ -220,6 +220,7 @@ class AmodalTask(TrainTask):
 
         if not bool(job.hyper.get("calibrate", True)):
             return None
+        self._carry_layer_rule(job, card_path)
         val = job.val_paths()
         n_val = sum(len(read_dataset(v)) for v in val) if val else 0
         # a threshold chosen on a handful of frames is noise: below calib_min_frames (20)
@@ -242,6 +243,24 @@ class AmodalTask(TrainTask):
                 return {"score_threshold": post.get("score_threshold"),
                         "mask_nms_iou": post.get("mask_nms_iou"), "from_base": job.base}
         return None
+
+
+    def _carry_layer_rule(self, job: TrainJob, card_path) -> None:
+        """A fine-tune keeps its base's layer rule (the counting correction; calibration
+        then chooses the threshold and NMS for counting with it). A rule that reads the
+        layer branch's map is kept only when the new model has a layer branch."""
+        if not job.base:
+            return
+        base = job.base
+        if base.endswith(".safetensors") and job.resolve_path(base).is_file():
+            base = str(job.resolve_path(base))
+        rule = resolve_model(base, kind=KIND).card.config.get("postprocess", {}).get("layer_rule")
+        card = json.loads(Path(card_path).read_text())
+        if not rule or (rule.get("source") == "layers"
+                        and not card.get("config", {}).get("model", {}).get("layer_classes")):
+            return
+        card.setdefault("config", {}).setdefault("postprocess", {})["layer_rule"] = rule
+        atomic_write_text(Path(card_path), json.dumps(card, indent=2) + "\n")
 
 
 register_task(KIND, AmodalTask)

@@ -13,6 +13,11 @@ MODES = ("crop", "incubator", "mixed")
 #: "default": the original appearance ranges; "wide": wider domain randomisation (solid,
 #: granular cells with flattened contact faces; relief polarity, gamma, blur, noise, JPEG).
 APPEARANCES = ("default", "wide")
+#: "cleavage": day 1-3 embryos (1-16 blastomeres); "blastocyst": day 5-6 blastocysts (no
+#: blastomere instances, see :mod:`blastoseg.synth.blastocyst`); "mixed": each frame draws one.
+STAGES = ("cleavage", "blastocyst", "mixed")
+#: blastocyst sub-stages, in the order of ``blastocyst_stage_weights``
+BLASTOCYST_STAGES = ("early", "full", "expanded", "hatching")
 
 
 @dataclass
@@ -27,6 +32,8 @@ class EmbryoConfig:
     mode: str = "crop"                  # "crop" | "incubator" | "mixed" (see MODES)
     incubator_fraction: float = 0.5     # share of incubator frames in "mixed" mode
     appearance: str = "default"         # "default" | "wide" (see APPEARANCES)
+    stage: str = "cleavage"             # "cleavage" | "blastocyst" | "mixed" (see STAGES)
+    blastocyst_fraction: float = 0.5    # share of blastocyst frames in stage "mixed"
     image_size: tuple[int, int] = (500, 500)
     pixel_size_um: float = 0.42         # at 500 px; scaled so the embryo fills the same fraction
     magnification_jitter: float = 0.07  # log-normal sd of the magnification
@@ -70,6 +77,11 @@ class EmbryoConfig:
     cumulus_clusters: Range = (0.0, 3.5)
     debris_particles: Range = (2.0, 14.0)
 
+    # --- blastocysts (stage "blastocyst" / "mixed") ----------------------------------
+    blastocyst_stage_weights: tuple[float, float, float, float] = (0.2, 0.3, 0.35, 0.15)
+    blastocyst_collapse_prob: float = 0.1   # TE pulled away from the zona, shrunk
+    trophectoderm_cells: Range = (45.0, 130.0)  # TE cells on the whole sphere (expanded)
+
     # --- artefacts -----------------------------------------------------------------------
     well_edge_prob: float = 0.45
     vignetting_prob: float = 0.7
@@ -104,6 +116,8 @@ class EmbryoConfig:
 
         if self.mode not in MODES:
             raise BlastosegError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.stage not in STAGES:
+            raise BlastosegError(f"stage must be one of {', '.join(STAGES)}; got {self.stage!r}")
         if self.appearance not in APPEARANCES:
             raise BlastosegError(
                 f"appearance must be one of {', '.join(APPEARANCES)}; got {self.appearance!r}")

@@ -1,4 +1,5 @@
-"""Public entry points: one synthetic frame, or a time-lapse of one cleaving embryo."""
+"""Public entry points: one synthetic frame (cleavage embryo or blastocyst), or a time-lapse
+of one cleaving embryo."""
 
 from __future__ import annotations
 
@@ -26,12 +27,17 @@ class SynthFrame:
     instances
         Amodal masks, visible masks, occlusion map and track ids of the blastomeres.
     meta
-        JSON-able description: n_cells, seed, hours, well, pixel_size_um, zona geometry, ...
+        JSON-able description: stage, n_cells, seed, hours, well, pixel_size_um, zona
+        geometry, ...
+    components
+        Blastocysts only: full-frame boolean masks ``zona``, ``trophectoderm``,
+        ``blastocoel`` and ``inner_cell_mass`` (not written to datasets).
     """
 
     image: np.ndarray
     instances: FrameInstances
     meta: dict = field(default_factory=dict)
+    components: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -71,6 +77,7 @@ def _check_config(config: EmbryoConfig | None) -> EmbryoConfig:
 def _scene_meta(scene: Scene, seed: int) -> dict:
     meta = {
         "seed": int(seed),
+        "stage": "cleavage",
         "well": scene.well,
         "pixel_size_um": round(float(scene.px_um), 4),
         "image_size": list(scene.shape),
@@ -122,6 +129,41 @@ def render_embryo(n_cells: int, seed: int, config: EmbryoConfig | None = None) -
     meta = {**_scene_meta(scene, seed), **fmeta}
     inst = replace(inst, meta=dict(meta))
     return SynthFrame(image=image, instances=inst, meta=meta)
+
+
+def render_blastocyst(seed: int, config: EmbryoConfig | None = None,
+                      sub_stage: str | None = None) -> SynthFrame:
+    """Render one synthetic day 5-6 blastocyst frame.
+
+    Parameters
+    ----------
+    seed
+        Seed of every random choice; the same seed and config give the same frame, and the
+        frame (crop or micro-well), optics and appearance are those that
+        :func:`render_embryo` draws from the same seed.
+    config
+        Realism knobs; ``mode`` and ``appearance`` apply as for cleavage embryos.
+    sub_stage
+        "early", "full", "expanded" or "hatching"; None draws one with
+        ``config.blastocyst_stage_weights``.
+
+    Returns
+    -------
+    SynthFrame
+        The image; NO blastomere instances (a blastocyst's cells are not counted:
+        ``meta["n_cells"]`` is None and ``meta["count_applicable"]`` False); ``meta`` holds
+        ``embryo_circle`` (centre and the zona's outer radius), ``blastocyst_stage`` and the
+        geometry; ``components`` the zona, TE, blastocoel and ICM masks.
+    """
+    from blastoseg.synth.blastocyst_scene import BlastocystScene
+
+    cfg = _check_config(config)
+    scene = BlastocystScene(int(seed), cfg, sub_stage)
+    image, inst, fmeta = scene.render()
+    meta = {**_scene_meta(scene, seed), **fmeta, "stage": "blastocyst"}
+    del meta["zygote_radius_px"]  # no zygote: trophectoderm_radius_px describes the cells
+    return SynthFrame(image=image, instances=replace(inst, meta=dict(meta)), meta=meta,
+                      components=scene.masks)
 
 
 def _timelapse_hours(scene: Scene, seed: int, n_frames: int) -> np.ndarray:

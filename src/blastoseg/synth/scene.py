@@ -291,12 +291,7 @@ class Scene:
             projs = [geo.project(c, (origin[0], origin[1]), self.shape, margin=6) for c in cells]
         amodal, visible, occl = geo.masks_from_projections(projs, self.shape)
 
-        opl = self.bg_opl.copy()
-        absorb = self.bg_abs.copy()
-        half = self.canvas // 2
-        oy, ox = int(round(origin[1])) - half, int(round(origin[0])) - half
-        optics.add_patch(opl, self.static_opl, oy, ox)
-        optics.add_patch(absorb, self.zona_abs, oy, ox)
+        opl, absorb, oy, ox = self._embryo_fixed_maps()
         if len(self.cells) > 1:
             optics.add_patch(opl, self.frag_opl, oy, ox)
 
@@ -318,6 +313,31 @@ class Scene:
             optics.add_patch(opl, both[0], pr.y0 - pad, pr.x0 - pad)
             optics.add_patch(absorb, both[1], pr.y0 - pad, pr.x0 - pad)
 
+        image = self._finish(opl, absorb, hours, flicker)
+
+        tids = np.array([c.track_id for c in self.cells], dtype=np.int64)
+        meta = {"n_cells": len(self.cells), "hours": round(float(hours), 2),
+                "embryo_circle": self.embryo_circle(),
+                "depth_z_px": [round(float(c.center[2]), 2) for c in self.cells]}
+        inst = FrameInstances(masks=amodal, visible_masks=visible, occlusion=occl,
+                              track_ids=tids, meta=dict(meta))
+        return image, inst, meta
+
+    def _embryo_fixed_maps(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Background plus the embryo canvas (zona, debris) placed at the embryo's position;
+        returns (opl, absorb, y0, x0 of the canvas)."""
+        origin = self.center + self.drift
+        opl = self.bg_opl.copy()
+        absorb = self.bg_abs.copy()
+        half = self.canvas // 2
+        oy, ox = int(round(origin[1])) - half, int(round(origin[0])) - half
+        optics.add_patch(opl, self.static_opl, oy, ox)
+        optics.add_patch(absorb, self.zona_abs, oy, ox)
+        return opl, absorb, oy, ox
+
+    def _finish(self, opl: np.ndarray, absorb: np.ndarray, hours: float,
+                flicker: float) -> np.ndarray:
+        """Relief optics, illumination, noise, gamma, text and JPEG: the uint8 frame."""
         opl = ndi.gaussian_filter(opl, self.defocus)
         absorb = ndi.gaussian_filter(absorb, 0.5 * self.defocus)
         img = optics.relief_image(opl, absorb, self.shear, self.gain, self.bg, 6.0, self.halo)
@@ -332,14 +352,7 @@ class Scene:
         image = np.clip(np.round(img), 0, 255).astype(np.uint8)
         if self.look is not None:
             image = app.jpeg(image, self.look.jpeg_quality)
-
-        tids = np.array([c.track_id for c in self.cells], dtype=np.int64)
-        meta = {"n_cells": len(self.cells), "hours": round(float(hours), 2),
-                "embryo_circle": self.embryo_circle(),
-                "depth_z_px": [round(float(c.center[2]), 2) for c in self.cells]}
-        inst = FrameInstances(masks=amodal, visible_masks=visible, occlusion=occl,
-                              track_ids=tids, meta=dict(meta))
-        return image, inst, meta
+        return image
 
     def _cell_patch(self, c: geo.Cell, cr: geo.Cell, pr: geo.Projection, hours: float,
                     seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

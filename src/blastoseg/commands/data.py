@@ -12,7 +12,7 @@ def _synth_embryos(args: argparse.Namespace) -> int:
     from blastoseg.synth import EmbryoConfig, write_synthetic_embryos
 
     config = EmbryoConfig(image_size=(args.size, args.size), mode=args.mode,
-                          appearance=args.appearance)
+                          appearance=args.appearance, stage=args.stage)
     path = write_synthetic_embryos(
         args.out, n=args.n, seed=args.seed, timelapse=args.timelapse, config=config,
         overwrite=args.overwrite, progress=progress_printer("rendering"),
@@ -112,13 +112,15 @@ def _import_labelme(args: argparse.Namespace) -> int:
 # imported here so that building the parser does not import numpy and scipy
 _SYNTH_MODES = ("crop", "incubator", "mixed")
 _SYNTH_APPEARANCES = ("default", "wide")
+_SYNTH_STAGES = ("cleavage", "blastocyst", "mixed")
 
 
 def add_parsers(verbs: argparse._SubParsersAction) -> None:
     synth = verbs.add_parser("synth", help="generate synthetic data in the dataset format")
     kinds = synth.add_subparsers(dest="kind", metavar="KIND")
     emb = kinds.add_parser(
-        "embryos", help="synthetic day 1-3 embryos under relief contrast, with amodal masks")
+        "embryos", help="synthetic day 1-3 embryos (or day 5-6 blastocysts) under relief "
+                        "contrast, with amodal masks")
     emb.add_argument("--n", type=int, default=100, help="frames, or videos with --timelapse")
     emb.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
     emb.add_argument("--out", required=True, type=Path, help="output dataset folder")
@@ -133,6 +135,11 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
                      help="default: the original look; wide: wider domain randomisation "
                           "(solid granular cells with flat contact faces, relief strength and "
                           "polarity, gamma, blur, noise, JPEG artefacts)")
+    emb.add_argument("--stage", choices=_SYNTH_STAGES, default="cleavage",
+                     help="cleavage: 1-8 blastomeres with amodal masks; blastocyst: day 5-6 "
+                          "blastocysts (early, full, expanded, hatching; no blastomere "
+                          "instances, embryo circle and stage in the image metadata); mixed: "
+                          "half and half")
     emb.add_argument("--overwrite", action="store_true",
                      help="replace an existing annotations.json (the old one is kept as a backup)")
     emb.set_defaults(func=_synth_embryos)

@@ -23,16 +23,41 @@ from magicgui.widgets import (
 from blastoseg.errors import BlastosegError
 from blastoseg.napari import _ui
 from blastoseg.napari.layer_conversion import instances_to_label_layers
-from blastoseg.synth import EmbryoConfig, iter_timelapse, render_embryo
+from blastoseg.synth import EmbryoConfig, iter_timelapse, render_blastocyst, render_embryo
 
 MODES = ("single frame", "time-lapse")
+STAGES = ("cleavage", "blastocyst")
+#: label value of each blastocyst component in the "blastocyst components" layer
+COMPONENT_LABELS = {"zona": 1, "trophectoderm": 2, "blastocoel": 3, "inner_cell_mass": 4}
+
+
+def component_labels(components: dict[str, np.ndarray]) -> np.ndarray:
+    """One label image of a blastocyst's components (later ones drawn over earlier ones)."""
+    first = next(iter(components.values()))
+    out = np.zeros(first.shape, np.uint8)
+    for name, value in COMPONENT_LABELS.items():
+        out[components[name]] = value
+    return out
 
 
 def synth_job(
-    mode: str, n_cells: int, n_frames: int, max_cells: int, seed: int, size: int
+    mode: str, n_cells: int, n_frames: int, max_cells: int, seed: int, size: int,
+    stage: str = "cleavage",
 ) -> Generator[tuple[int, int], None, tuple[np.ndarray, list, dict]]:
-    """Render frames, yielding (done, total) after each; returns (images, instances, meta)."""
+    """Render frames, yielding (done, total) after each; returns (images, instances, meta).
+
+    A blastocyst is a single frame; its ``meta["components"]`` is a label image of its parts.
+    """
     config = EmbryoConfig(image_size=(size, size))
+    if stage == "blastocyst":
+        if mode != MODES[0]:
+            raise BlastosegError("time-lapses show cleaving embryos; choose mode 'single "
+                                 "frame' for a blastocyst")
+        yield 0, 1
+        frame = render_blastocyst(seed=seed, config=config)
+        yield 1, 1
+        return frame.image, [frame.instances], {**frame.meta,
+                                                "components": component_labels(frame.components)}
     if mode == MODES[0]:
         yield 0, 1
         frame = render_embryo(n_cells, seed=seed, config=config)
@@ -55,6 +80,7 @@ class SynthEmbryoWidget(_ui.ScrollableDock, Container):
         super().__init__(labels=True, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
         self.mode = ComboBox(choices=MODES, value=MODES[1], label="mode")
+        self.stage = ComboBox(choices=STAGES, value=STAGES[0], label="stage")
         self.n_cells = SpinBox(value=4, min=1, max=16, label="cells (single frame)")
         self.n_frames = SpinBox(value=32, min=2, max=1000, label="frames (time-lapse)")
         self.max_cells = SpinBox(value=8, min=2, max=16, label="cells at the end")
@@ -69,7 +95,7 @@ class SynthEmbryoWidget(_ui.ScrollableDock, Container):
         self.status.native.setWordWrap(True)
         self.status.native.setMinimumWidth(180)
         self.extend([
-            self.mode, self.n_cells, self.n_frames, self.max_cells, self.seed, self.size,
+            self.mode, self.stage, self.n_cells, self.n_frames, self.max_cells, self.seed, self.size,
             self.ground_truth, self.run_button, self.cancel_button, self.progress, self.status,
         ])
         self.worker = None
@@ -82,7 +108,7 @@ class SynthEmbryoWidget(_ui.ScrollableDock, Container):
         from napari.qt.threading import create_worker
 
         args = (self.mode.value, self.n_cells.value, self.n_frames.value, self.max_cells.value,
-                self.seed.value, self.size.value)
+                self.seed.value, self.size.value, self.stage.value)
         self.worker = create_worker(synth_job, *args, _start_thread=False)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_done)
@@ -123,9 +149,16 @@ class SynthEmbryoWidget(_ui.ScrollableDock, Container):
                 )
                 layer.contour = 2
                 self._layers.append(layer)
+            if meta.get("components") is not None:
+                layer = self.viewer.add_labels(meta["components"], name="blastocyst components")
+                layer.contour = 2
+                self._layers.append(layer)
         if images.ndim == 3:
             self.viewer.dims.axis_labels = ("t", "y", "x")
         counts = [len(f) for f in frames]
+        if meta.get("stage") == "blastocyst":
+            self.status.value = f"{meta['blastocyst_stage']} blastocyst (cells not counted)"
+            return
         self.status.value = (
             f"{len(frames)} frames, {counts[0]} to {counts[-1]} cells" if len(frames) > 1
             else f"{counts[0]} cells"

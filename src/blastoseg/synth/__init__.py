@@ -1,4 +1,5 @@
-"""Synthetic day 1-3 human embryos under relief contrast, with amodal ground truth.
+"""Synthetic day 1-3 human embryos and day 5-6 blastocysts under relief contrast, with
+amodal ground truth.
 
 Blastomeres are packed 3D ellipsoids inside the zona; the image is formed from their
 summed optical path (relief contrast), so overlapping cells show every outline. Each frame
@@ -15,6 +16,7 @@ from blastoseg.synth.embryo import (
     SynthFrame,
     SynthTimelapse,
     iter_timelapse,
+    render_blastocyst,
     render_embryo,
     render_timelapse,
 )
@@ -25,6 +27,7 @@ __all__ = [
     "SynthFrame",
     "SynthTimelapse",
     "iter_timelapse",
+    "render_blastocyst",
     "render_embryo",
     "render_timelapse",
     "write_synthetic_embryos",

@@ -10,7 +10,7 @@ import numpy as np
 
 from blastoseg.errors import BlastosegError
 from blastoseg.synth.config import EmbryoConfig
-from blastoseg.synth.embryo import render_embryo, render_timelapse
+from blastoseg.synth.embryo import render_blastocyst, render_embryo, render_timelapse
 
 
 def _frame_samples(n: int, seed: int, config: EmbryoConfig | None,
@@ -22,8 +22,14 @@ def _frame_samples(n: int, seed: int, config: EmbryoConfig | None,
     counts = np.resize(np.arange(1, 9), n)
     rng.shuffle(counts)
     seeds = rng.integers(0, 2**31 - 1, size=n)
+    # the stage draws come from their own stream: cleavage datasets are unchanged by them
+    cfg = config if config is not None else EmbryoConfig()
+    draws = np.random.default_rng([int(seed), 0xB1A5]).random(n)
+    blasto = (draws < cfg.blastocyst_fraction if cfg.stage == "mixed"
+              else np.full(n, cfg.stage == "blastocyst"))
     for i in range(n):
-        fr = render_embryo(int(counts[i]), int(seeds[i]), config)
+        fr = (render_blastocyst(int(seeds[i]), config) if blasto[i]
+              else render_embryo(int(counts[i]), int(seeds[i]), config))
         yield Sample(
             image=fr.image, instances=fr.instances,
             file_name=f"images/synth_{i:06d}.png",
@@ -76,8 +82,9 @@ def write_synthetic_embryos(out_dir: str | os.PathLike, n: int, seed: int, *,
     out_dir
         Dataset folder to create.
     n
-        Number of independent frames (cell counts spread over 1..8), or, with
-        ``timelapse``, number of videos.
+        Number of independent frames (cell counts spread over 1..8; blastocysts, which have
+        no blastomere instances, with ``config.stage`` "blastocyst" or "mixed"), or, with
+        ``timelapse``, number of videos (cleavage stage only).
     seed
         Master seed; the whole dataset is reproducible from it.
     timelapse
@@ -102,9 +109,14 @@ def write_synthetic_embryos(out_dir: str | os.PathLike, n: int, seed: int, *,
     if timelapse is not None and timelapse < 2:
         raise BlastosegError(f"timelapse needs at least 2 frames per video; got {timelapse}")
     cfg = config if config is not None else EmbryoConfig()
+    if timelapse is not None and cfg.stage != "cleavage":
+        raise BlastosegError("time-lapses show cleaving embryos (1 -> 8 cells); give stage "
+                             f"'cleavage' with --timelapse, or drop --timelapse (got {cfg.stage!r})")
     samples = (_frame_samples(n, seed, cfg, progress) if timelapse is None
                else _video_samples(n, seed, int(timelapse), cfg, progress))
-    info = {"description": "blastoseg synthetic day 1-3 human embryos (relief contrast)",
+    what = {"cleavage": "day 1-3 human embryos", "blastocyst": "day 5-6 human blastocysts",
+            "mixed": "day 1-3 human embryos and day 5-6 blastocysts"}[cfg.stage]
+    info = {"description": f"blastoseg synthetic {what} (relief contrast)",
             "generator": "blastoseg.synth", "seed": int(seed), "n": int(n),
             "timelapse": timelapse, "config": cfg.to_dict()}
     return write_dataset(out_dir, samples, categories={1: "blastomere"}, overwrite=overwrite,

@@ -162,3 +162,23 @@ def test_synth_widget_cancel_stops_a_timelapse(make_napari_viewer, qtbot):
     assert widget.progress.value < 400
     assert len(viewer.layers) == 0
     assert widget.status.value == "cancelled"
+
+
+def test_synth_widget_blastocyst_stage(make_napari_viewer, qtbot):
+    from blastoseg.napari._synth_widget import SynthEmbryoWidget
+
+    viewer = make_napari_viewer()
+    widget = SynthEmbryoWidget(viewer)
+    widget.mode.value = "single frame"
+    widget.stage.value = "blastocyst"
+    widget.size.value = 128
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert viewer.layers["synthetic embryo"].data.shape == (128, 128)
+    parts = viewer.layers["blastocyst components"].data
+    assert {int(v) for v in np.unique(parts)} == {0, 1, 2, 3, 4}  # zona, TE, cavity, ICM
+    assert widget.status.value.endswith("blastocyst (cells not counted)")
+    widget.mode.value = "time-lapse"  # blastocysts are single frames: a clear message
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert "single frame" in widget.status.value

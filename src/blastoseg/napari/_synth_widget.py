@@ -107,6 +107,10 @@ class SynthEmbryoWidget(_ui.ScrollableDock, Container):
     def start(self) -> None:
         from napari.qt.threading import create_worker
 
+        if self.stage.value == "blastocyst" and self.mode.value != MODES[0]:
+            _ui.report_error(self.status, BlastosegError(
+                "time-lapses show cleaving embryos; choose mode 'single frame' for a blastocyst"))
+            return
         args = (self.mode.value, self.n_cells.value, self.n_frames.value, self.max_cells.value,
                 self.seed.value, self.size.value, self.stage.value)
         self.worker = create_worker(synth_job, *args, _start_thread=False)

@@ -4,12 +4,15 @@ Usage::
 
     python benchmarks/make_synthetic_figure.py --real /path/to/real/embryo_counts \
         --real-fullframes /path/to/real/blastocyst_embryoscope_focal \
+        --real-hmc /path/to/real/blastocyst_hmc \
         --out docs/images/synthetic_vs_real.png
 
 ``--real`` is a folder with ``microscope/`` and/or ``timelapse/`` subfolders of real crops
 named by blastomere count (``1cell.png``, ``2cells.jpg``, ...). ``--real-fullframes`` (optional)
-is a folder of full incubator frames (``*/*_0_*.jpg``: the in-focus plane of each embryo). The
-real images are only read to compose the figure; nothing is copied anywhere else.
+is a folder of full incubator frames (``*/*_0_*.jpg``: the in-focus plane of each embryo);
+synthetic blastocysts in EmbryoScope-like micro-wells are drawn in the row below them.
+``--real-hmc`` (optional) is a folder with ``images/`` of Hoffman-contrast blastocyst crops;
+synthetic blastocyst crops follow them. The real images are only read to compose the figure; nothing is copied anywhere else.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from PIL import Image, ImageDraw
 from scipy.ndimage import binary_dilation
 from skimage.segmentation import find_boundaries
 
-from blastoseg.synth import EmbryoConfig, render_embryo, render_timelapse
+from blastoseg.synth import EmbryoConfig, render_blastocyst, render_embryo, render_timelapse
 
 TILE = 256
 COLOURS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
@@ -80,6 +83,47 @@ def fullframe_tiles(root: Path, k: int) -> list[tuple[str, np.ndarray]]:
             for i in picks]
 
 
+def hmc_tiles(root: Path) -> list[tuple[str, np.ndarray]]:
+    out = []
+    for f in sorted((root / "images").glob("*"))[:4]:
+        a = np.asarray(Image.open(f).convert("L"))
+        s = min(a.shape)  # centre square: the blastocyst fills it
+        y0, x0 = (a.shape[0] - s) // 2, (a.shape[1] - s) // 2
+        out.append(("real HMC blastocyst", tile(a[y0:y0 + s, x0:x0 + s])))
+    return out
+
+
+#: EmbryoScope-like full frames: a tight micro-well around a large embryo, no dish edge
+EMBRYOSCOPE_LIKE = dict(mode="incubator", appearance="wide", well_ratio=(1.15, 1.4),
+                        embryo_fraction=(0.5, 0.7), dish_edge_prob=0.0)
+SUB_STAGES = ("early", "full", "expanded", "hatching")
+
+
+def blastocyst_rows(seed: int) -> tuple[list, list]:
+    """(EmbryoScope-like full frames, crops) of synthetic blastocysts, one per sub-stage."""
+    full, crops = [], []
+    wells = EmbryoConfig(**EMBRYOSCOPE_LIKE)
+    for j, sub in enumerate(SUB_STAGES):
+        fr = render_blastocyst(seed + 400 + j, wells, sub)
+        rgb = np.repeat(fr.image[..., None], 3, axis=2)
+        name = f"synthetic blastocyst, {sub}"
+        if j == 3:
+            rgb, name = circle(rgb, fr.meta["embryo_circle"]), f"{sub}, red: embryo_circle"
+        full.append((name, tile(rgb)))
+    for j, sub in enumerate(SUB_STAGES):
+        look = EmbryoConfig(appearance="wide" if j % 2 else "default")
+        fr = render_blastocyst(seed + 500 + j, look, sub)
+        box = crop_embryo(fr.image, fr.meta)
+        if j == 3:  # the components, drawn as outlines
+            comp = np.stack([fr.components[k] for k in
+                             ("zona", "trophectoderm", "blastocoel", "inner_cell_mass")])
+            crops.append(("zona, TE, cavity, ICM masks",
+                          tile(take(outlines(fr.image, comp), box))))
+            continue
+        crops.append((f"synthetic blastocyst crop, {sub}", tile(take(fr.image, box))))
+    return full, crops
+
+
 def real_tiles(root: Path, counts: list[int]) -> list[tuple[str, np.ndarray]]:
     out = []
     for sub in ("timelapse", "microscope"):
@@ -94,6 +138,8 @@ def main() -> None:
     ap.add_argument("--real", type=Path, required=True, help="folder of real crops")
     ap.add_argument("--real-fullframes", type=Path, default=None,
                     help="folder of real full incubator frames (EmbryoScope focal set)")
+    ap.add_argument("--real-hmc", type=Path, default=None,
+                    help="folder of real Hoffman-contrast blastocysts (with images/)")
     ap.add_argument("--out", type=Path, required=True, help="output PNG")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -134,8 +180,13 @@ def main() -> None:
     real = real_tiles(args.real, counts)
     for i in range(0, len(real), 4):
         rows.append(real[i:i + 4])
+    blasto_full, blasto_crops = blastocyst_rows(args.seed)
     if args.real_fullframes is not None:
         rows.append(fullframe_tiles(args.real_fullframes, 4))
+    rows.append(blasto_full)
+    if args.real_hmc is not None:
+        rows.append(hmc_tiles(args.real_hmc))
+    rows.append(blasto_crops)
 
     ncol = 4
     canvas = Image.new("RGB", (ncol * TILE, len(rows) * TILE), (255, 255, 255))

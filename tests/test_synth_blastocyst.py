@@ -55,6 +55,8 @@ def test_blastocyst_frame_shapes_and_ground_truth(sub: str) -> None:
     rr = np.hypot(xx - cx, yy - cy)
     # the zona's outer face is the labelled circle (it is at most a few % elliptical)
     outer = rr[comp["zona"]].max()
+    assert not comp["zona"][int(round(cy)), int(round(cx))]  # a ring, not a disc
+    assert rr[comp["zona"]].min() >= m["zona_inner_radius_px"] * (1 - 0.07) - 1.0
     assert abs(outer - r) <= 0.07 * r + 1.0, (outer, r)
     # the cavity and the ICM lie inside the zona; the ICM sits in the cavity's disc
     assert rr[comp["blastocoel"]].max() < m["zona_inner_radius_px"]

@@ -30,11 +30,11 @@ _STAGE_UM = {
     "early":    {"diam": (140.0, 160.0), "zona": (12.0, 17.0), "gap": (2.0, 9.0),
                  "te": (11.0, 17.0), "cells": 0.35},
     "full":     {"diam": (150.0, 172.0), "zona": (9.0, 14.0), "gap": (0.0, 3.0),
-                 "te": (6.0, 10.0), "cells": 0.65},
+                 "te": (8.0, 13.0), "cells": 0.65},
     "expanded": {"diam": (170.0, 215.0), "zona": (4.5, 9.0), "gap": (0.0, 1.0),
-                 "te": (5.0, 9.0), "cells": 1.0},
+                 "te": (6.0, 11.0), "cells": 1.0},
     "hatching": {"diam": (175.0, 220.0), "zona": (3.5, 7.0), "gap": (0.0, 1.0),
-                 "te": (5.0, 9.0), "cells": 1.0},
+                 "te": (6.0, 11.0), "cells": 1.0},
 }
 
 
@@ -194,13 +194,14 @@ def blastocyst_maps(b: Blastocyst, canvas: int, rng: np.random.Generator, *, gra
     tex = granules(rng, (canvas, canvas), 2.0 * gran_size, 0.01)  # flat cells: fine grain
     line = np.exp(-0.5 * (border / mem_w) ** 2) * (top + bot > 0)
     # the top face is near the focus when z_focus > 0; the other face is blurred and fainter
+    # (half the cleavage depth blur: the thin TE stays recognisable over the whole depth)
     z_face = 0.7 * b.te_r
-    s_top = 0.3 + depth_blur * abs(z_face - z_focus) / b.te_r
-    s_bot = 0.3 + depth_blur * abs(-z_face - z_focus) / b.te_r
+    s_top = 0.3 + 0.5 * depth_blur * abs(z_face - z_focus) / b.te_r
+    s_bot = 0.3 + 0.5 * depth_blur * abs(-z_face - z_focus) / b.te_r
     cells = (ndi.gaussian_filter(top, s_top) + ndi.gaussian_filter(bot, s_bot)) * (
         1 + 0.5 * gran * tex)
     # the borders of flat cells are fine lines: much fainter than a blastomere's outline
-    absorb = membrane_sign * 0.35 * mem_dark * (
+    absorb = membrane_sign * 0.5 * mem_dark * (
         ndi.gaussian_filter(line[0], s_top) + under_w * ndi.gaussian_filter(line[1], s_bot))
     te_mask = (top + bot) > 0
 
@@ -229,11 +230,19 @@ def blastocyst_maps(b: Blastocyst, canvas: int, rng: np.random.Generator, *, gra
     # the ICM is a dense, granular lump whose cell outlines are only hinted at
     cells = cells + ndi.gaussian_filter(icm_path * (1 + 1.5 * gran * coarse), s_icm)
     absorb = absorb + ndi.gaussian_filter(
-        membrane_sign * 0.3 * mem_dark * icm_line + 0.004 * icm_path, s_icm)
+        membrane_sign * 0.3 * mem_dark * icm_line, s_icm)
     masks = {"trophectoderm": te_mask,
              "blastocoel": tx * tx + ty * ty < b.cavity_r ** 2,
              "inner_cell_mass": icm_path > 0}
     return cells.astype(np.float32), absorb.astype(np.float32), masks
+
+
+def zona_mask(canvas: int, b: Blastocyst, breach: np.ndarray) -> np.ndarray:
+    """The zona's ring (between its inner and outer faces, as drawn), minus any breach."""
+    xx, yy = _ring_coords(canvas, b)
+    ca, sa = np.cos(b.angle), np.sin(b.angle)
+    rr = np.hypot((ca * xx + sa * yy) / (1.0 + b.ellip), (-sa * xx + ca * yy) / (1.0 - b.ellip))
+    return (rr >= b.r_zin) & (rr <= b.r_zout) & (breach > 0.5)
 
 
 def zona_breach(canvas: int, b: Blastocyst) -> np.ndarray:

@@ -60,7 +60,7 @@ class BlastocystScene(Scene):
         zopl, zabs = art.zona_opl(self.canvas, self.r_zout, self.r_zin, self.ellip,
                                   self.angle, rng, 0.08)
         breach = bl.zona_breach(self.canvas, b)
-        zona_mask = (zopl > 0) & (breach > 0.5)
+        zona_mask = bl.zona_mask(self.canvas, b, breach)
         zopl = ndi.gaussian_filter(zopl * breach, 1.2)  # the zona's faces are not sharp
         # day 5: cumulus is long gone; a few specks of debris remain
         cum = art.cumulus_opl(self.canvas, self.r_zout, int(rng.random() < 0.15),
@@ -72,8 +72,9 @@ class BlastocystScene(Scene):
             z_focus=self.z_focus, depth_blur=self.depth_blur, under_w=self.under_w)
         self.static_opl = self.px_um * (cfg.zona_dn * zopl + 0.02 * cum
                                         + cfg.cytoplasm_dn * cells)
+        # half a blastomere's absorption: the ICM is dense but not dark (flat TE barely absorbs)
         self.zona_abs = (zabs * breach + c_abs
-                         + self.cyto_abs * cells * self.px_um / 100.0).astype(np.float32)
+                         + 0.5 * self.cyto_abs * cells * self.px_um / 100.0).astype(np.float32)
         self.canvas_masks = {"zona": zona_mask, **masks}
 
     def render(self, hours: float | None = None, flicker: float = 1.0

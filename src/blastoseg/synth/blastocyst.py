@@ -176,7 +176,8 @@ def _shell(xx: np.ndarray, yy: np.ndarray, r: float, t0: float, sites: np.ndarra
     return path * share, path * (1 - share), np.stack(border)
 
 
-def _ring_coords(canvas: int, b: Blastocyst) -> tuple[np.ndarray, np.ndarray]:
+def _ring_coords(canvas: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel offsets (x, y) from the canvas centre."""
     c = (canvas - 1) / 2.0
     yy, xx = np.mgrid[0:canvas, 0:canvas].astype(np.float32) - c
     return xx, yy
@@ -188,7 +189,7 @@ def blastocyst_maps(b: Blastocyst, canvas: int, rng: np.random.Generator, *, gra
                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Cells' path length (canvas px, before the index excess), absorption, and the masks
     ``trophectoderm``, ``blastocoel`` and ``inner_cell_mass`` on the canvas."""
-    xx, yy = _ring_coords(canvas, b)
+    xx, yy = _ring_coords(canvas)
     tx, ty = xx - b.te_xy[0], yy - b.te_xy[1]
     top, bot, border = _shell(tx, ty, b.te_r, b.te_t, b.te_sites)
     tex = granules(rng, (canvas, canvas), 2.0 * gran_size, 0.01)  # flat cells: fine grain
@@ -239,7 +240,7 @@ def blastocyst_maps(b: Blastocyst, canvas: int, rng: np.random.Generator, *, gra
 
 def zona_mask(canvas: int, b: Blastocyst, breach: np.ndarray) -> np.ndarray:
     """The zona's ring (between its inner and outer faces, as drawn), minus any breach."""
-    xx, yy = _ring_coords(canvas, b)
+    xx, yy = _ring_coords(canvas)
     ca, sa = np.cos(b.angle), np.sin(b.angle)
     rr = np.hypot((ca * xx + sa * yy) / (1.0 + b.ellip), (-sa * xx + ca * yy) / (1.0 - b.ellip))
     return (rr >= b.r_zin) & (rr <= b.r_zout) & (breach > 0.5)
@@ -249,7 +250,7 @@ def zona_breach(canvas: int, b: Blastocyst) -> np.ndarray:
     """Multiplier of the zona's maps: 0 in the breach the hatching TE pushes through."""
     if b.hatch_angle is None:
         return np.ones((canvas, canvas), np.float32)
-    xx, yy = _ring_coords(canvas, b)
+    xx, yy = _ring_coords(canvas)
     dth = np.angle(np.exp(1j * (np.arctan2(yy, xx) - b.hatch_angle)))
     half = np.arcsin(min(0.95, 0.75 * b.bulge_r / b.r_zin))
     return (1.0 / (1.0 + np.exp(-(np.abs(dth) - half) / 0.03))).astype(np.float32)

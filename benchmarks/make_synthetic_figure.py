@@ -195,7 +195,7 @@ def main() -> None:
             canvas.paste(Image.fromarray(t), (c * TILE, r * TILE))
             label(canvas, (c * TILE + 2, r * TILE + 2), name)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    # an adaptive palette keeps the figure small (well under 2 MB) at no visible cost
+    # an adaptive palette keeps the figure small (about 2 MB) at no visible cost
     canvas.convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(args.out, optimize=True)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
 

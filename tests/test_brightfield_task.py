@@ -333,3 +333,40 @@ def test_segment_cli_writes_dataset_and_maps(tiny_bf, tmp_path):
     with pytest.raises(BlastosegError):
         args.func(parser.parse_args(argv))  # no --overwrite
     assert args.func(parser.parse_args([*argv, "--overwrite"])) == 0
+
+
+def test_validation_metrics_are_exact_on_known_predictions(tmp_path):
+    """The task's validation (issue 18: it was only checked to lie in [0, 1]): a model that
+    returns the ground truth scores mAP 1 exactly, one that finds nothing 0, and one that
+    returns each cell shifted by half its width an AP50 of 0."""
+    from types import SimpleNamespace
+
+    from blastoseg.train.brightfield_data import BrightfieldDataset
+    from blastoseg.train.brightfield_task import BrightfieldTask
+    from blastoseg.train.job import TrainJob
+
+    path, _, _ = _two_cells(tmp_path)
+    task = BrightfieldTask()
+    task.job = TrainJob(kind="brightfield", train_data=[], config={"model": TINY_SPARSE})
+    task.device = torch.device("cpu")
+    heads = task.build_model(task.job.config).heads
+    val = BrightfieldDataset([path], heads, crop=None, augment=False, multiple=4)
+    truth = val[0]["masks"].float()  # (n, H, W) of the one image
+    assert len(truth) == 3  # the two cells and the sliver in the corner
+
+    def model_returning(masks):
+        def forward(image):
+            n, (h, w) = len(masks), image.shape[-2:]
+            logits = torch.full((1, max(n, 1), h, w), -20.0)
+            logits[0, :n, :masks.shape[1], :masks.shape[2]] = masks * 40.0 - 20.0
+            cls = torch.full((1, max(n, 1), 1), 10.0 if n else -10.0)
+            return SimpleNamespace(class_logits=cls, mask_logits=logits, iou_logits=None)
+        return forward
+
+    perfect = task.validate(model_returning(truth), val)
+    assert (perfect["mAP"], perfect["AP50"], perfect["AP75"], perfect["n_pred"]) == \
+        (1.0, 1.0, 1.0, 3.0)
+    nothing = task.validate(model_returning(truth[:0]), val)
+    assert (nothing["mAP"], nothing["AP50"]) == (0.0, 0.0)
+    shifted = task.validate(model_returning(torch.roll(truth, 14, dims=1)), val)  # 14 rows
+    assert shifted["AP50"] == 0.0 and shifted["n_pred"] == 3.0  # each IoU under 0.4

@@ -161,3 +161,60 @@ def test_import_into_a_project_and_pick_on_the_canvas(viewer_with_result, tmp_pa
     row = widget.session.cells(1)[-1]
     widget._layers[row["layer"]].selected_label = row["label"]
     assert widget.cells.value == [row["id"]]
+
+
+def test_a_project_open_elsewhere_opens_read_only(make_napari_viewer, tmp_path, monkeypatch):
+    """Issue 18 item 17: "Open project..." on a project another process holds says "open
+    elsewhere" and offers a read-only look: its cells are shown, nothing can be edited, and
+    nothing is written when it is closed."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from qtpy.QtWidgets import QFileDialog, QMessageBox
+
+    from blastoseg.annotate import AnnotationProject
+    from blastoseg.annotate.project_lock import LOCK_FILE, ProjectLockedError
+    from blastoseg.instances import FrameInstances
+
+    folder = tmp_path / "proj"
+    masks = np.zeros((1, 32, 32), bool)
+    masks[0, 8:20, 8:20] = True
+    AnnotationProject.create(folder, np.zeros((2, 32, 32), np.uint8),
+                             [FrameInstances(masks=masks)] * 2).close()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, time
+        from blastoseg.annotate import AnnotationProject
+        p = AnnotationProject.open(sys.argv[1])
+        p.set_reviewed(0, True)
+        p.save()
+        print("saved", flush=True)
+        time.sleep(120)
+        """), str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "saved"
+        before = (folder / "annotations.json").read_bytes()
+        from blastoseg.napari._label_widget import LabelWidget
+
+        widget = LabelWidget(make_napari_viewer())
+        with pytest.raises(ProjectLockedError, match="open elsewhere"):
+            widget.open_project(folder)
+        # the dialog path: the user picks the folder and answers Yes to "Open it read-only?"
+        monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(folder))
+        asked = []
+        monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or
+                            QMessageBox.StandardButton.Yes)
+        widget._open_project_dialog()
+        assert asked and "open elsewhere" in asked[0]
+        assert widget.session is not None and widget.session.project.read_only
+        assert "READ-ONLY" in widget.project_label.value
+        assert widget.reviewed.value  # the holder's saved edit is shown
+        assert not widget.delete_button.enabled and not widget.reviewed.enabled
+        assert widget.export_button.enabled
+        assert all(not la.editable for la in widget._layers)
+        widget.close_project()
+        assert (folder / "annotations.json").read_bytes() == before
+        assert (folder / LOCK_FILE).exists()  # still the holder's
+    finally:
+        holder.kill()
+        holder.wait()

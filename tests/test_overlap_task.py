@@ -171,3 +171,45 @@ def test_finetune_an_overlap_model_keeps_its_architecture_and_scale(tiny_overlap
     assert card.kind == "overlap" and card.base_model == "tiny-overlap"
     assert card.config["seunet"] == base.config["seunet"]
     assert card.config["preprocess"]["scale"] == base.config["preprocess"]["scale"]
+
+
+def test_validation_metrics_are_exact_on_known_maps(tmp_path):
+    """The task's validation (issue 18: it was only checked to lie in [0, 1]): maps equal to
+    the targets give val_score 1 exactly (cytoplasm IoU 1, overlap F1 1); empty maps give 0;
+    the cytoplasm map of one cell only gives that cell's share of the union as its IoU."""
+    from types import SimpleNamespace
+
+    from blastoseg.instances import FrameInstances
+    from blastoseg.io.dataset import Sample, write_dataset
+    from blastoseg.train.overlap_data import OverlapDataset
+    from blastoseg.train.overlap_task import OverlapTask
+
+    yy, xx = np.mgrid[:64, :64]
+    a = (yy - 30) ** 2 + (xx - 24) ** 2 < 14 ** 2
+    b = (yy - 32) ** 2 + (xx - 42) ** 2 < 13 ** 2
+    write_dataset(tmp_path / "d", [Sample(image=(200 - 60 * a - 60 * b).astype(np.uint8),
+                                          instances=FrameInstances(masks=np.stack([a, b])))],
+                  categories={1: "cell"})
+    heads = ("cytoplasm", "overlap")
+    ds = OverlapDataset([tmp_path / "d"], heads, crop=64, probability={"variant": "border"},
+                        augment=False)
+    task = OverlapTask()
+    task.device = torch.device("cpu")
+
+    def model_giving(maps):
+        def forward(image):
+            return SimpleNamespace(logits={h: torch.from_numpy(np.where(maps[h], 20.0, -20.0)
+                                                               )[None, None].float()
+                                           for h in heads})
+        forward.config = SimpleNamespace(heads=heads)
+        return forward
+
+    perfect = task.validate(model_giving({"cytoplasm": a | b, "overlap": a & b}), ds)
+    assert perfect["val_score"] == 1.0
+    assert perfect["cytoplasm_iou"] == 1.0 and perfect["overlap_f1"] == 1.0
+    empty = np.zeros_like(a)
+    assert task.validate(model_giving({"cytoplasm": empty, "overlap": empty}), ds)[
+        "val_score"] == 0.0
+    one = task.validate(model_giving({"cytoplasm": a, "overlap": a & b}), ds)
+    assert one["cytoplasm_iou"] == pytest.approx(a.sum() / (a | b).sum())
+    assert one["val_score"] == pytest.approx((a.sum() / (a | b).sum() + 1.0) / 2)

@@ -133,7 +133,6 @@ def test_font_renders() -> None:
 
 
 def test_write_synthetic_embryos(tmp_path) -> None:
-    pytest.importorskip("pycocotools")
     from blastoseg.io.dataset import read_dataset
 
     seen = []

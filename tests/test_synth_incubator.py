@@ -137,7 +137,6 @@ def test_invalid_mode() -> None:
 
 
 def test_written_datasets_carry_the_circle(tmp_path) -> None:
-    pytest.importorskip("pycocotools")
     out = write_synthetic_embryos(tmp_path / "f", n=3, seed=0, config=INC)
     entries = json.loads(out.read_text())["images"]
     assert all(len(e["embryo_circle"]) == 3 and e["mode"] == "incubator" for e in entries)
@@ -148,7 +147,6 @@ def test_written_datasets_carry_the_circle(tmp_path) -> None:
 
 
 def test_cli_mode_flag(tmp_path) -> None:
-    pytest.importorskip("pycocotools")
     from blastoseg.cli import main
 
     out = tmp_path / "inc"
@@ -227,7 +225,6 @@ def test_pressed_cells_keep_their_volume_and_share_a_flat_face() -> None:
 
 
 def test_cli_appearance_flag(tmp_path) -> None:
-    pytest.importorskip("pycocotools")
     from blastoseg.cli import main
 
     out = tmp_path / "wide"

@@ -210,9 +210,6 @@ def test_dataset_from_folder_and_synthetic(tmp_path):
                                            FrameInstances(masks))])
     ds = MaskCropDataset.from_dataset(tmp_path / "ds", augment=CropAugment())
     assert len(ds) == 3 and ds.tensor().shape == (3, 1, S, S)
-    synth = pytest.importorskip("blastoseg.synth")
-    if not hasattr(synth, "render_embryo"):
-        pytest.skip("synthetic generator not available")
     sd = MaskCropDataset.from_synthetic(1, seed=3, n_cells=(2, 2))
     assert len(sd) == 2
     x = sd.tensor()

@@ -20,3 +20,8 @@ class InvalidImageError(BlastosegError):
 
 class DatasetFormatError(BlastosegError):
     """A dataset folder or annotation file does not follow the blastoseg dataset format."""
+
+
+class MemoryLimitError(BlastosegError):
+    """The work would need more memory than the machine has free; refused before the work
+    (or as soon as the need is known), with what it needs and what to try."""

@@ -12,7 +12,8 @@ would otherwise leave thousands of files a day. ``open`` falls back to ``.prev``
 newest readable ``.bak``) when ``annotations.json`` is unreadable, with a warning. One
 process saves a project at a time (``annotate/project_lock.py``): the first save takes a lock
 file with the process id, :meth:`AnnotationProject.close` gives it back, and a second process
-that tries to save gets a clear "open elsewhere" error instead of overwriting the other's edits.
+that tries to save (or to open it, unless ``read_only``) gets a clear "open elsewhere" error
+instead of overwriting the other's edits.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from blastoseg.annotate.project_lock import ProjectLock
+from blastoseg.annotate.project_lock import (
+    ProjectLock,
+    ProjectLockedError,
+    ProjectReadOnlyError,
+    digest,
+)
 from blastoseg.errors import DatasetFormatError, ImageReadError, InvalidImageError
 from blastoseg.instances import FrameInstances
 from blastoseg.io.atomic import atomic_write_bytes, atomic_write_text, backup_existing
@@ -154,7 +160,7 @@ class AnnotationProject:
     """
 
     def __init__(self, root: Path, doc: dict, *, backup_interval_s: float = 600.0,
-                 keep_backups: int | None = 20) -> None:
+                 keep_backups: int | None = 20, read_only: bool = False) -> None:
         self.root = Path(root)
         self.path = self.root / ANNOTATIONS_FILE
         self.info: dict = dict(doc.get("info") or {})
@@ -170,6 +176,9 @@ class AnnotationProject:
         self._last_save = time.monotonic()
         self._last_backup = float("-inf")  # the first save of a session always keeps a .bak
         self._lock = ProjectLock(self.root)  # taken at the first save, given back by close()
+        #: opened to look at only (another process had it open): never saved
+        self.read_only = bool(read_only)
+        self._on_disk: bytes | None = None  # annotations.json as last read or written here
 
     # --- creating and opening -----------------------------------------------------------
     @classmethod
@@ -239,26 +248,37 @@ class AnnotationProject:
 
     @classmethod
     def open(cls, folder: str | os.PathLike, *, backup_interval_s: float = 600.0,
-             keep_backups: int | None = 20) -> AnnotationProject:
+             keep_backups: int | None = 20, read_only: bool = False) -> AnnotationProject:
         """Open a project, or any dataset folder, for annotation.
 
         An unreadable ``annotations.json`` is replaced by ``annotations.json.prev`` (or the
         newest readable ``.bak``) with a :class:`ProjectRecoveredWarning`; the unreadable file
-        is kept as ``annotations.json.corrupt-<stamp>``.
+        is kept as ``annotations.json.corrupt-<stamp>`` (not when ``read_only``).
+
+        ``read_only``: to look at, even while another process has it open; it takes no lock
+        and is never saved (:meth:`save` raises :class:`ProjectReadOnlyError`).
 
         Raises DatasetFormatError: no such folder, no readable annotations file (nor backup),
-        or image files missing.
+        or image files missing; :class:`ProjectLockedError` ("open elsewhere") unless
+        ``read_only``: another live process holds the project.
         """
         root = Path(folder)
         if root.is_file() and root.name == ANNOTATIONS_FILE:
             root = root.parent
         if not root.is_dir():
             raise DatasetFormatError(f"{root}: project folder does not exist")
+        if not read_only:
+            ProjectLock(root).refuse_if_held_elsewhere()
         try:
             doc = _load_doc(root / ANNOTATIONS_FILE)
         except DatasetFormatError as exc:
+            if read_only:
+                raise
             doc = _restore(root, exc)
-        project = cls(root, doc, backup_interval_s=backup_interval_s, keep_backups=keep_backups)
+        project = cls(root, doc, backup_interval_s=backup_interval_s, keep_backups=keep_backups,
+                      read_only=read_only)
+        if project.path.is_file():
+            project._on_disk = digest(project.path.read_bytes())
         missing = [e["file_name"] for e in project._entries
                    if not (root / e["file_name"]).is_file()]
         if missing:
@@ -401,12 +421,19 @@ class AnnotationProject:
         rewritten). The replaced version goes to ``annotations.json.prev`` and, per the backup
         policy, to a timestamped ``.bak``. An OSError (e.g. disk full) propagates and the
         project stays dirty, so the next save tries again."""
+        if self.read_only:
+            raise ProjectReadOnlyError(
+                f"{self.root} was opened read-only (it was open elsewhere): these edits are "
+                "not saved; open it again, not read-only, once it is closed there")
         # one writer per project: a second process saving would drop this one's edits
         self._lock.acquire()
         text = self.to_json()
         data = text.encode("utf-8")
         if self.path.exists():
             old = self.path.read_bytes()
+            if old != data and self._on_disk is not None and digest(old) != self._on_disk:
+                raise ProjectLockedError(f"{self.path} was changed by another process since "
+                                         "it was opened here: saving would drop its edits")
             if old != data and _parses(old):  # never let garbage overwrite a good .prev
                 atomic_write_bytes(self.root / PREV_FILE, old)
                 self._maybe_backup()
@@ -414,6 +441,7 @@ class AnnotationProject:
                 self._mark_clean()
                 return self.path
         atomic_write_text(self.path, text)
+        self._on_disk = digest(data)
         self._mark_clean()
         return self.path
 

@@ -7,11 +7,17 @@ and host); another process that tries to save gets :class:`ProjectLockedError` n
 holder, and keeps its edits in memory (it can save them elsewhere or after the holder closes).
 A lock whose process is gone (a crash, kill -9) on this host is taken over. The lock is released
 when the project is closed or the process exits.
+
+Opening a project whose lock a live process holds is refused up front ("open elsewhere",
+:meth:`ProjectLock.refuse_if_held_elsewhere`), unless it is opened read-only. And a project
+whose ``annotations.json`` changed on disk since it was read (another process saved it, then
+died or closed it) is not saved over: its :func:`digest` no longer matches.
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import socket
@@ -19,13 +25,17 @@ from pathlib import Path
 
 from blastoseg.errors import DatasetFormatError
 
-__all__ = ["LOCK_FILE", "ProjectLock", "ProjectLockedError"]
+__all__ = ["LOCK_FILE", "ProjectLock", "ProjectLockedError", "ProjectReadOnlyError", "digest"]
 
 LOCK_FILE = ".blastoseg-lock"
 
 
 class ProjectLockedError(DatasetFormatError):
     """Another process holds the project's lock: saving here would drop its edits."""
+
+
+class ProjectReadOnlyError(DatasetFormatError):
+    """The project was opened read-only (another process had it open): it is never saved."""
 
 
 def _alive(pid: int) -> bool:
@@ -38,6 +48,11 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def digest(data: bytes) -> bytes:
+    """sha256 of a file's bytes: how a project notices its file changed under it."""
+    return hashlib.sha256(data).digest()
 
 
 class ProjectLock:
@@ -63,6 +78,26 @@ class ProjectLock:
         if not isinstance(pid, int):
             return True
         return host == socket.gethostname() and not _alive(pid)
+
+    def other_holder(self) -> dict | None:
+        """{"pid", "host"} of a live process other than this one holding the lock, else None
+        (no lock, ours, or stale: its process is gone)."""
+        holder = self.holder()
+        if holder is None:
+            return None
+        if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            return None
+        return None if self._stale(holder) else holder
+
+    def refuse_if_held_elsewhere(self) -> None:
+        """Raise :class:`ProjectLockedError` ("open elsewhere") when another live process
+        holds the lock: opening the project to edit it would lose one side's edits."""
+        holder = self.other_holder()
+        if holder is not None:
+            raise ProjectLockedError(
+                f"{self.path.parent} is open elsewhere (process {holder.get('pid')} on "
+                f"{holder.get('host')}): close it there first, or open it read-only to look "
+                "at it (edits there are not saved)")
 
     def acquire(self) -> None:
         """Take the lock (idempotent for this process). Raises :class:`ProjectLockedError`

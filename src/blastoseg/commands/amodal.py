@@ -124,8 +124,28 @@ def _requested_framing(embryo, diameter_px, localise, args, model_localises=True
     return "localised in each frame"
 
 
+class _Seen:
+    """What the reports read of a streamed result (its meta without the arrays, its number
+    of cells), kept while the result itself is written and dropped."""
+
+    def __init__(self, inst) -> None:
+        self.meta = {k: v for k, v in (inst.meta or {}).items() if not hasattr(v, "shape")}
+        self.count = len(inst)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _keep_seen(results, seen: list):
+    for inst in results:
+        seen.append(_Seen(inst))
+        yield inst
+
+
 def _segment_amodal(args: argparse.Namespace) -> int:
+    from blastoseg.io.frames import as_frames
     from blastoseg.predict.base import load_predictor
+    from blastoseg.predict.stream import stream_predictions
     from blastoseg.results.amodal import amodal_result_paths, write_amodal_results
     from blastoseg.results.files import check_output_folder, refuse_existing
 
@@ -146,15 +166,18 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     requested = _requested_framing(embryo, diameter_px, localise, args,
                                    predictor.use_localisation)
     print(f"framing: {requested}")
-    result = predictor.predict(images, progress=progress_printer("segmenting"),
-                               embryo=embryo, diameter_px=diameter_px, localise=localise)
-    frames = result if isinstance(result, list) else [result]
-    if not isinstance(result, list):
-        images = images[None]
+    # streamed: each frame's result is written and dropped before the next batch runs,
+    # so memory stays flat with the stack's length (issue 18 item 24)
+    results = stream_predictions(predictor, images, progress_printer("segmenting"),
+                                 embryo=embryo, diameter_px=diameter_px, localise=localise)
+    frames: list[_Seen] = []
+    _, is_stack = as_frames(images)
+    paths = write_amodal_results(_keep_seen(results, frames), args.out,
+                                 images=images if is_stack else images[None],
+                                 video=is_stack and len(images) > 1,
+                                 pixel_size_um=stack.pixel_size_um, overwrite=args.overwrite)
     print(_framing_line(_report_framing(frames), len(frames)))
     _report_no_cells(frames, float(predictor.score_threshold))
-    paths = write_amodal_results(frames, args.out, images=images,
-                                 pixel_size_um=stack.pixel_size_um, overwrite=args.overwrite)
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
     return 0

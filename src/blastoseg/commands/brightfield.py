@@ -19,7 +19,9 @@ from blastoseg.kinds import get_kind
 
 
 def _segment_brightfield(args: argparse.Namespace) -> int:
+    from blastoseg.io.frames import as_frames
     from blastoseg.predict.base import load_predictor
+    from blastoseg.predict.stream import stream_predictions
     from blastoseg.results.brightfield import brightfield_result_paths, write_brightfield_results
     from blastoseg.results.files import check_output_folder, refuse_existing
 
@@ -30,12 +32,13 @@ def _segment_brightfield(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model, args.device, kind="brightfield",  # cached (batch)
                                score_threshold=args.threshold)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
-    result = predictor.predict(data, progress=progress_printer("segmenting"))
-    frames = result if isinstance(result, list) else [result]
-    images = data if isinstance(result, list) else data[None]
-    paths = write_brightfield_results(frames, args.out, images=images,
-                                      pixel_size_um=stack.pixel_size_um,
-                                      overwrite=args.overwrite)
+    # streamed: each frame's result is written (its maps spooled) and dropped before the
+    # next frame runs, so memory stays flat with the stack's length (issue 18 item 24)
+    _, is_stack = as_frames(data)
+    paths = write_brightfield_results(
+        stream_predictions(predictor, data, progress_printer("segmenting")), args.out,
+        images=data if is_stack else data[None], video=is_stack and len(data) > 1,
+        pixel_size_um=stack.pixel_size_um, overwrite=args.overwrite)
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
     return 0

@@ -6,6 +6,12 @@ Examples of names handled::
     frame_0007_F-15.png                      -> frame 7, focal plane -15
     D2020.01.02_S0123_I3_WELL4_RUN012_F15.JPG -> frame 12, focal plane 15
     F-15/                                    -> a folder holding the frames of plane -15
+    good_23765483_-15_3AA.jpg (with ..._0_..., ..._15_...) -> focal plane -15 of one frame
+
+A number that varies from file to file and is negative in some names (``_-15_``: a minus
+after a delimiter) is a signed focal-plane offset, never a frame number: frame numbers do not
+go below 0. EmbryoScope exports of one embryo's planes are named that way
+(:func:`signed_plane_numbers`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = ["FrameName", "focal_folder_value", "frame_numbers", "has_frame_token", "natural_key",
-           "parse_frame_name"]
+           "parse_frame_name", "signed_plane_numbers"]
 
 # A focal token is "F" + signed integer standing as its own token: delimited by "_", "-",
 # whitespace, "." or the string ends, so the "F" in words like "Frame" or "WELLF2" is ignored.
@@ -64,11 +70,36 @@ def parse_frame_name(stem: str) -> FrameName:
     return FrameName(int(ints[-1].group(0)) if ints else None, focal)
 
 
-def _free_ints(stem: str) -> list[int]:
+def _free_ints(stem: str, signed: bool = False) -> list[int]:
+    """The integer groups outside the focal token; with ``signed``, one right after a minus
+    that follows a delimiter (or starts the name), as in ``_-15_``, is negative."""
     focal_match = _FOCAL.search(stem)
     span = focal_match.span() if focal_match else (-1, -1)
-    return [int(m.group(0)) for m in _INT.finditer(stem)
-            if m.end() <= span[0] or m.start() >= span[1]]
+    out = []
+    for m in _INT.finditer(stem):
+        if not (m.end() <= span[0] or m.start() >= span[1]):
+            continue
+        i = m.start()
+        minus = signed and i >= 1 and stem[i - 1] == "-" and (
+            i == 1 or re.match(_DELIM, stem[i - 2]) is not None)
+        out.append(-int(m.group(0)) if minus else int(m.group(0)))
+    return out
+
+
+def signed_plane_numbers(stems: list[str]) -> list[int] | None:
+    """The focal planes of names that number them with a signed offset (``emb_-15_3AA``,
+    ``emb_0_3AA``, ``emb_15_3AA``): the one integer group that varies from name to name, when
+    it is negative in some of them. None when the names carry frame or focal tokens, differ in
+    their number of integer groups, or no varying group goes below 0 (then they are frames)."""
+    if len(stems) < 2 or any(has_frame_token(s) for s in stems):
+        return None
+    groups = [_free_ints(s, signed=True) for s in stems]
+    if len({len(g) for g in groups}) != 1 or not groups[0]:
+        return None
+    varying = [k for k in range(len(groups[0])) if len({g[k] for g in groups}) > 1]
+    if len(varying) != 1 or min(g[varying[0]] for g in groups) >= 0:
+        return None
+    return [g[varying[0]] for g in groups]
 
 
 def frame_numbers(stems: list[str]) -> list[int | None]:

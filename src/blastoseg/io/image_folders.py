@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from blastoseg.errors import ImageReadError
-from blastoseg.io.frame_names import focal_folder_value, has_frame_token, natural_key
+from blastoseg.io.frame_names import (
+    focal_folder_value,
+    has_frame_token,
+    natural_key,
+    signed_plane_numbers,
+)
 from blastoseg.io.images import SUPPORTED_EXTENSIONS, ImageStack, read_image
 
 __all__ = ["TIMELAPSE_CORRELATION", "FolderLayout", "folder_layout", "read_separate_images"]
@@ -79,6 +84,9 @@ def folder_layout(folder: str | os.PathLike) -> FolderLayout:
         return FolderLayout(False, "fewer than two pictures", files)
     if any(has_frame_token(p.stem) for p in files):
         return FolderLayout(False, "the names carry frame or focal-plane numbers", files)
+    if signed_plane_numbers([p.stem for p in files]) is not None:
+        return FolderLayout(False, "the names number the focal planes of one frame (signed "
+                                   "offsets such as -15)", files)
     try:
         first = [read_image(p) for p in files[: _PAIRS + 1]]
     except ImageReadError:

@@ -22,6 +22,7 @@ from blastoseg.io.frame_names import (
     frame_numbers,
     natural_key,
     parse_frame_name,
+    signed_plane_numbers,
 )
 
 __all__ = [
@@ -298,7 +299,10 @@ def read_frame_folder(folder: str | os.PathLike, *, skip_unreadable: bool = Fals
 
     Frame numbers and focal planes are parsed from the file names (``RUN012``, ``frame_7``,
     ``t7``, else the last number; ``F-15`` as its own token is a focal plane), or focal planes
-    are sub-folders named ``F-15``, ``F0``, ``F15``. Frames are ordered by frame number, focal
+    are sub-folders named ``F-15``, ``F0``, ``F15``. Names whose one varying number is signed
+    (``emb_-15_3AA.jpg``, ``emb_0_3AA.jpg``, ``emb_15_3AA.jpg``: an EmbryoScope export of one
+    embryo's planes) are the focal planes of one frame, a (1, Z, Y, X) stack
+    (:func:`~blastoseg.io.frame_names.signed_plane_numbers`). Frames are ordered by frame number, focal
     planes by value. Hidden and non-image files are ignored.
 
     With ``skip_unreadable`` a frame whose file (or one of its focal planes) cannot be read or
@@ -344,8 +348,12 @@ def read_frame_folder(folder: str | os.PathLike, *, skip_unreadable: bool = Fals
             raise ImageReadError(
                 f"{folder}: some file names carry a focal-plane token (e.g. "
                 f"{with_focal[0].name}) and others do not (e.g. {without.name})")
+        signed = None if with_focal else signed_plane_numbers([p.stem for p in root_files])
+        if signed is not None:  # the focal planes of one frame (EmbryoScope: emb_-15_3AA.jpg)
+            for value, p in zip(signed, root_files, strict=True):
+                planes[value].append((0, p))
         by_plane: dict[int | None, list[Path]] = defaultdict(list)
-        for n, p in parsed:
+        for n, p in parsed if signed is None else []:
             by_plane[n.focal].append(p)
         for value, files_in in by_plane.items():
             numbers = frame_numbers([p.stem for p in files_in])

@@ -186,10 +186,12 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
                                            source=layer.name, overwrite=overwrite)
         self.show_project(project, layer.name)
 
-    def open_project(self, folder: str | Path) -> None:
+    def open_project(self, folder: str | Path, read_only: bool = False) -> None:
+        """Open a project; ``read_only`` to look at one that is open elsewhere (another napari
+        or a script holds its lock): nothing can be edited and nothing is saved."""
         from blastoseg.annotate import AnnotationProject
 
-        project = AnnotationProject.open(folder)
+        project = AnnotationProject.open(folder, read_only=read_only)
         name = Path(folder).name
         if name not in self.viewer.layers:
             stack = np.stack([project.image(t) for t in range(project.n_frames)])
@@ -231,6 +233,14 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
         self._frame = self._current_frame()
         self._set_enabled(True)
         self.project_label.value = f"project: {project.root} ({project.n_frames} frame(s))"
+        if project.read_only:  # open elsewhere: look, export, but no edit that would be lost
+            for w in (self.new_button, self.delete_button, self.merge_button, self.split_button,
+                      self.ellipse_button, self.complete_button, self.propose_button,
+                      self.undo_button, self.reviewed):
+                w.enabled = False
+            for la in self._layers:
+                la.editable = False
+            self.project_label.value += " - READ-ONLY (open elsewhere): edits are not saved"
         self.refresh()
 
     def close_project(self) -> None:
@@ -388,7 +398,22 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
 
         folder = QFileDialog.getExistingDirectory(self.native, "Open an annotation project")
         if folder:
-            self._op(lambda: self.open_project(folder))
+            self._op(lambda: self._open_or_look(folder))
+
+    def _open_or_look(self, folder: str) -> None:
+        """Open ``folder``; when it is open elsewhere, offer to open it read-only."""
+        from qtpy.QtWidgets import QMessageBox
+
+        from blastoseg.annotate.project_lock import ProjectLockedError
+
+        try:
+            self.open_project(folder)
+        except ProjectLockedError as exc:
+            answer = QMessageBox.question(self.native, "Project open elsewhere",
+                                          f"{exc}.\n\nOpen it read-only?")
+            if answer != QMessageBox.StandardButton.Yes:
+                raise
+            self.open_project(folder, read_only=True)
 
     def _error(self, exc: Exception) -> None:
         _ui.report_error(self.status, exc)

@@ -53,7 +53,14 @@ share holds four times as many cells and most are missed: ``brightfield-default`
 0.169) and 20 of 21 in 128 px windows overlapping by 64 (mAP 0.469; docs/benchmarks.md).
 The training task therefore writes ``inference = {"max_side": crop, "tile_overlap":
 crop // 2}`` into new cards.
-The masks of a large frame are full-size arrays, so memory grows with pixels x cells.
+Memory: the result's masks are full-size (n, H, W) bool arrays, one byte per pixel per
+cell; everything before them works per cell on its box (:func:`~blastoseg.predict.
+brightfield_post.frame_crops`), so the result is the one allocation that grows with cells x
+pixels. A frame whose per-pixel buffers (working frame, head maps, probability maps) cannot
+fit in the free memory is refused before the network runs; while a tiled frame runs, the
+cells found so far are counted, and once their masks alone could not fit the run stops with
+a :class:`~blastoseg.errors.MemoryLimitError` saying so (cut the field into parts), as it
+does before the masks are allocated (docs/reliability.md, issue 18 item 15).
 
 Inputs: as :class:`~blastoseg.predict.overlap.OverlapPredictor` (a 2D frame, grey RGB,
 (T, Y, X) stacks; any real dtype; at least 8 px per side). It follows the predictor contract
@@ -79,10 +86,12 @@ from blastoseg.predict.brightfield_post import (
     _Candidate,
     _candidates,
     _merge,
-    _to_frame,
+    frame_crops,
+    paste_crops,
     select_predictions,
 )
 from blastoseg.predict.cards import BrightfieldCard, check_non_negative_int, check_unit
+from blastoseg.predict.memory import check_fits
 from blastoseg.predict.overlap import (
     PercentileScaled,
     resize_map,
@@ -235,6 +244,8 @@ class BrightfieldPredictor(PercentileScaled, PredictorBase):
         (win_h, win_w), (pad_h, pad_w), starts = window_grid(work_shape, window, overlap, m)
         before_y, before_x = (pad_h - h) // 2, (pad_w - w) // 2
         tiled = len(starts) > 1
+        stride = max(window - overlap, 1)
+        coverage = -(-win_h // stride) * -(-win_w // stride)  # windows over one pixel, at most
         cands: list[_Candidate] = []
         seen = [0]
 
@@ -264,32 +275,55 @@ class BrightfieldPredictor(PercentileScaled, PredictorBase):
                     else (False, False, False, False)
                 cands.extend(_candidates(scores, labels, prob, self.mask_threshold,
                                          y + vy0 - before_y, x + vx0 - before_x, edges))
+            if tiled:  # stop as soon as the cells found so far cannot fit
+                self._check_masks_fit(len(cands) // coverage, shape, "at least ")
             return {k: torch.sigmoid(v.float())[:, 0].cpu().numpy()
                     for k, v in out.heads.items()}
 
         maps = yield from iter_sliding_window(grey, run, window, overlap, batch=1, multiple=m)
         if tiled:
             cands = _merge(cands, self.tile_merge_iou)
-        masks = _to_frame(cands, work_shape, shape, self.mask_threshold,
-                          one_piece=self.largest_component)
-        nonempty = masks.reshape(len(masks), -1).any(axis=1) if len(masks) else \
-            np.zeros(0, bool)
+        crops = frame_crops(cands, work_shape, shape, self.mask_threshold,
+                            one_piece=self.largest_component)
+        keep = [k for k, crop in enumerate(crops) if crop is not None]
+        self._check_masks_fit(len(keep), shape)
+        masks = paste_crops([crops[k] for k in keep], shape)
+        del crops
         maps = {k: (v if work_shape == shape else np.clip(resize_map(v, shape), 0.0, 1.0))
                 for k, v in maps.items() if k in ("nuclei", "overlap")}
-        keep = np.flatnonzero(nonempty)
         return FrameInstances(
-            masks=masks[keep],
+            masks=masks,
             class_ids=np.array([cands[k].label + 1 for k in keep], np.int64),
             scores=np.array([cands[k].score for k in keep], np.float32),
             occlusion=maps.get("overlap"),
             meta={**maps, "model": self.entry.name, "scale": self.scale, "tiled": tiled,
                   "device": self.device_name})
 
+    # memory ----------------------------------------------------------------------------
+    def frame_bytes(self, shape: tuple[int, int]) -> int:
+        """Bytes a frame of ``shape`` needs besides its cells' masks: the float32 working
+        frame and its padded copy, the window counts and one running sum per head (and the
+        averaged maps), the nuclei/overlap maps at the input size and their resize."""
+        wh, ww = self.working_shape(shape)
+        work = (wh + 2 * self.window) * (ww + 2 * self.window)
+        return 4 * (work * (3 + 2 * len(self.heads)) + 4 * shape[0] * shape[1])
+
+    def _check_masks_fit(self, cells: int, shape: tuple[int, int], at_least: str = "") -> None:
+        h, w = shape
+        check_fits(cells * h * w, f"a {h} x {w} frame with {at_least}{cells} cells (their "
+                   "masks take one byte per pixel per cell)",
+                   "segment the field in smaller parts (crop it) and combine the results")
+
     def run_frames(self, frames: Sequence[np.ndarray]) -> Iterator[Step]:
         """Each frame whole or in windows: one step per network pass (``done``/``total``
-        count passes over all frames)."""
+        count passes over all frames). A frame whose buffers cannot fit is refused before
+        the first pass (:meth:`frame_bytes`)."""
         n = len(frames)
         sizes = [tuple(int(v) for v in np.shape(f)[:2]) for f in frames]
+        for size in sorted(set(sizes), key=lambda s: -s[0] * s[1])[:1]:
+            check_fits(self.frame_bytes(size) + size[0] * size[1],
+                       f"brightfield segmentation of a {size[0]} x {size[1]} frame",
+                       "segment the field in smaller parts (crop it) and combine the results")
         counts = [self._passes_per_frame(size) for size in sizes]
         total, before = sum(counts), 0
         for t, frame in enumerate(frames):

@@ -174,46 +174,70 @@ def largest_component_of(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
+def frame_crops(cands: list[_Candidate], work_shape: tuple[int, int], shape: tuple[int, int],
+                threshold: float, one_piece: bool = False
+                ) -> list[tuple[int, int, np.ndarray] | None]:
+    """Each candidate's mask at the input size as ``(y0, x0, crop)``: a bool crop of its
+    bounding box, whose top-left pixel is (y0, x0) of the input frame (None when the mask is
+    empty at the input size). With ``one_piece`` each mask is reduced to its
+    :func:`largest_component_of`. Work and memory are per cell (its box), never cells x H x W.
+    """
+    out: list[tuple[int, int, np.ndarray] | None] = []
+    for c in cands:
+        box = c.binary if work_shape == shape else None
+        y_lo, x_lo = c.y0, c.x0
+        if box is None:
+            y_lo, x_lo, box = _resized_crop(c, work_shape, shape, threshold)
+        if box is not None and one_piece:
+            box = largest_component_of(box)
+        out.append(None if box is None else _tight(y_lo, x_lo, box))
+    return out
+
+
+def _tight(y0: int, x0: int, crop: np.ndarray) -> tuple[int, int, np.ndarray] | None:
+    rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
+    if not len(rows):
+        return None
+    return (y0 + int(rows[0]), x0 + int(cols[0]),
+            np.ascontiguousarray(crop[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]))
+
+
+def _resized_crop(c: _Candidate, work_shape: tuple[int, int], shape: tuple[int, int],
+                  threshold: float) -> tuple[int, int, np.ndarray | None]:
+    """A candidate's probability box resampled (bilinear) onto the input frame's pixels."""
+    h, w = shape
+    sy, sx = work_shape[0] / h, work_shape[1] / w
+    ch, cw = c.prob.shape
+    # input pixel Y sits at working coordinate (Y + 0.5) * sy - 0.5 (pixel centres);
+    # a box at the frame's edge extends to the edge (nearest value beyond the centres)
+    y_lo = 0 if c.y0 == 0 else max(int(np.ceil((c.y0 + 0.5) / sy - 0.5)), 0)
+    y_hi = h if c.y0 + ch >= work_shape[0] else \
+        min(int(np.floor((c.y0 + ch - 0.5) / sy - 0.5)) + 1, h)
+    x_lo = 0 if c.x0 == 0 else max(int(np.ceil((c.x0 + 0.5) / sx - 0.5)), 0)
+    x_hi = w if c.x0 + cw >= work_shape[1] else \
+        min(int(np.floor((c.x0 + cw - 0.5) / sx - 0.5)) + 1, w)
+    if y_lo >= y_hi or x_lo >= x_hi:
+        return y_lo, x_lo, None
+    yy = (np.arange(y_lo, y_hi) + 0.5) * sy - 0.5 - c.y0
+    xx = (np.arange(x_lo, x_hi) + 0.5) * sx - 0.5 - c.x0
+    grid = np.meshgrid(yy, xx, indexing="ij")
+    values = ndimage.map_coordinates(c.prob, grid, order=1, mode="nearest")
+    return y_lo, x_lo, values >= threshold
+
+
+def paste_crops(crops: list[tuple[int, int, np.ndarray] | None], shape: tuple[int, int]
+                ) -> np.ndarray:
+    """(n, H, W) bool masks from :func:`frame_crops` (an empty mask for None): the one
+    full-size allocation of a frame's result."""
+    masks = np.zeros((len(crops), *shape), bool)
+    for k, crop in enumerate(crops):
+        if crop is not None:
+            y0, x0, m = crop
+            masks[k, y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
+    return masks
+
+
 def _to_frame(cands: list[_Candidate], work_shape: tuple[int, int], shape: tuple[int, int],
               threshold: float, one_piece: bool = False) -> np.ndarray:
-    """(n, H, W) bool masks at the input size from candidates on the working frame; with
-    ``one_piece`` each mask is reduced to its :func:`largest_component_of`."""
-    masks = _to_frame_all_pieces(cands, work_shape, shape, threshold)
-    if one_piece:
-        for k in range(len(masks)):
-            rows = np.flatnonzero(masks[k].any(axis=1))
-            cols = np.flatnonzero(masks[k].any(axis=0))
-            if len(rows):
-                box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-                masks[k][box] = largest_component_of(masks[k][box])
-    return masks
-
-
-def _to_frame_all_pieces(cands: list[_Candidate], work_shape: tuple[int, int],
-                         shape: tuple[int, int], threshold: float) -> np.ndarray:
-    h, w = shape
-    masks = np.zeros((len(cands), h, w), bool)
-    if work_shape == shape:
-        for k, c in enumerate(cands):
-            ch, cw = c.binary.shape
-            masks[k, c.y0:c.y0 + ch, c.x0:c.x0 + cw] = c.binary
-        return masks
-    sy, sx = work_shape[0] / h, work_shape[1] / w
-    for k, c in enumerate(cands):
-        ch, cw = c.prob.shape
-        # input pixel Y sits at working coordinate (Y + 0.5) * sy - 0.5 (pixel centres);
-        # a box at the frame's edge extends to the edge (nearest value beyond the centres)
-        y_lo = 0 if c.y0 == 0 else max(int(np.ceil((c.y0 + 0.5) / sy - 0.5)), 0)
-        y_hi = h if c.y0 + ch >= work_shape[0] else \
-            min(int(np.floor((c.y0 + ch - 0.5) / sy - 0.5)) + 1, h)
-        x_lo = 0 if c.x0 == 0 else max(int(np.ceil((c.x0 + 0.5) / sx - 0.5)), 0)
-        x_hi = w if c.x0 + cw >= work_shape[1] else \
-            min(int(np.floor((c.x0 + cw - 0.5) / sx - 0.5)) + 1, w)
-        if y_lo >= y_hi or x_lo >= x_hi:
-            continue
-        yy = (np.arange(y_lo, y_hi) + 0.5) * sy - 0.5 - c.y0
-        xx = (np.arange(x_lo, x_hi) + 0.5) * sx - 0.5 - c.x0
-        grid = np.meshgrid(yy, xx, indexing="ij")
-        values = ndimage.map_coordinates(c.prob, grid, order=1, mode="nearest")
-        masks[k, y_lo:y_hi, x_lo:x_hi] = values >= threshold
-    return masks
+    """(n, H, W) bool masks at the input size, one per candidate (empty ones included)."""
+    return paste_crops(frame_crops(cands, work_shape, shape, threshold, one_piece), shape)

@@ -3,9 +3,11 @@ a long stack segmented from the command line, and repeated kill -9 of a training
 
     nice python benchmarks/reliability.py --size small --doc docs/reliability.md
     nice python benchmarks/reliability.py --size full  --doc docs/reliability.md
+    nice python benchmarks/reliability.py --size full --cases stack --doc docs/reliability.md
 
 ``--size full``: 10,000 images, a 1,000-frame stack, 50 kills; ``small``: 1,000 images, a
-200-frame stack, 10 kills. Every case runs in its own Python process (its peak RSS is its own,
+200-frame stack, 10 kills. The stack is segmented at a quarter and at its full length, as a
+multi-page TIFF and as a folder of PNG frames. ``--cases`` runs some cases only. Every case runs in its own Python process (its peak RSS is its own,
 ``ru_maxrss``) with ``BLASTOSEG_HOME`` in the work folder, and checks that nothing was lost:
 every image and annotation read back, one result row per frame, every training step logged
 and the event log intact after each kill. ``--doc`` replaces the table between the
@@ -89,19 +91,35 @@ def _child(code: str, *args: str, env: dict) -> dict:
     return json.loads(lines[-1])
 
 
-def _stack(path: Path, n: int) -> None:
+def _frames(n: int):
+    """``n`` 256 x 256 frames of a synthetic 4-cell embryo with a little noise."""
     import numpy as np
-    import tifffile
 
     from blastoseg.synth import EmbryoConfig, render_embryo
 
     frame = np.asarray(render_embryo(4, seed=1, config=EmbryoConfig(image_size=(256, 256))).image)
     rng = np.random.default_rng(0)
+    for _ in range(n):
+        noise = rng.integers(-3, 4, frame.shape)
+        yield np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def _stack(path: Path, n: int) -> None:
+    """A multi-page TIFF of ``n`` frames."""
+    import tifffile
+
     with tifffile.TiffWriter(path) as tw:
-        for _ in range(n):
-            noise = rng.integers(-3, 4, frame.shape)
-            tw.write(np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8),
-                     contiguous=True)
+        for frame in _frames(n):
+            tw.write(frame, contiguous=True)
+
+
+def _folder(path: Path, n: int) -> None:
+    """A folder of ``n`` PNG frames (``frame_00000.png``, ...)."""
+    import imageio.v3 as iio
+
+    path.mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(_frames(n)):
+        iio.imwrite(path / f"frame_{t:05d}.png", frame)
 
 
 def _steps_logged(job: Path) -> int:
@@ -157,12 +175,23 @@ def _kills(work: Path, kills: int, steps: int, env: dict) -> dict:
                     f"parse: {len(raw) == len(events)}; temp files left: {len(leftovers)}"}
 
 
-def run(size: str, work: Path) -> list[dict]:
+CASES = ("images", "folder", "stack", "kills")
+#: each table row's case -> its name for ``--cases``
+CASE_OF = {"dataset written, read back, every mask compared": "images",
+           "folder of frames read as one stack": "folder",
+           "`segment amodal` of a multi-page TIFF (256 x 256 frames, 1 thread)": "stack",
+           "`segment amodal` of a folder of PNG frames (256 x 256 frames, 1 thread)": "stack",
+           "kill -9 a training job at random moments, resume, finish": "kills"}
+
+
+def run(size: str, work: Path, cases: tuple[str, ...] = CASES) -> list[dict]:
     n = SIZES[size]
     env = {**os.environ, "BLASTOSEG_HOME": str(work / "home"), "OMP_NUM_THREADS": "1"}
     rows = []
 
     def case(name: str, amount: str, fn) -> None:
+        if CASE_OF[name] not in cases:
+            return
         t = time.time()
         result = fn()
         result.update(case=name, amount=amount, seconds=round(time.time() - t))
@@ -173,27 +202,54 @@ def run(size: str, work: Path) -> list[dict]:
          lambda: _child(MANY_IMAGES, str(n["images"]), str(work / "many"), env=env))
     case("folder of frames read as one stack", f"{n['images']:,} frames",
          lambda: _child(FRAME_FOLDER, str(n["images"]), str(work / "frames"), env=env))
-    for frames in (n["frames"] // 4, n["frames"]):
-        path = work / f"stack{frames}.tif"
-        _stack(path, frames)
-        case("`segment amodal` of a stack (256 x 256 frames, 1 thread)", f"{frames:,} frames",
-             lambda p=path, f=frames: _child(SEGMENT, str(p), str(work / f"seg{f}"), str(f),
-                                             env=env))
+    for what, write in (("a multi-page TIFF", _stack), ("a folder of PNG frames", _folder)):
+        for frames in (n["frames"] // 4, n["frames"]):
+            name = f"`segment amodal` of {what} (256 x 256 frames, 1 thread)"
+            if CASE_OF[name] not in cases:
+                continue
+            path = work / f"{write.__name__[1:]}{frames}{'.tif' if write is _stack else ''}"
+            if not path.exists():
+                write(path, frames)
+            out = work / f"seg_{path.name}"
+            case(name, f"{frames:,} frames",
+                 lambda p=path, f=frames, o=out: _child(SEGMENT, str(p), str(o), str(f),
+                                                        env=env))
     case("kill -9 a training job at random moments, resume, finish",
          f"{n['kills']} kills, {n['steps']} steps",
          lambda: _kills(work, n["kills"], n["steps"], env))
     return rows
 
 
-def table(rows: list[dict], size: str) -> str:
-    lines = [f"Last run: `--size {size}` ({', '.join(f'{k} {v}' for k, v in SIZES[size].items())}),"
-             f" {time.strftime('%Y-%m-%d')}, CPU.", "",
-             "| case | size | outcome | peak RSS | nothing lost? | seconds |",
-             "|---|---|---|---:|---|---:|"]
-    for r in rows:
-        lines.append(f"| {r['case']} | {r['amount']} | {'ok' if r['ok'] else 'FAILED'} | "
-                     f"{r['peak_kb'] / 1024:,.0f} MB | {r['lost']} | {r['seconds']} |")
-    return "\n".join(lines)
+def _row(r: dict) -> str:
+    return (f"| {r['case']} | {r['amount']} | {'ok' if r['ok'] else 'FAILED'} | "
+            f"{r['peak_kb'] / 1024:,.0f} MB | {r['lost']} | {r['seconds']} |")
+
+
+def table(rows: list[dict], size: str, cases: tuple[str, ...] = CASES,
+          earlier: str = "") -> str:
+    """The table of ``rows``; when only some ``cases`` ran, the rows of the others are kept
+    from ``earlier`` (the table in the doc) and the heading says which were re-run."""
+    sizes = ", ".join(f"{k} {v}" for k, v in SIZES[size].items())
+    head = f"Last run: `--size {size}` ({sizes}), {time.strftime('%Y-%m-%d')}, CPU."
+    lines = [ln for ln in earlier.splitlines() if ln.startswith("| ") and ln[2:6] != "case"]
+    new = {(r["case"], r["amount"]): _row(r) for r in rows}
+    if set(cases) == set(CASES) or not lines:
+        body = list(new.values())
+    else:
+        head = (f"Last run of `--cases {' '.join(cases)}`: `--size {size}` ({sizes}), "
+                f"{time.strftime('%Y-%m-%d')}, CPU; the other rows are from an earlier run.")
+        keys = [tuple(c.strip() for c in ln.split("|")[1:3]) for ln in lines]
+        body = [new.pop(k, ln) for k, ln in zip(keys, lines, strict=True)
+                if k[0] in CASE_OF and CASE_OF[k[0]] not in cases or k in new]
+        body += list(new.values())
+    return "\n".join([head, "", "| case | size | outcome | peak RSS | nothing lost? | seconds |",
+                      "|---|---|---|---:|---|---:|", *body])
+
+
+def doc_table(doc: Path) -> str:
+    """The table between the markers of ``doc`` ("" when none)."""
+    s = doc.read_text() if doc.exists() else ""
+    return s[s.index(BEGIN) + len(BEGIN):s.index(END)] if BEGIN in s and END in s else ""
 
 
 def write_doc(doc: Path, text: str) -> None:
@@ -210,11 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temp one)")
     ap.add_argument("--doc", type=Path, default=None, help="write the table into this file")
+    ap.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES),
+                    help="run only these cases (--doc keeps the other rows of its table)")
     args = ap.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="blastoseg-reliability-"))
     work.mkdir(parents=True, exist_ok=True)
-    rows = run(args.size, work)
-    text = table(rows, args.size)
+    cases = tuple(args.cases)
+    rows = run(args.size, work, cases)
+    text = table(rows, args.size, cases, doc_table(args.doc) if args.doc else "")
     print(text)
     if args.doc:
         write_doc(args.doc, text)

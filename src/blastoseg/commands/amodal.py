@@ -154,7 +154,7 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     separate = separate_images(args.input)
     if separate is not None:
         return _segment_separate(args, separate)
-    stack = read_input(args.input)
+    stack = read_input(args.input, lazy=True)  # frames read as they run
     images = frames_at_plane(stack, args.plane)
     embryo = args.embryo
     diameter_px = _diameter_px(args, stack.pixel_size_um, str(args.input))

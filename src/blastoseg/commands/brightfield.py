@@ -27,7 +27,7 @@ def _segment_brightfield(args: argparse.Namespace) -> int:
 
     # before any work: a bad or occupied output must not cost a run
     refuse_existing(brightfield_result_paths(check_output_folder(args.out)), args.overwrite)
-    stack = read_input(args.input)
+    stack = read_input(args.input, lazy=True)  # frames read as they run
     data = frames_at_plane(stack, args.plane)
     predictor = load_predictor(args.model, args.device, kind="brightfield",  # cached (batch)
                                score_threshold=args.threshold)

@@ -68,15 +68,18 @@ def output_folder(text: str):
     return Path(text)
 
 
-def read_input(path):
+def read_input(path, *, lazy: bool = False):
     """``read_images`` for a verb's INPUT: a frame folder with unreadable frames is read
     without them, and each left-out file is named on stderr (one bad export among hundreds
-    of frames must not stop the run)."""
+    of frames must not stop the run). ``lazy``: a frame folder or multi-page TIFF stays on
+    disk, read a frame at a time (``blastoseg.io.lazy_stack.open_images``) by the verbs
+    that stream their results, so memory stays flat with the stack's length."""
     import sys
 
     from blastoseg.io import read_images
+    from blastoseg.io.lazy_stack import open_images
 
-    stack = read_images(path, skip_unreadable=True)
+    stack = (open_images if lazy else read_images)(path, skip_unreadable=True)
     for file, reason in stack.skipped[:10]:
         print(f"blastoseg: warning: skipped {file.name}: {reason}", file=sys.stderr)
     if len(stack.skipped) > 10:

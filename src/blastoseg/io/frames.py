@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from blastoseg.errors import InvalidImageError
+from blastoseg.io.lazy_stack import LazyFrames
 
 __all__ = ["MIN_SIDE", "as_frames", "check_pixels", "grey_frame", "image_axes"]
 
@@ -77,6 +78,8 @@ def as_frames(image: np.ndarray, *, rgb: bool | None = None, min_side: int = MIN
         Empty, non-numeric, (T, Z, Y, X) (choose a plane first), more than 4 axes, or sides
         under ``min_side`` px.
     """
+    if isinstance(image, LazyFrames):  # a stack read frame by frame: checked, not read
+        return _lazy_frames(image, min_side), True
     arr = np.asarray(image)
     if arr.size == 0:
         raise InvalidImageError(f"the image is empty (shape {arr.shape}); expected a 2D frame or "
@@ -105,6 +108,25 @@ def as_frames(image: np.ndarray, *, rgb: bool | None = None, min_side: int = MIN
         raise InvalidImageError(f"frames must be at least {min_side} pixels per side; got "
                                 f"{h} x {w} (shape {arr.shape})")
     return frames, stack
+
+
+def _lazy_frames(stack: LazyFrames, min_side: int) -> LazyFrames:
+    """The checks of :func:`as_frames` on a lazy (T, Y, X[, C]) stack's shape and dtype."""
+    check_pixels(np.empty(0, stack.dtype))
+    shape = stack.shape
+    if stack.size == 0:
+        raise InvalidImageError(f"the image is empty (shape {shape}); expected a 2D frame or "
+                                "a (T, Y, X) stack with pixels")
+    if len(shape) == 4 and shape[-1] not in (1, 3, 4):
+        raise InvalidImageError(
+            f"got a (T, Z, Y, X) stack of shape {shape}: choose one focal plane first "
+            "(e.g. image[:, z]); the models run on 2D frames")
+    if len(shape) not in (3, 4):
+        raise InvalidImageError(f"expected a (T, Y, X) stack; got shape {shape}")
+    if min(shape[1:3]) < min_side:
+        raise InvalidImageError(f"frames must be at least {min_side} pixels per side; got "
+                                f"{shape[1]} x {shape[2]} (shape {shape})")
+    return stack
 
 
 def grey_frame(frame: np.ndarray, index: int | None = None, *, min_side: int = MIN_SIDE

@@ -45,7 +45,8 @@ class ImageStack:
     ----------
     data
         (Y, X), (Y, X, 3) for real colour, (T, Y, X) or (T, Z, Y, X) (colour stacks get a
-        trailing C axis).
+        trailing C axis). A numpy array, or a :class:`~blastoseg.io.lazy_stack.LazyFrames`
+        of that shape read frame by frame (:func:`~blastoseg.io.lazy_stack.open_images`).
     axes
         One letter per axis of ``data``: "YX", "YXC", "TYX", "ZYX", "TZYX", ...
     files
@@ -62,7 +63,7 @@ class ImageStack:
         (file, reason) pairs; their frames are left out of ``data``.
     """
 
-    data: np.ndarray
+    data: np.ndarray  # or a LazyFrames (blastoseg.io.lazy_stack.open_images)
     axes: str
     files: list[Path]
     frame_numbers: list[int] | None = None
@@ -293,30 +294,11 @@ def _image_files(folder: Path) -> list[Path]:
     ]
 
 
-def read_frame_folder(folder: str | os.PathLike, *, skip_unreadable: bool = False
-                      ) -> ImageStack:
-    """Read a folder of exported frames into a (T, Y, X) or (T, Z, Y, X) stack.
-
-    Frame numbers and focal planes are parsed from the file names (``RUN012``, ``frame_7``,
-    ``t7``, else the last number; ``F-15`` as its own token is a focal plane), or focal planes
-    are sub-folders named ``F-15``, ``F0``, ``F15``. Names whose one varying number is signed
-    (``emb_-15_3AA.jpg``, ``emb_0_3AA.jpg``, ``emb_15_3AA.jpg``: an EmbryoScope export of one
-    embryo's planes) are the focal planes of one frame, a (1, Z, Y, X) stack
-    (:func:`~blastoseg.io.frame_names.signed_plane_numbers`). Frames are ordered by frame number, focal
-    planes by value. Hidden and non-image files are ignored.
-
-    With ``skip_unreadable`` a frame whose file (or one of its focal planes) cannot be read or
-    has another size than the first good frame is left out and listed in ``.skipped``; the
-    rest is read (one bad export among hundreds of frames does not stop the folder).
-
-    Raises
-    ------
-    ImageReadError
-        Missing or empty folder, unreadable frame (unless ``skip_unreadable``; then only when
-        no frame is readable), frames of different sizes, a frame missing at one focal plane,
-        or two files with the same frame number at one plane.
-    """
-    folder = Path(folder)
+def folder_grid(folder: Path) -> tuple[dict, list[int], list, bool]:
+    """Where each frame of a frame folder is, without reading any pixels: ``grids`` (focal
+    plane value or None -> frame number -> file), the frame numbers in order, the plane
+    values in order, and whether the frame numbers came from the file names. The layout
+    errors of :func:`read_frame_folder` are raised here."""
     if not folder.exists():
         raise ImageReadError(f"{folder}: no such folder")
     if not folder.is_dir():
@@ -385,6 +367,35 @@ def read_frame_folder(folder: str | os.PathLike, *, skip_unreadable: bool = Fals
                 f"{folder}: frame {missing[0]} is missing at focal plane {value} "
                 f"({len(missing)} frame(s) missing there in all)")
 
+    return grids, frames, plane_values, numbered
+
+
+def read_frame_folder(folder: str | os.PathLike, *, skip_unreadable: bool = False
+                      ) -> ImageStack:
+    """Read a folder of exported frames into a (T, Y, X) or (T, Z, Y, X) stack.
+
+    Frame numbers and focal planes are parsed from the file names (``RUN012``, ``frame_7``,
+    ``t7``, else the last number; ``F-15`` as its own token is a focal plane), or focal planes
+    are sub-folders named ``F-15``, ``F0``, ``F15``. Names whose one varying number is signed
+    (``emb_-15_3AA.jpg``, ``emb_0_3AA.jpg``, ``emb_15_3AA.jpg``: an EmbryoScope export of one
+    embryo's planes) are the focal planes of one frame, a (1, Z, Y, X) stack
+    (:func:`~blastoseg.io.frame_names.signed_plane_numbers`). Frames are ordered by frame number, focal
+    planes by value. Hidden and non-image files are ignored.
+
+    With ``skip_unreadable`` a frame whose file (or one of its focal planes) cannot be read or
+    has another size than the first good frame is left out and listed in ``.skipped``; the
+    rest is read (one bad export among hundreds of frames does not stop the folder).
+
+    Raises
+    ------
+    ImageReadError
+        Missing or empty folder, unreadable frame (unless ``skip_unreadable``; then only when
+        no frame is readable), frames of different sizes, a frame missing at one focal plane,
+        or two files with the same frame number at one plane.
+    """
+    folder = Path(folder)
+    grids, frames, plane_values, numbered = folder_grid(folder)
+
     skipped: list[tuple[Path, str]] = []
     files = [grids[v][f] for f in frames for v in plane_values]
     try:
@@ -441,6 +452,17 @@ def _readable_frames(grids: dict, frames: list[int], plane_values: list
     return good, skipped
 
 
+def frame_size_error(path: Path, shape: tuple, first: Path, first_shape: tuple
+                     ) -> ImageReadError:
+    """The error for a frame of another size than the folder's first frame."""
+    return ImageReadError(
+        f"{path}: frame has shape {shape} but {first.name} has {first_shape}; "
+        "all frames must have the same size (separate pictures, not the frames of one "
+        "time-lapse? blastoseg.io.image_folders reads them one by one; napari and "
+        "'blastoseg segment amodal' do so for a folder whose names carry no frame "
+        "numbers)")
+
+
 def _stack_files(files: list[Path]) -> np.ndarray:
     """Read frames into one preallocated array, checking that their shapes agree."""
     first = read_image(files[0])
@@ -449,12 +471,7 @@ def _stack_files(files: list[Path]) -> np.ndarray:
     for i, p in enumerate(files[1:], start=1):
         arr = read_image(p)
         if arr.shape != first.shape:
-            raise ImageReadError(
-                f"{p}: frame has shape {arr.shape} but {files[0].name} has {first.shape}; "
-                "all frames must have the same size (separate pictures, not the frames of one "
-                "time-lapse? blastoseg.io.image_folders reads them one by one; napari and "
-                "'blastoseg segment amodal' do so for a folder whose names carry no frame "
-                "numbers)")
+            raise frame_size_error(p, arr.shape, files[0], first.shape)
         if arr.dtype != out.dtype:  # promote losslessly (e.g. 8- and 16-bit frames mixed)
             out = out.astype(np.result_type(out.dtype, arr.dtype))
         out[i] = arr

@@ -319,7 +319,9 @@ class BrightfieldPredictor(PercentileScaled, PredictorBase):
         count passes over all frames). A frame whose buffers cannot fit is refused before
         the first pass (:meth:`frame_bytes`)."""
         n = len(frames)
-        sizes = [tuple(int(v) for v in np.shape(f)[:2]) for f in frames]
+        shape = getattr(frames, "shape", None)  # a stack's (a lazy one is not read here)
+        sizes = ([tuple(int(v) for v in shape[1:3])] * n if shape is not None and len(shape) > 2
+                 else [tuple(int(v) for v in np.shape(f)[:2]) for f in frames])
         for size in sorted(set(sizes), key=lambda s: -s[0] * s[1])[:1]:
             check_fits(self.frame_bytes(size) + size[0] * size[1],
                        f"brightfield segmentation of a {size[0]} x {size[1]} frame",

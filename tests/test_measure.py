@@ -14,23 +14,40 @@ def _frame(radii, centres, shape=(100, 100)):
     return FrameInstances(masks=masks)
 
 
+def _squares(*boxes, shape=(64, 64)):
+    masks = np.zeros((len(boxes), *shape), bool)
+    for m, (r0, r1, c0, c1) in zip(masks, boxes, strict=True):
+        m[r0:r1, c0:c1] = True
+    return FrameInstances(masks=masks)
+
+
 def test_two_equal_separate_cells():
-    embryo, cells = measure_frame(_frame([10, 10], [(30, 30), (70, 70)]), pixel_size_um=2.0)
-    assert embryo.cell_count == 2
-    assert embryo.diameter_cv < 0.01
-    assert embryo.overlap_fraction == 0
-    assert abs(cells[0].diameter_px - 20) < 1.0
-    assert math.isclose(cells[0].diameter_um, cells[0].diameter_px * 2.0)
-    assert cells[0].eccentricity < 0.2
+    # known answers (they were ranges: |d - 20| < 1, CV < 0.01, eccentricity < 0.2)
+    frame = _frame([10, 10], [(30, 30), (70, 70)])
+    area = int(frame.masks[0].sum())
+    embryo, cells = measure_frame(frame, pixel_size_um=2.0)
+    assert embryo.cell_count == 2 and embryo.overlap_fraction == 0
+    assert embryo.diameter_cv == 0.0  # equal areas, equal diameters
+    assert math.isclose(cells[0].diameter_px, math.sqrt(4 * area / math.pi), rel_tol=1e-12)
+    assert math.isclose(cells[0].diameter_um, cells[0].diameter_px * 2.0, rel_tol=1e-12)
+    assert cells[0].area_px == area and cells[0].overlap_fraction == 0
+    _, (rect,) = measure_frame(_squares((10, 30, 10, 20)))  # 20 x 10 px
+    # second moments of a 20 x 10 pixel block: (20^2 - 1) / 12 and (10^2 - 1) / 12
+    assert math.isclose(rect.eccentricity, math.sqrt(1 - 99 / 399), rel_tol=1e-9)
+    _, (square,) = measure_frame(_squares((10, 30, 10, 30)))
+    assert square.eccentricity < 1e-6
 
 
 def test_overlap_and_uneven_sizes():
-    embryo, cells = measure_frame(_frame([20, 8], [(50, 50), (50, 62)]))
-    # the small cell lies mostly inside the big one
-    assert cells[1].overlap_fraction > 0.5
-    assert cells[0].overlap_fraction < cells[1].overlap_fraction
-    assert embryo.diameter_cv > 0.3
-    assert 0 < embryo.overlap_fraction < 1
+    # a 20 x 20 cell (400 px) and a 10 x 10 one (100 px) sharing a 5 x 5 corner (25 px)
+    embryo, (big, small) = measure_frame(_squares((10, 30, 10, 30), (25, 35, 25, 35)))
+    assert small.overlap_fraction == 25 / 100 and big.overlap_fraction == 25 / 400
+    assert small.overlap_px == big.overlap_px == 25
+    assert math.isclose(big.diameter_px, 2 * small.diameter_px, rel_tol=1e-12)
+    # diameters d and 2d: mean 1.5 d, population std 0.5 d
+    assert math.isclose(embryo.diameter_cv, 1 / 3, rel_tol=1e-12)
+    assert math.isclose(embryo.mean_diameter_px, 1.5 * small.diameter_px, rel_tol=1e-12)
+    assert embryo.overlap_fraction == 25 / 475  # covered twice / covered at all
 
 
 def test_stack_and_csv(tmp_path):

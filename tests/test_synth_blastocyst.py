@@ -147,7 +147,6 @@ def test_invalid_stage() -> None:
 
 
 def test_written_blastocysts_have_no_instances_and_train(tmp_path) -> None:
-    pytest.importorskip("pycocotools")
     from blastoseg.io.dataset import read_dataset
     from blastoseg.train.amodal_data import make_target
 
@@ -177,7 +176,6 @@ def test_written_blastocysts_have_no_instances_and_train(tmp_path) -> None:
 
 
 def test_cli_stage_flag(tmp_path) -> None:
-    pytest.importorskip("pycocotools")
     from blastoseg.cli import main
 
     out = tmp_path / "b"

@@ -334,6 +334,13 @@ def test_validate_training_data(tmp_path, embryos):
     assert validate_training_data([]) == ["no training data given"]
     with pytest.raises(DatasetFormatError, match="4 problem"):
         check_training_data([a, b, empty, tmp_path / "nothing"])
+    # a cell whose mask has no pixels (issue 18 item 13: it was not reported)
+    masks = np.zeros((2, S, S), bool)
+    masks[0, 5:15, 5:15] = True
+    b.set_instances(0, FrameInstances(masks=masks))
+    b.save()
+    (problem,) = validate_training_data(b)
+    assert "1 of its 2 cell masks are empty (cell 2 first)" in problem
 
 
 # --- import ------------------------------------------------------------------------------------

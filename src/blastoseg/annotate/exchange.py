@@ -69,6 +69,11 @@ def _frame_problems(src: _Frames, i: int) -> tuple[list[str], FrameInstances | N
     if image.shape[:2] != inst.shape:
         return [f"{src.root}: {src.entry(i)['file_name']}: image is {image.shape[:2]} but its "
                 f"masks are {inst.shape}"], None
+    empty = np.flatnonzero(inst.areas == 0) if len(inst) else []
+    if len(empty):  # a cell without pixels: a box of nothing to learn from
+        return [f"{src.root}: {src.entry(i)['file_name']}: {len(empty)} of its {len(inst)} "
+                f"cell masks are empty (cell {int(empty[0]) + 1} first); delete or redraw "
+                "them"], inst
     return [], inst
 
 

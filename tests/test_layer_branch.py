@@ -209,6 +209,39 @@ def test_train_only_the_layer_branch_of_a_trained_model(tiny_models, tmp_path, c
     assert set(new) - set(base) and all(k.startswith("layer_branch.") for k in set(new) - set(base))
     assert all(torch.equal(base[k].float(), new[k].float()) for k in base)  # detector frozen
 
+    # the rule is switched on as the card says, or as asked; a card without one has none
+    from blastoseg.napari._ui import card_layer_rule
+    from blastoseg.predict.amodal import AmodalPredictor
+
+    assert AmodalPredictor("tiny-amodal-layers", device="cpu").count_stacked is False
+    entry = resolve_model("tiny-amodal-layers")
+    card = json.loads(entry.card_path.read_text())
+    card["config"].setdefault("postprocess", {})["layer_rule"] = LayerRule(
+        source="layers", min_count=3.0).to_dict()
+    entry.card_path.write_text(json.dumps(card))
+    assert AmodalPredictor("tiny-amodal-layers", device="cpu").layer_rule is not None
+    assert AmodalPredictor("tiny-amodal-layers", device="cpu",
+                           count_stacked=False).layer_rule is None
+    card["config"]["postprocess"]["use_layer_rule"] = False
+    entry.card_path.write_text(json.dumps(card))
+    assert card_layer_rule("tiny-amodal-layers")[1] is False
+    assert AmodalPredictor("tiny-amodal-layers", device="cpu").layer_rule is None
+    assert AmodalPredictor("tiny-amodal-layers", device="cpu",
+                           count_stacked=True).layer_rule is not None
+    assert AmodalPredictor("tiny-amodal", device="cpu", count_stacked=True).layer_rule is None
+    assert card_layer_rule("tiny-amodal") is None
+    card["config"]["postprocess"]["use_layer_rule"] = "yes"
+    entry.card_path.write_text(json.dumps(card))
+    with pytest.raises(Exception, match="use_layer_rule"):
+        AmodalPredictor("tiny-amodal-layers", device="cpu")
+    card["config"]["postprocess"].pop("use_layer_rule")
+    entry.card_path.write_text(json.dumps(card))
+    image = tmp_path / "frame.png"
+    from PIL import Image
+    Image.fromarray((np.random.default_rng(0).random((96, 96)) * 255).astype(np.uint8)).save(image)
+    assert main(["segment", "amodal", str(image), "--model", "tiny-amodal-layers",
+                 "--no-count-stacked", "--out", str(tmp_path / "seg")]) == 0
+
     # a fine-tune of it keeps its layer rule and calibrates the counts with it
     entry = resolve_model("tiny-amodal-layers")
     card = json.loads(entry.card_path.read_text())

@@ -722,3 +722,19 @@ def test_measure_follows_a_rerun_with_every_cell(make_napari_viewer, qtbot):
     _run(widget, qtbot)
     qtbot.waitUntil(lambda: [r.cell_count for r in measure.frame_rows()] == [shown()],
                     timeout=5000)
+
+
+def test_count_stacked_box_follows_the_models_card(make_napari_viewer, tiny_model):
+    """The "count stacked cells" box is enabled only for a model whose card has a layer rule
+    (the shipped amodal-default: present, switched off), and reaches the predictor."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((96, 96), np.uint8), name="blank")
+    widget = _segment_widget(viewer, tiny_model)
+    assert not widget.stacked.enabled and "count_stacked" not in widget._predictor_options()
+    widget.model.value = "amodal-default"
+    assert widget.stacked.enabled and widget.stacked.value is False
+    assert widget._predictor_options()["count_stacked"] is False
+    widget.stacked.value = True
+    assert widget._predictor_options()["count_stacked"] is True
+    widget.model.value = tiny_model
+    assert not widget.stacked.enabled and widget.stacked.value is False

@@ -161,7 +161,8 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     localise = False if args.no_localise else None
     # the cache: `blastoseg batch` runs this verb per embryo and loads the model once
     predictor = load_predictor(args.model, args.device, kind="amodal",
-                               score_threshold=args.threshold, batch_size=args.batch_size)
+                               score_threshold=args.threshold, batch_size=args.batch_size,
+                               count_stacked=args.count_stacked)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     requested = _requested_framing(embryo, diameter_px, localise, args,
                                    predictor.use_localisation)
@@ -207,7 +208,8 @@ def _segment_separate(args: argparse.Namespace, layout) -> int:
         print("blastoseg: warning: --embryo gives one circle for every picture of the folder",
               file=sys.stderr)
     predictor = AmodalPredictor(args.model, device=args.device,
-                                score_threshold=args.threshold, batch_size=args.batch_size)
+                                score_threshold=args.threshold, batch_size=args.batch_size,
+                                count_stacked=args.count_stacked)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     report = progress_printer("segmenting")
     frames, images = [], []
@@ -242,7 +244,7 @@ def _eval_amodal(args: argparse.Namespace) -> int:
                  for i in range(len(ds))]
     # keep every detection above a low score: AP ranks them, counting uses --threshold
     predictor = AmodalPredictor(args.model, device=args.device, score_threshold=0.05,
-                                batch_size=args.batch_size)
+                                batch_size=args.batch_size, count_stacked=args.count_stacked)
     report = progress_printer("evaluating")
     gt, pred = [], []
     for i in range(len(ds)):
@@ -311,6 +313,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=unit_interval, default=None,
                    help="score threshold for cells (default: the model card's calibrated value)")
     p.add_argument("--batch-size", type=positive_int, default=4)
+    p.add_argument("--count-stacked", action=argparse.BooleanOptionalAction, default=None,
+                   help="count cells stacked under others with the model's layer rule "
+                        "(default: as the model card says; amodal-default: off, see "
+                        "docs/counting_analysis.md)")
 
 
 def add_segment_parser(kinds: argparse._SubParsersAction) -> None:

@@ -203,6 +203,19 @@ def card_number(model: str, kind: str, section: str, key: str, default: float) -
     return value if 0.0 <= value <= 1.0 else default
 
 
+def card_layer_rule(model: str) -> tuple[dict, bool] | None:
+    """An amodal model card's layer rule and whether the card switches it on
+    (``postprocess.layer_rule``, ``use_layer_rule``); None without one or on any error."""
+    from blastoseg.weights.registry import resolve_model
+
+    try:
+        post = (resolve_model(model, kind="amodal").card.config or {}).get("postprocess") or {}
+    except Exception:
+        return None
+    rule = post.get("layer_rule")
+    return (rule, bool(post.get("use_layer_rule", True))) if isinstance(rule, dict) else None
+
+
 def default_image(combo, viewer) -> None:
     """Fill an empty "image" box with the layer a user means (as cellpose-napari does): the
     active layer when it is one of the choices, else the only image there is."""

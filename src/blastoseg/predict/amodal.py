@@ -74,6 +74,11 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
     mask_nms_iou
         Of two detections whose masks overlap more than this IoU, the lower-scored one is
         dropped; None takes the model card's value (``postprocess.mask_nms_iou``, else 0.8).
+    count_stacked
+        Count cells stacked under others with the card's layer rule
+        (:mod:`blastoseg.predict.amodal_post`); None: as the card says
+        (``postprocess.use_layer_rule``). Without a rule in the card there is nothing to
+        switch on and it stays off.
 
     Notes
     -----
@@ -92,13 +97,18 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
 
     def __init__(self, model: str | None = None, device: str = "auto",
                  score_threshold: float | None = None, batch_size: int = 4,
-                 mask_nms_iou: float | None = None) -> None:
+                 mask_nms_iou: float | None = None, count_stacked: bool | None = None
+                 ) -> None:
         super().__init__(model, device)
         self.score_threshold = float(score_threshold if score_threshold is not None
                                      else self.card.score_threshold)
         self.mask_nms_iou = float(mask_nms_iou if mask_nms_iou is not None
                                   else self.card.mask_nms_iou)
         self.batch_size = max(int(batch_size), 1)
+        # the card's rule for cells stacked under others: on or off as the card says, unless
+        # asked (a card without a rule has nothing to switch on)
+        self.count_stacked = (self.card.use_layer_rule if count_stacked is None
+                              else bool(count_stacked)) and self.card.layer_rule is not None
 
     def build_model(self) -> AmodalMaskRCNN:
         return AmodalMaskRCNN(self.card.model)
@@ -117,8 +127,8 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
     @property
     def layer_rule(self) -> LayerRule | None:
         """The card's layer rule (counting stacked cells from the occlusion map or the layer
-        branch's map), or None."""
-        return self.card.layer_rule
+        branch's map) when it is switched on (:attr:`count_stacked`), else None."""
+        return self.card.layer_rule if self.count_stacked else None
 
     # --- model ------------------------------------------------------------------------------
     def _run(self, crops: list[np.ndarray]) -> list[dict]:

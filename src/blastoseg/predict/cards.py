@@ -159,7 +159,11 @@ class AmodalCard:
     mask_nms_iou
         Mask-NMS IoU: of two detections overlapping more, the lower-scored one goes (0.8).
     layer_rule
-        The counting correction from the occlusion map, or None.
+        The counting correction for stacked cells (from the occlusion map or the layer
+        branch's map), or None.
+    use_layer_rule
+        Whether the predictor counts with ``layer_rule`` by default (``postprocess.
+        use_layer_rule``, default True); a card can carry a rule that users switch on.
     use_localisation, min_confidence, margin
         Framing: localise the embryo in each frame (below ``min_confidence`` the whole frame
         is used) and crop ``(1 + margin)`` x its radius around it, as in training.
@@ -170,6 +174,7 @@ class AmodalCard:
     score_threshold: float = 0.5
     mask_nms_iou: float = 0.8
     layer_rule: LayerRule | None = None
+    use_layer_rule: bool = True
     use_localisation: bool = True
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
     margin: float = DEFAULT_MARGIN
@@ -191,7 +196,16 @@ class AmodalCard:
             mask_nms_iou=check_unit(post.get("mask_nms_iou", 0.8), "postprocess.mask_nms_iou",
                                     source),
             layer_rule=layer_rule,
+            use_layer_rule=_flag(post.get("use_layer_rule", True), "postprocess.use_layer_rule",
+                                 source),
             **_framing(config, source))
+
+
+def _flag(value, what: str, source: str) -> bool:
+    if not isinstance(value, bool):
+        raise WeightsError(f"model card of {source}: {what} must be true or false; "
+                           f"got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)

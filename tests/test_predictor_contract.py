@@ -152,7 +152,9 @@ def test_typed_card_values():
     assert bf.mask_nms_iou == 0.8 and bf.max_side == 128 and bf.scale == 0.25
     assert bf.seunet == bf.model.seunet_config
     am = cards.AmodalCard.from_card(resolve_model("amodal-default").card)
-    assert am.mask_nms_iou == 0.6 and am.use_localisation and am.layer_rule is None
+    assert am.mask_nms_iou == 0.6 and am.use_localisation
+    # version 3 carries its layer rule, switched off (docs/counting_analysis.md)
+    assert am.layer_rule.source == "layers" and am.use_layer_rule is False
     ov = cards.OverlapCard.from_card(resolve_model("overlap-default").card)
     assert set(ov.thresholds) == set(ov.seunet.heads) and ov.percentiles == (1.0, 99.8)
     # a card that says nothing gets the defaults

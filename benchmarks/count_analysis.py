@@ -703,6 +703,16 @@ def print_config_table(cal_w: list[dict], test_w: list[dict], test_n: list[int])
     return res
 
 
+def print_real_counts(real: list[Frame], methods: dict[str, dict]) -> None:
+    """One row per real image: its true count and each method's."""
+    print("| modality | image | true | " + " | ".join(methods) + " |")
+    print("|---|---|---:|" + "---:|" * len(methods))
+    for k, f in enumerate(real):
+        print(f"| {f.modality} | {f.file} | {f.n} | "
+              + " | ".join(str(m["counts"][k]) for m in methods.values()) + " |")
+    print()
+
+
 def print_methods(title: str, true: list[int], methods: dict[str, dict]) -> None:
     print(f"### {title}")
     print()
@@ -921,12 +931,7 @@ def main(argv: list[str] | None = None) -> int:
             methods[name] = {"counts": counts, "metrics": count_metrics_by_n(true, counts)}
         print_methods(f"Real crops ({len(real)}, `{args.real.name}`; counts only)", true,
                       methods)
-        print("| modality | image | true | " + " | ".join(methods) + " |")
-        print("|---|---|---:|" + "---:|" * len(methods))
-        for k, f in enumerate(real):
-            print(f"| {f.modality} | {f.file} | {f.n} | "
-                  + " | ".join(str(m["counts"][k]) for m in methods.values()) + " |")
-        print()
+        print_real_counts(real, methods)
         result["real"] = {"files": [f"{f.modality}/{f.file}" for f in real], "true": true,
                           **{k: v for k, v in methods.items()}}
 

@@ -49,6 +49,7 @@ from count_analysis import (  # noqa: E402
     iter_records,
     map_model_frame,
     print_methods,
+    print_real_counts,
     rule_counts,
 )
 
@@ -162,11 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         if rule is None or rule.source == "occlusion":
             methods[name]["mAP_256"] = map_model_frame(bench, nms, thr, rule)["mAP"]
     # mAP with the layer rule: the predictor path (postprocess_detections with layers=)
+    from count_analysis import _unpack  # noqa: E402
+
     from blastoseg.instances import FrameInstances
     from blastoseg.metrics import evaluate_amodal
     from blastoseg.predict.amodal_post import postprocess_detections
-
-    from count_analysis import _unpack  # noqa: E402
 
     gts, preds = [], []
     for f in bench:
@@ -206,12 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                       else rule_counts(real, thr, nms, rule))
             rmethods[name] = {"counts": counts, "metrics": count_metrics_by_n(rtrue, counts)}
         print_methods(f"Real crops ({args.real.name}, {len(real)} images)", rtrue, rmethods)
-        print("| modality | image | true | " + " | ".join(rmethods) + " |")
-        print("|---|---|---:|" + "---:|" * len(rmethods))
-        for i, f in enumerate(real):
-            print(f"| {f.modality} | {f.file} | {f.n} | "
-                  + " | ".join(str(m["counts"][i]) for m in rmethods.values()) + " |")
-        print()
+        print_real_counts(real, rmethods)
         result["real"] = {k: {"metrics": v["metrics"], "counts": v["counts"]}
                           for k, v in rmethods.items()}
     print("Card block of the proposed rule:")

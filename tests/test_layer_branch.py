@@ -18,15 +18,7 @@ from blastoseg.predict.amodal_post import (
     select_cells,
 )
 from blastoseg.predict.mask_nms import mask_overlaps
-from test_amodal_rcnn import H, _box, _ellipse, tiny_config
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from test_amodal_rcnn import H, _box, _ellipse, _one_thread, tiny_config  # noqa: F401 (fixture)
 
 
 def _stack_sample():
@@ -185,11 +177,10 @@ def test_layer_rule_source_round_trips_and_is_checked():
 # --- training a layer branch onto a trained detector (CLI) -----------------------------------
 
 def test_train_only_the_layer_branch_of_a_trained_model(tiny_models, tmp_path, capsys):
-    from conftest import TINY_MODEL
-
     from blastoseg.cli import main
     from blastoseg.weights import resolve_model
     from blastoseg.weights.safetensors_io import load_weights
+    from conftest import TINY_MODEL
 
     _, data = tiny_models
     cfg = tmp_path / "layers.json"

@@ -32,13 +32,13 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from blastoseg.models.amodal_config import AmodalConfig
 from blastoseg.models.amodal_heads import AmodalRoIHeads, CodeHead, RefineHead
-from blastoseg.models.light_backbone import build_light_backbone
 from blastoseg.models.layer_count import (
     LayerBranch,
     expected_layers,
     layer_loss,
     layer_targets,
 )
+from blastoseg.models.light_backbone import build_light_backbone
 from blastoseg.models.occlusion import (
     OcclusionBranch,
     occlusion_loss,

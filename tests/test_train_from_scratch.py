@@ -44,3 +44,30 @@ def test_training_from_scratch_uses_the_bundled_shape_prior_and_accepts_negative
     assert any("shape-prior-default" in note for note in start["notes"])
     assert "shape-prior-default" in start["message"]
     assert events[-1]["event"] == "done"
+
+
+def test_train_checks_its_data_before_making_a_job(tmp_path, capsys):
+    """Issue 18 item 13: an unreadable image or an empty cell mask stops `blastoseg train`
+    before a job folder exists, naming every problem; datasets of negative frames pass."""
+    data = tmp_path / "data"
+    assert main(["synth", "embryos", "--n", "3", "--seed", "11", "--size", "128",
+                 "--out", str(data)]) == 0
+    ann = json.loads((data / "annotations.json").read_text())
+    broken = data / ann["images"][1]["file_name"]
+    broken.write_bytes(b"not an image")
+    job = tmp_path / "job"
+    args = ["train", "amodal", "--data", str(data), "--out", str(job), "--quiet"]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "problem" in err and ann["images"][1]["file_name"].split("/")[-1] in err
+    assert not job.exists()
+
+    negatives = tmp_path / "negatives"
+    assert main(["synth", "embryos", "--n", "2", "--seed", "12", "--size", "128",
+                 "--out", str(negatives)]) == 0
+    neg = json.loads((negatives / "annotations.json").read_text())
+    neg["annotations"] = []
+    (negatives / "annotations.json").write_text(json.dumps(neg))
+    from blastoseg.commands.train import _check_data
+
+    _check_data([str(negatives)])  # frames without cells are negatives: no problem

@@ -81,7 +81,8 @@ def _listing(names: list[str], k: int = 5) -> str:
     return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
 
-def validate_training_data(folders: Any, *, allow_empty_frames: bool = False) -> list[str]:
+def validate_training_data(folders: Any, *, allow_empty_frames: bool = False,
+                           allow_empty_datasets: bool = False) -> list[str]:
     """Problems that would spoil a training on these datasets (an empty list: none).
 
     Parameters
@@ -92,6 +93,9 @@ def validate_training_data(folders: Any, *, allow_empty_frames: bool = False) ->
     allow_empty_frames
         Frames without any annotation are reported (in embryo images they are nearly always
         frames nobody annotated, which would teach the model "no cells here") unless True.
+    allow_empty_datasets
+        A dataset none of whose frames has an annotation is reported unless True (a set of
+        negatives, e.g. blastocyst frames mixed into a training run, is deliberate there).
 
     Returns
     -------
@@ -118,7 +122,7 @@ def validate_training_data(folders: Any, *, allow_empty_frames: bool = False) ->
             problems += found
             if inst is not None and len(inst) == 0:
                 empty.append(src.entry(i)["file_name"])
-        if len(empty) == len(src):
+        if len(empty) == len(src) and not allow_empty_datasets:
             problems.append(f"{src.root}: none of its {len(src)} frames has annotations")
         elif empty and not allow_empty_frames:
             problems.append(f"{src.root}: {len(empty)} of {len(src)} frames have no "

@@ -31,6 +31,27 @@ def _run(job_dir: Path, args: argparse.Namespace) -> int:
                    stdout=not args.quiet)
 
 
+#: kinds trained on instance masks: their datasets are checked before a job is made
+INSTANCE_KINDS = ("amodal", "brightfield", "count")
+
+
+def _check_data(folders: list[str]) -> None:
+    """Unreadable images or masks, sizes that disagree and empty cell masks stop a training
+    before its job folder is made, all listed at once. Frames without cells are negatives
+    and pass, as do datasets made only of them."""
+    from blastoseg.annotate import validate_training_data
+
+    print(f"checking the training data ({len(folders)} dataset(s)); --skip-data-check skips "
+          "this", flush=True)
+    problems = validate_training_data(folders, allow_empty_frames=True,
+                                      allow_empty_datasets=True)
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20
+                                 else [])
+        raise BlastosegError(f"the training data has {len(problems)} problem(s):\n"
+                             + "\n".join(f"  - {p}" for p in shown))
+
+
 def _train(args: argparse.Namespace) -> int:
     from blastoseg.train import available_tasks, create_job
 
@@ -51,6 +72,8 @@ def _train(args: argparse.Namespace) -> int:
             config = json.loads(Path(args.config).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise BlastosegError(f"cannot read config file {args.config}: {exc}") from None
+    if args.target in INSTANCE_KINDS and not args.skip_data_check:
+        _check_data(_split_paths(args.data) + (_split_paths(args.val) or []))
     hyper = config.pop("hyper", None) if isinstance(config, dict) else None
     if args.base and not (config or {}).get("model"):
         # fine-tuning: the base model's own architecture, or its weights would not fit
@@ -88,6 +111,9 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing job.json")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--quiet", action="store_true", help="do not echo events on stdout")
+    p.add_argument("--skip-data-check", action="store_true",
+                   help="do not read every training image and mask first (amodal, "
+                        "brightfield and count data are checked by default)")
     p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
                    help="data-parallel processes on this machine (torchrun + DDP: one per "
                         "GPU, or CPU processes with gloo); batch_size is per process")

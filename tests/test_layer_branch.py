@@ -225,7 +225,7 @@ def test_train_only_the_layer_branch_of_a_trained_model(tiny_models, tmp_path, c
     entry.card_path.write_text(json.dumps(card))
     with pytest.raises(Exception, match="use_layer_rule"):
         AmodalPredictor("tiny-amodal-layers", device="cpu")
-    card["config"]["postprocess"].pop("use_layer_rule")
+    card["config"]["postprocess"]["use_layer_rule"] = False  # as the shipped model's
     entry.card_path.write_text(json.dumps(card))
     image = tmp_path / "frame.png"
     from PIL import Image
@@ -238,6 +238,7 @@ def test_train_only_the_layer_branch_of_a_trained_model(tiny_models, tmp_path, c
     card = json.loads(entry.card_path.read_text())
     rule = LayerRule(source="layers", min_count=3.0).to_dict()
     card["config"].setdefault("postprocess", {})["layer_rule"] = rule
+    card["config"]["postprocess"]["use_layer_rule"] = False
     entry.card_path.write_text(json.dumps(card))
     tune = tmp_path / "tune.json"
     tune.write_text(json.dumps({"model": {**TINY_MODEL, "layer_classes": 4, "layer_channels": 8},
@@ -248,6 +249,7 @@ def test_train_only_the_layer_branch_of_a_trained_model(tiny_models, tmp_path, c
                  "--name", "tiny-amodal-layers-tuned", "--quiet"]) == 0
     tuned = resolve_model("tiny-amodal-layers-tuned").card.config["postprocess"]
     assert tuned["layer_rule"] == rule and "calibration" in tuned
+    assert tuned["use_layer_rule"] is False  # a fine-tune does not switch the rule on
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model": TINY_MODEL, "hyper": {"max_steps": 1,

@@ -218,9 +218,9 @@ class AmodalTask(TrainTask):
         (150) caps the frames used."""
         from blastoseg.predict.calibrate import calibrate_counts, write_postprocess
 
+        self._carry_layer_rule(job, card_path)
         if not bool(job.hyper.get("calibrate", True)):
             return None
-        self._carry_layer_rule(job, card_path)
         val = job.val_paths()
         n_val = sum(len(read_dataset(v)) for v in val) if val else 0
         # a threshold chosen on a handful of frames is noise: below calib_min_frames (20)
@@ -232,10 +232,7 @@ class AmodalTask(TrainTask):
             return {k: result[k] for k in ("score_threshold", "mask_nms_iou", "count_exact",
                                            "count_mae", "n_frames", "data")}
         if job.base:
-            base = job.base
-            if base.endswith(".safetensors") and job.resolve_path(base).is_file():
-                base = str(job.resolve_path(base))  # an exported job carries its base inside
-            post = resolve_model(base, kind=KIND).card.config.get("postprocess")
+            post = _base_card(job).config.get("postprocess")
             if post:
                 card = json.loads(Path(card_path).read_text())
                 card.setdefault("config", {})["postprocess"] = post
@@ -244,23 +241,30 @@ class AmodalTask(TrainTask):
                         "mask_nms_iou": post.get("mask_nms_iou"), "from_base": job.base}
         return None
 
-
     def _carry_layer_rule(self, job: TrainJob, card_path) -> None:
         """A fine-tune keeps its base's layer rule (the counting correction; calibration
-        then chooses the threshold and NMS for counting with it). A rule that reads the
-        layer branch's map is kept only when the new model has a layer branch."""
+        then chooses the threshold and NMS for counting with it) and whether the base
+        switched it on (``use_layer_rule``: the shipped model's is off). A rule that reads
+        the layer branch's map is kept only when the new model has a layer branch."""
         if not job.base:
             return
-        base = job.base
-        if base.endswith(".safetensors") and job.resolve_path(base).is_file():
-            base = str(job.resolve_path(base))
-        rule = resolve_model(base, kind=KIND).card.config.get("postprocess", {}).get("layer_rule")
+        post = _base_card(job).config.get("postprocess", {})
+        rule = post.get("layer_rule")
         card = json.loads(Path(card_path).read_text())
         if not rule or (rule.get("source") == "layers"
                         and not card.get("config", {}).get("model", {}).get("layer_classes")):
             return
-        card.setdefault("config", {}).setdefault("postprocess", {})["layer_rule"] = rule
+        new_post = card.setdefault("config", {}).setdefault("postprocess", {})
+        new_post["layer_rule"] = rule
+        new_post["use_layer_rule"] = bool(post.get("use_layer_rule", True))
         atomic_write_text(Path(card_path), json.dumps(card, indent=2) + "\n")
 
+
+def _base_card(job: TrainJob):
+    """The card of the model a job fine-tunes (an exported job carries its base inside)."""
+    base = job.base
+    if base.endswith(".safetensors") and job.resolve_path(base).is_file():
+        base = str(job.resolve_path(base))
+    return resolve_model(base, kind=KIND).card
 
 register_task(KIND, AmodalTask)

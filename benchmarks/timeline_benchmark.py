@@ -15,7 +15,7 @@ accuracy after decoding >= 95 %, 500 frames of 500 x 500 in under a minute.
 Usage::
 
     nice python benchmarks/timeline_benchmark.py --model amodal-default --videos 4 \\
-        --frames 80 [--device cpu] [--json OUT]
+        --frames 80 [--device cpu] [--count-stacked] [--json OUT]
 """
 
 from __future__ import annotations
@@ -43,9 +43,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=80)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("--count-stacked", action="store_true",
+                    help="an amodal model counts with its card's layer rule switched on")
     args = ap.parse_args()
 
-    predictor = load_predictor(args.model, args.device)
+    options = {"count_stacked": True} if args.count_stacked else {}
+    predictor = load_predictor(args.model, args.device, **options)
     predicted, truth, spacing = [], [], []
     count_seconds = 0.0
     for v in range(args.videos):
@@ -67,6 +70,7 @@ def main() -> None:
     metrics = timeline_metrics(predicted, truth)
     per_frame = count_seconds / metrics["n_frames"]
     result = {**metrics, "model": args.model, "kind": predictor.kind,
+              "count_stacked": bool(args.count_stacked),
               "device": predictor.device_name, "frames_per_video": args.frames,
               "median_frame_spacing_h": float(np.median(spacing)),
               "seconds_per_frame": per_frame, "seconds_for_500_frames": 500 * per_frame}

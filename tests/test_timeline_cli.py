@@ -145,3 +145,22 @@ def test_timeline_and_eval_on_a_synthetic_time_lapse_dataset(tmp_path, capsys):
     (tl,) = json.loads(capsys.readouterr().out)["timelines"]
     assert tl["name"] == "video_0001" and tl["n_frames"] == 4
     assert (tmp_path / "out" / "timeline.csv").is_file()
+
+
+def test_count_stacked_reaches_an_amodal_predictor_only(tmp_path, monkeypatch, capsys):
+    import tifffile
+
+    asked = []
+    monkeypatch.setattr("blastoseg.predict.base.load_predictor",
+                        lambda name, device="auto", **kw: asked.append(kw) or FakeCount())
+    path = tmp_path / "lapse.tif"
+    tifffile.imwrite(path, _frames())
+    assert main(["timeline", str(path), "--out", str(tmp_path / "a"), "--model",
+                 "amodal-default", "--count-stacked"]) == 0
+    assert main(["timeline", str(path), "--out", str(tmp_path / "b"), "--model",
+                 "amodal-default"]) == 0
+    assert asked == [{"count_stacked": True}, {}]  # unset: the card decides
+    capsys.readouterr()
+    assert main(["timeline", str(path), "--out", str(tmp_path / "c"), "--model",
+                 "brightfield-default", "--count-stacked"]) != 0
+    assert "amodal models only" in capsys.readouterr().err

@@ -41,11 +41,21 @@ def default_count_model() -> str:
     raise BlastosegError("no count or amodal model is installed; name one with --model")
 
 
-def load_count_predictor(model: str | None, device: str = "auto"):
-    """A loaded predictor whose results can be counted (kind "count" or "amodal")."""
+def load_count_predictor(model: str | None, device: str = "auto",
+                         count_stacked: bool | None = None):
+    """A loaded predictor whose results can be counted (kind "count" or "amodal");
+    ``count_stacked`` switches an amodal model's layer rule on or off (None: its card's)."""
     from blastoseg.predict.base import load_predictor
+    from blastoseg.weights.registry import resolve_model
 
-    predictor = load_predictor(model or default_count_model(), device)
+    name = model or default_count_model()
+    options = {}
+    if count_stacked is not None:
+        if resolve_model(name).kind != "amodal":
+            raise BlastosegError("--count-stacked / --no-count-stacked apply to amodal models "
+                                 f"only; {name!r} is not one")
+        options["count_stacked"] = count_stacked
+    predictor = load_predictor(name, device, **options)
     if predictor.kind not in COUNT_KINDS:
         raise BlastosegError(f"model {predictor.entry.name!r} is of kind {predictor.kind!r}; "
                              "the timeline counts cells with a 'count' or 'amodal' model")
@@ -115,7 +125,7 @@ def _timeline(args: argparse.Namespace) -> int:
               for lapse in read_timelapses(args.input)]
     for lapse in lapses:
         check_timelapse(lapse)
-    predictor = load_count_predictor(args.model, args.device)
+    predictor = load_count_predictor(args.model, args.device, args.count_stacked)
     docs = []
     for lapse in lapses:
         if lapse.hours is None:
@@ -138,7 +148,7 @@ def _timeline(args: argparse.Namespace) -> int:
 
 
 def evaluate_timelines(data: Path, model: str | None, device: str = "auto",
-                       quiet: bool = False) -> dict:
+                       quiet: bool = False, count_stacked: bool | None = None) -> dict:
     """Predicted against true timelines of every video of a dataset (see
     :func:`blastoseg.metrics.timeline.timeline_metrics`); the truth is the dataset's per-frame
     cell count (``n_cells``, else the number of annotated instances) decoded the same way."""
@@ -150,7 +160,7 @@ def evaluate_timelines(data: Path, model: str | None, device: str = "auto",
     if not lapses:
         raise BlastosegError(f"{data}: no time-lapse of 2 frames or more (image entries need "
                              "video_id and frame_index)")
-    predictor = load_count_predictor(model, device)
+    predictor = load_count_predictor(model, device, count_stacked)
     predicted, truth = [], []
     start = time.perf_counter()
     for lapse in lapses:
@@ -167,7 +177,8 @@ def evaluate_timelines(data: Path, model: str | None, device: str = "auto",
 
 
 def _eval_timeline(args: argparse.Namespace) -> int:
-    report = evaluate_timelines(args.data, args.model, args.device, quiet=args.json)
+    report = evaluate_timelines(args.data, args.model, args.device, quiet=args.json,
+                                count_stacked=args.count_stacked)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -188,6 +199,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--count-stacked", action=argparse.BooleanOptionalAction, default=None,
+                   help="an amodal model counts cells stacked under others with its layer "
+                        "rule (default: as its card says; amodal-default: off)")
 
 
 def add_parsers(verbs: argparse._SubParsersAction) -> None:

@@ -232,3 +232,30 @@ def test_one_frame_counts_without_a_timeline(make_napari_viewer, qtbot, fakes):
     assert widget.table_box.native.isHidden() and not widget.export_button.enabled
     with pytest.raises(Exception, match="no timeline yet"):
         widget.export_events("x.csv")
+
+
+@pytest.mark.gui
+def test_count_stacked_box_follows_the_card_and_reaches_the_predictor(
+        make_napari_viewer, qtbot, fakes, monkeypatch):
+    from blastoseg.napari._timeline_widget import TimelineWidget
+
+    options_seen = []
+    monkeypatch.setattr("blastoseg.predict.base.load_predictor",
+                        lambda name, device="auto", **options: options_seen.append(options)
+                        or (FakeAmodal(name) if "amodal" in name else FakeCount(name)))
+    # fake-amodal's card has a layer rule, switched off; fake-count has none
+    monkeypatch.setattr("blastoseg.napari._ui.card_layer_rule",
+                        lambda model: ({"source": "layers"}, False) if "amodal" in model
+                        else None)
+    viewer = make_napari_viewer()
+    viewer.add_image(_stack(), name="lapse", metadata={"blastoseg": {"hours": HOURS}})
+    widget = TimelineWidget(viewer)
+    widget.model.value = "fake-count"
+    assert not widget.stacked.enabled
+    widget.model.value = "fake-amodal"
+    assert widget.stacked.enabled and widget.stacked.value is False
+    widget.stacked.value = True
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert options_seen[-1] == {"count_stacked": True}
+    assert widget.settings()["count_stacked"] is True

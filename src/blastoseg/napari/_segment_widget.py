@@ -118,11 +118,7 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
             "amodal' for the best cell counts); untick to set your own")
         self.threshold = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05,
                                       value=float(saved.get("score_threshold", 0.5)))
-        self.stacked = CheckBox(text="count stacked cells (layer map)", value=False)
-        self.stacked.tooltip = (
-            "count cells lying under others with the model's layer rule: better counts at "
-            "6-8 cells on synthetic frames, worse exact counts on our real crops "
-            "(docs/counting_analysis.md); only for models whose card has a layer rule")
+        self.stacked = _ui.count_stacked_box()
         self._framing_form(saved)
         self._framing_state()
 
@@ -137,8 +133,9 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
         self.model.changed.connect(self._on_threshold_source_changed)
         self.calibrated.changed.connect(self._on_threshold_source_changed)
         self._on_threshold_source_changed()
-        self.model.changed.connect(self._on_model_rule)
-        self._on_model_rule(saved_choice=self._saved.get("count_stacked"))
+        self.model.changed.connect(lambda *_: _ui.follow_layer_rule(self.stacked,
+                                                                    self.model.value))
+        _ui.follow_layer_rule(self.stacked, self.model.value, self._saved.get("count_stacked"))
         self._connect_framing()
 
     def _extra_settings(self) -> dict:
@@ -181,21 +178,11 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
         if self.calibrated.value and self.model.value:
             self.threshold.value = self.card_threshold(self.model.value)
 
-    def _on_model_rule(self, *_args, saved_choice: bool | None = None) -> None:
-        """The "count stacked cells" box: enabled when the chosen model's card has a layer
-        rule, ticked as the card says (or as last saved for that model)."""
-        rule = _ui.card_layer_rule(self.model.value) if self.model.value else None
-        self.stacked.enabled = rule is not None
-        on = rule is not None and (rule[1] if saved_choice is None else bool(saved_choice))
-        self.stacked.value = on
-
     # --- running ------------------------------------------------------------------------------
     def _predictor_options(self) -> dict:
         # none: the model's calibrated threshold (the predictor's own default)
         options = {} if self.calibrated.value else {"score_threshold": float(self.threshold.value)}
-        if self.stacked.enabled:
-            options["count_stacked"] = bool(self.stacked.value)
-        return options
+        return {**options, **_ui.count_stacked_option(self.stacked)}
 
     def _make_run(self, layer, axes: str, frame_range: tuple[int, int],
                   get_predictor: Callable[[], object]) -> ModelRun:

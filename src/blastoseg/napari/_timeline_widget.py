@@ -83,6 +83,7 @@ class TimelineWidget(ModelRunWidget):
                                     value=float(saved.get("start_h", 0.0)))
         self.start_h.tooltip = ("hours post insemination at the stack's first frame (with the "
                                 "frame interval)")
+        self.stacked = _ui.count_stacked_box()
         self.plot_box = Container(labels=False)
         self.plot_box.visible = False
         self.table = QTableWidget(len(ROWS), 2)
@@ -106,8 +107,8 @@ class TimelineWidget(ModelRunWidget):
         self._filling = False
 
     def _form_rows(self) -> list:
-        return [self.image, self.model, self.device, self.mode, self.interval, self.start_h,
-                self._run_row(),
+        return [self.image, self.model, self.device, self.mode, self.stacked, self.interval,
+                self.start_h, self._run_row(),
                 self.progress, self.device_used, self.status, self.plot_box, self.table_box,
                 self.export_button]
 
@@ -121,12 +122,19 @@ class TimelineWidget(ModelRunWidget):
         self.viewer.dims.events.current_step.connect(self._mark_frame)
         self.interval.changed.connect(self._interval_changed)
         self._interval_changed()
+        self.model.changed.connect(lambda *_: _ui.follow_layer_rule(self.stacked,
+                                                                    self.model.value))
+        _ui.follow_layer_rule(self.stacked, self.model.value, saved.get("count_stacked"))
 
     def _interval_changed(self, *_args) -> None:
         self.start_h.enabled = self.interval.value > 0  # a start time alone places no frame
 
     def _extra_settings(self) -> dict:
-        return {"interval_min": self.interval.value, "start_h": self.start_h.value}
+        return {"interval_min": self.interval.value, "start_h": self.start_h.value,
+                "count_stacked": bool(self.stacked.value)}
+
+    def _predictor_options(self) -> dict:
+        return _ui.count_stacked_option(self.stacked)
 
     # --- the models: both counting kinds --------------------------------------------------------
     def _models(self, _widget=None) -> list[str]:

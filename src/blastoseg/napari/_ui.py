@@ -216,6 +216,31 @@ def card_layer_rule(model: str) -> tuple[dict, bool] | None:
     return (rule, bool(post.get("use_layer_rule", True))) if isinstance(rule, dict) else None
 
 
+def count_stacked_box():
+    """The "count stacked cells (layer map)" box of the widgets that count with an amodal
+    model; :func:`follow_layer_rule` keeps it in step with the chosen model."""
+    from magicgui.widgets import CheckBox
+
+    box = CheckBox(text="count stacked cells (layer map)", value=False)
+    box.tooltip = ("count cells lying under others with the model's layer rule: better counts "
+                   "at 6-8 cells on synthetic frames, worse exact counts on our real crops "
+                   "(docs/counting_analysis.md); only for amodal models whose card has a rule")
+    return box
+
+
+def follow_layer_rule(box, model: str | None, saved_choice: bool | None = None) -> None:
+    """Enable ``box`` when ``model``'s card has a layer rule and tick it as the card says (or
+    as ``saved_choice``); otherwise disable and clear it."""
+    rule = card_layer_rule(model) if model else None
+    box.enabled = rule is not None
+    box.value = rule is not None and (rule[1] if saved_choice is None else bool(saved_choice))
+
+
+def count_stacked_option(box) -> dict:
+    """The predictor option the box stands for ({} when the model has no rule)."""
+    return {"count_stacked": bool(box.value)} if box.enabled else {}
+
+
 def default_image(combo, viewer) -> None:
     """Fill an empty "image" box with the layer a user means (as cellpose-napari does): the
     active layer when it is one of the choices, else the only image there is."""

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from blastoseg.commands.options import (
+    add_eval_data,
+    add_frames_input,
     frames_at_plane,
-    non_negative_int,
-    output_folder,
     read_input,
     unit_interval,
 )
@@ -80,13 +79,9 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser(
         "brightfield", help="whole-cell, overlapping instances in brightfield images "
                             "(SparseSEU-Net)")
-    p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
-    p.add_argument("--out", required=True, type=output_folder,
-                   help="output folder: dataset (images + amodal masks), counts.csv, "
+    add_frames_input(p, "output folder: dataset (images + amodal masks), counts.csv, "
                         "cells.csv, nuclei/overlap probability TIFFs (the files of the "
                         "widget's Export)")
-    p.add_argument("--plane", type=non_negative_int, default=0,
-                   help="focal-plane index for (T, Z, Y, X) input (default 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output (previous annotations kept as a backup)")
     _common(p)
@@ -97,9 +92,7 @@ def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser(
         "brightfield", help="amodal mask mAP, AP50, AP75, AP_S/M/L and counting of brightfield "
                             "cell instances (or of the watershed baseline)")
-    p.add_argument("--data", required=True, type=Path, help="dataset folder with ground truth")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    add_eval_data(p)
     p.add_argument("--baseline", choices=["watershed"], default=None,
                    help="evaluate the SE-U-Net + watershed baseline instead of --model")
     p.add_argument("--overlap-model", default="overlap-default",

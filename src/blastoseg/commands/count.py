@@ -4,13 +4,12 @@ S2: blastomere count and centres by density regression)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from blastoseg.commands.options import (
+    add_eval_data,
+    add_frames_input,
     add_model_options,
     frames_at_plane,
-    non_negative_int,
-    output_folder,
     print_eval_report,
 )
 from blastoseg.commands.progress import progress_printer
@@ -63,11 +62,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("count", help="blastomere count and centres per frame (Cell-Net "
                                        "density map)")
-    p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
-    p.add_argument("--out", required=True, type=output_folder,
-                   help="output folder: counts.csv, centroids.csv, density.tif")
-    p.add_argument("--plane", type=non_negative_int, default=0,
-                   help="focal-plane index for (T, Z, Y, X) input (default 0)")
+    add_frames_input(p, "output folder: counts.csv, centroids.csv, density.tif")
     p.add_argument("--diameter-px", type=float, default=None,
                    help="the embryo's diameter in pixels, when known (helps the localiser)")
     p.add_argument("--no-localise", action="store_true",
@@ -80,8 +75,6 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
 def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("count", help="stage accuracy, count MAE, detection rate and centroid "
                                        "distance against the amodal masks' centroids")
-    p.add_argument("--data", required=True, type=Path, help="dataset folder with ground truth")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    add_eval_data(p)
     _common(p)
     p.set_defaults(func=_eval_count)

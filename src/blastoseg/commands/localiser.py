@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from blastoseg.commands.options import (
+    add_eval_data,
+    add_frames_input,
     frames_at_plane,
-    non_negative_int,
-    output_folder,
     print_eval_report,
 )
 from blastoseg.commands.progress import progress_printer
@@ -70,10 +69,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("localiser", help="the embryo's circle (zona outer face) in every "
                                            "frame, with a confidence")
-    p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
-    p.add_argument("--out", required=True, type=output_folder, help="output folder: embryos.csv")
-    p.add_argument("--plane", type=non_negative_int, default=0,
-                   help="focal-plane index for (T, Z, Y, X) input (default 0)")
+    add_frames_input(p, "output folder: embryos.csv")
     p.add_argument("--overwrite", action="store_true", help="replace an existing embryos.csv")
     _common(p)
     p.set_defaults(func=_segment_localiser)
@@ -82,9 +78,6 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
 def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("localiser", help="centre and radius errors (fractions of the radius) "
                                            "against the dataset's embryo_circle")
-    p.add_argument("--data", required=True, type=Path,
-                   help="dataset folder whose images carry embryo_circle")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    add_eval_data(p, "dataset folder whose images carry embryo_circle")
     _common(p)
     p.set_defaults(func=_eval_localiser)

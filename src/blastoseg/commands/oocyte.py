@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from blastoseg.commands.options import (
+    add_eval_data,
+    add_frames_input,
     add_model_options,
     frames_at_plane,
-    non_negative_int,
-    output_folder,
     print_eval_report,
 )
 from blastoseg.commands.progress import progress_printer
@@ -65,11 +64,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("oocyte", help="oocyte class maps (zona, perivitelline space, "
                                         "ooplasm, inclusions, vacuoles, SER) and measurements")
-    p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
-    p.add_argument("--out", required=True, type=output_folder,
-                   help="output folder: classes.tif, measurements.csv, classes.csv")
-    p.add_argument("--plane", type=non_negative_int, default=0,
-                   help="focal-plane index for (T, Z, Y, X) input (default 0)")
+    add_frames_input(p, "output folder: classes.tif, measurements.csv, classes.csv")
     p.add_argument("--pixel-size-um", type=float, default=None,
                    help="micrometres per pixel (measurements in um; default: in pixels)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -80,8 +75,6 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
 def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("oocyte", help="pixel accuracy, mean IoU, per-class IoU and "
                                         "inclusion detection against a dataset's class maps")
-    p.add_argument("--data", required=True, type=Path, help="dataset folder with ground truth")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    add_eval_data(p)
     _common(p)
     p.set_defaults(func=_eval_oocyte)

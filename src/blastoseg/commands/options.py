@@ -92,6 +92,27 @@ def read_input(path, *, lazy: bool = False):
     return stack
 
 
+def add_frames_input(p: argparse.ArgumentParser, out_help: str) -> None:
+    """``INPUT``, ``--out`` and ``--plane``, as every ``segment`` verb reads its frames."""
+    from pathlib import Path
+
+    p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
+    p.add_argument("--out", required=True, type=output_folder, help=out_help)
+    p.add_argument("--plane", type=non_negative_int, default=0,
+                   help="focal-plane index for (T, Z, Y, X) input (default 0)")
+
+
+def add_eval_data(p: argparse.ArgumentParser,
+                  data_help: str = "dataset folder with ground truth") -> None:
+    """``--data``, ``--json`` and ``--max-images``, as the ``eval`` verbs of the model kinds
+    take them."""
+    from pathlib import Path
+
+    p.add_argument("--data", required=True, type=Path, help=data_help)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+
+
 def add_model_options(p: argparse.ArgumentParser, kind: str) -> None:
     """``--model`` (the kind's shipped default; required when it has none) and ``--device``,
     as every ``segment``/``eval`` verb of a model kind takes them."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from blastoseg.commands.options import (
+    add_eval_data,
+    add_frames_input,
     frames_at_plane,
-    non_negative_int,
-    output_folder,
     read_input,
 )
 from blastoseg.commands.progress import progress_printer
@@ -62,11 +61,7 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser(
         "overlap", help="SE-U-Net probability maps (cytoplasm, nuclei, border, background, "
                         "overlap) and the thresholded overlap mask")
-    p.add_argument("input", type=Path, help="an image, a TIFF stack or a folder of frames")
-    p.add_argument("--out", required=True, type=output_folder,
-                   help="output folder: one float32 TIFF per head and overlap_mask.tif")
-    p.add_argument("--plane", type=non_negative_int, default=0,
-                   help="focal-plane index for (T, Z, Y, X) input (default 0)")
+    add_frames_input(p, "output folder: one float32 TIFF per head and overlap_mask.tif")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _common(p)
     p.set_defaults(func=_segment_overlap)
@@ -76,9 +71,7 @@ def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser(
         "overlap", help="pixel accuracy, precision, recall, F1, IoU of cytoplasm, nuclei and "
                         "overlap (overlap thresholded at 0.3)")
-    p.add_argument("--data", required=True, type=Path, help="dataset folder with ground truth")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    add_eval_data(p)
     p.add_argument("--overlap-threshold", default="0.3",
                    help="overlap threshold: 0.3 (default, the thesis's protocol), another "
                         "number, or 'card' for the model's own calibrated threshold")

@@ -16,6 +16,18 @@ class Cancelled(BlastosegError):
     """Work stopped because its ``cancel`` callback said so."""
 
 
+def with_message(work: Generator[tuple[int, int], None, T], message: str
+                 ) -> Generator[tuple[str, int, int], None, T]:
+    """Relay ``work``'s ``(done, total)`` steps as ``(message, done, total)`` (what the napari
+    jobs yield) and return its result: ``result = yield from with_message(work, msg)``."""
+    while True:
+        try:
+            done, total = next(work)
+        except StopIteration as stop:
+            return stop.value
+        yield message, done, total
+
+
 def run_with_progress(work: Generator[tuple[int, int], None, T],
                       progress: Callable[[int, int], None] | None = None,
                       cancel: Callable[[], bool] | None = None) -> T:

@@ -20,6 +20,7 @@ import numpy as np
 from blastoseg.io.frames import as_frames, frame_range_of
 from blastoseg.io.oocyte_classes import CLASS_COLORS, CLASS_NAMES
 from blastoseg.napari.result_layers import Placement
+from blastoseg.progress import with_message
 
 __all__ = ["CLASSES_ROLE", "OocyteRun", "class_colormap", "legend_html", "oocyte_job"]
 
@@ -68,14 +69,7 @@ def oocyte_job(data, axes: str, frame_range: tuple[int, int],
     message = f"segmenting oocytes on {predictor.device_name}" + (f" ({n} frames)" if n > 1
                                                                    else "")
     yield message, 0, n
-    work = predictor.iter_predict(frames, pixel_size_um=pixel_size_um)
-    while True:
-        try:
-            done, total = next(work)
-        except StopIteration as stop:
-            results = stop.value
-            break
-        yield message, done, total
+    results = yield from with_message(predictor.iter_predict(frames, pixel_size_um=pixel_size_um), message)
     for t, r in enumerate(results):
         r.meta["frame"] = t0 + t
     placement = Placement(axes=axes, first_frame=t0,

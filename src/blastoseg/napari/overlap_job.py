@@ -27,6 +27,7 @@ import numpy as np
 
 from blastoseg.io.frames import as_frames, frame_range_of
 from blastoseg.napari.result_layers import Placement
+from blastoseg.progress import with_message
 
 __all__ = [
     "HEAD_COLORMAPS",
@@ -113,14 +114,7 @@ def overlap_job(data, axes: str, frame_range: tuple[int, int],
     device = predictor.device_name
     message = f"computing overlap maps on {device}" + (f" ({n} frames)" if n > 1 else "")
     yield message, 0, n
-    work = predictor.iter_predict(frames)
-    while True:
-        try:
-            done, total = next(work)
-        except StopIteration as stop:
-            results = stop.value
-            break
-        yield message, done, total
+    results = yield from with_message(predictor.iter_predict(frames), message)
     # one result per frame; a stack's layers take (T, H, W) maps
     result = OverlapResult.from_frames(results) if axes == "T" else results[0]
     thr = float(predictor.thresholds.get("overlap", 0.3) if threshold is None else threshold)

@@ -36,6 +36,7 @@ from blastoseg.measure.timeline import (
     intervals_from_events,
 )
 from blastoseg.napari.result_layers import Placement, centroid_points
+from blastoseg.progress import with_message
 
 __all__ = ["CENTROIDS_ROLE", "COUNT_KINDS", "DENSITY_ROLE", "EventTimes", "TimelineRun",
            "layer_frame_times", "layer_hours", "timeline_job"]
@@ -153,14 +154,7 @@ def timeline_job(data, axes: str, frame_range: tuple[int, int],
                              "takes a 'count' or 'amodal' model")
     message = f"counting cells on {predictor.device_name}" + (f" ({n} frames)" if n > 1 else "")
     yield message, 0, n
-    work = iter_frame_counts(predictor, frames)
-    while True:
-        try:
-            done, total = next(work)
-        except StopIteration as stop:
-            counts = stop.value
-            break
-        yield message, done, total
+    counts = yield from with_message(iter_frame_counts(predictor, frames), message)
     timeline = None
     if n >= 2:
         span = None if hours is None else list(hours)[t0:t1]

@@ -108,3 +108,13 @@ def tiny_count(tmp_path_factory, session_home):
     assert {"count_exact", "count_mae", "detection_rate", "ed_px"} <= set(val)
     yield data
     mp.undo()
+
+
+def drive_steps(work):
+    """Run a generator job to the end: (every step it yielded, the value it returned)."""
+    steps = []
+    while True:
+        try:
+            steps.append(next(work))
+        except StopIteration as stop:
+            return steps, stop.value

@@ -26,20 +26,12 @@ from blastoseg.napari.brightfield_job import (
     brightfield_measurements,
     export_brightfield,
 )
+from conftest import drive_steps
 
 #: a SparseSEU-Net small enough to train two steps in seconds on a CPU
 TINY_SPARSE = {"seunet": {"base_width": 4, "depth": 2, "se_reduction": 2},
                "num_instances": 8, "branch_width": 16, "kernel_dim": 16, "branch_convs": 2,
                "branch_stride": 2}
-
-
-def _drive(gen):
-    updates = []
-    while True:
-        try:
-            updates.append(next(gen))
-        except StopIteration as stop:
-            return updates, stop.value
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -116,7 +108,7 @@ def test_job_without_qt(scene):
 
     stub = StubPredictor(scene)
     image = scene.planes[0]
-    updates, out = _drive(brightfield_job(image, "", (0, 1), lambda: stub, name="bf"))
+    updates, out = drive_steps(brightfield_job(image, "", (0, 1), lambda: stub, name="bf"))
     assert updates[0][0] == "loading the model" and updates[-1][1] == updates[-1][2] == 2
     layers = out["layers"]
     names = [kw["name"] for _, kw, _ in layers]
@@ -144,20 +136,20 @@ def test_job_without_qt(scene):
 
     # a stack: the current frame sits on its frame; the whole stack gives (T, Y, X) layers
     stack = np.stack([image, image[::-1], image])
-    _, one = _drive(brightfield_job(stack, "T", (2, 3), lambda: stub, name="s",
+    _, one = drive_steps(brightfield_job(stack, "T", (2, 3), lambda: stub, name="s",
                                     placement=Placement(axes="T", scale=(2.0, 1.0, 1.0))))
     assert one["layers"][0][0].shape == (1, 96, 96)
     assert tuple(one["layers"][0][1]["translate"]) == (4.0, 0.0, 0.0)
     assert {r["frame"] for r in one["rows"]} == {2} and one["counts"] == {2: 10}
     stub.score_threshold = 0.7
-    updates, whole = _drive(brightfield_job(stack, "T", (0, 3), lambda: stub, name="s"))
+    updates, whole = drive_steps(brightfield_job(stack, "T", (0, 3), lambda: stub, name="s"))
     assert [u[1:] for u in updates[2:]] == [(d, 6) for d in range(1, 7)]
     assert whole["layers"][2][0].shape == stack.shape
     assert whole["counts"] == {t: int((stub.scores >= 0.7).sum()) for t in range(3)}
     with pytest.raises(InvalidImageError, match="not axes"):
-        _drive(brightfield_job(stack[None], "TZ", (0, 1), lambda: stub))
+        drive_steps(brightfield_job(stack[None], "TZ", (0, 1), lambda: stub))
     with pytest.raises(InvalidImageError, match="not in a stack"):
-        _drive(brightfield_job(stack, "T", (2, 5), lambda: stub))
+        drive_steps(brightfield_job(stack, "T", (2, 5), lambda: stub))
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +178,7 @@ def test_job_with_a_tiny_trained_model(tiny_bf):
 
     image = read_dataset(tiny_bf).load_image(0)
     predictor = BrightfieldPredictor("tiny-bf", device="cpu", score_threshold=0.0)
-    _, out = _drive(brightfield_job(image, "", (0, 1), lambda: predictor, name="bf"))
+    _, out = drive_steps(brightfield_job(image, "", (0, 1), lambda: predictor, name="bf"))
     by_name = {kw["name"]: (d, kw) for d, kw, _ in out["layers"]}
     for key in ("nuclei", "overlap"):
         d, _ = by_name[f"bf {key} probability"]

@@ -9,6 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from conftest import drive_steps
+
 
 class TruthPredictor:
     """An oocyte-kind stand-in: each frame's "prediction" is the true class map of the
@@ -53,21 +55,12 @@ def fake(monkeypatch, tmp_path, oocytes):
                         lambda *kinds: ["fake-oocyte"] if "oocyte" in kinds else [])
 
 
-def _drive(work):
-    steps = []
-    while True:
-        try:
-            steps.append(next(work))
-        except StopIteration as stop:
-            return steps, stop.value
-
-
 def test_job_without_qt(oocytes):
     from blastoseg.napari.oocyte_job import CLASSES_ROLE, class_colormap, legend_html, oocyte_job
     from blastoseg.napari.result_layers import Placement
 
     stack = np.stack([o.image for o in oocytes])
-    steps, run = _drive(oocyte_job(stack, "T", (1, 2), lambda: TruthPredictor(oocytes),
+    steps, run = drive_steps(oocyte_job(stack, "T", (1, 2), lambda: TruthPredictor(oocytes),
                                    name="ovum", placement=Placement(axes="T"),
                                    pixel_size_um=0.7))
     assert steps[0] == ("loading the model", 0, 1) and steps[-1][1:] == (1, 1)

@@ -6,17 +6,9 @@ import pytest
 from blastoseg.errors import InvalidImageError
 from blastoseg.io.frames import image_axes
 from blastoseg.napari.overlap_job import overlap_job
+from conftest import drive_steps
 
 MODEL = "tiny-overlap"
-
-
-def _drive(gen):
-    updates = []
-    while True:
-        try:
-            updates.append(next(gen))
-        except StopIteration as stop:
-            return updates, stop.value
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +43,7 @@ def test_axes():
 def test_job_without_qt(predictor, bf_image):
     from blastoseg.napari.result_layers import Placement
 
-    updates, layers = _drive(overlap_job(bf_image, "", (0, 1), lambda: predictor, name="bf"))
+    updates, layers = drive_steps(overlap_job(bf_image, "", (0, 1), lambda: predictor, name="bf"))
     assert updates[0][0] == "loading the model"
     assert updates[-1][1] == updates[-1][2] > 0  # all windows done
     names = [kw["name"] for _, kw, _ in layers]
@@ -71,7 +63,7 @@ def test_job_without_qt(predictor, bf_image):
 
     # an explicit threshold; RGB of grey content gives the same maps
     rgb = np.repeat(bf_image[..., None], 3, axis=-1)
-    _, again = _drive(overlap_job(rgb, "", (0, 1), lambda: predictor, name="bf", rgb=True,
+    _, again = drive_steps(overlap_job(rgb, "", (0, 1), lambda: predictor, name="bf", rgb=True,
                                   threshold=0.05))
     np.testing.assert_allclose(again[0][0], layers[0][0], atol=1e-5)
     np.testing.assert_array_equal(again[-1][0], again[names.index("bf overlap probability")][0]
@@ -79,18 +71,18 @@ def test_job_without_qt(predictor, bf_image):
 
     # the current frame of a (T, Y, X) stack: (1, Y, X) layers on that frame
     stack = np.stack([bf_image, bf_image[::-1], bf_image[:, ::-1]])
-    _, one = _drive(overlap_job(stack, "T", (2, 3), lambda: predictor, name="s",
+    _, one = drive_steps(overlap_job(stack, "T", (2, 3), lambda: predictor, name="s",
                                 placement=Placement(axes="T", scale=(2.0, 1.0, 1.0))))
     assert one[0][0].shape == (1, *bf_image.shape[:2])
     assert tuple(one[0][1]["translate"]) == (4.0, 0.0, 0.0)  # frame 2 at T scale 2
-    _, whole = _drive(overlap_job(stack, "T", (0, 3), lambda: predictor, name="s"))
+    _, whole = drive_steps(overlap_job(stack, "T", (0, 3), lambda: predictor, name="s"))
     assert whole[0][0].shape == stack.shape
     np.testing.assert_allclose(whole[0][0][2], one[0][0][0], atol=1e-5)
 
     with pytest.raises(InvalidImageError):
-        _drive(overlap_job(stack, "TZ", (0, 1), lambda: predictor))
+        drive_steps(overlap_job(stack, "TZ", (0, 1), lambda: predictor))
     with pytest.raises(InvalidImageError, match="not in a stack"):
-        _drive(overlap_job(stack, "T", (2, 5), lambda: predictor))
+        drive_steps(overlap_job(stack, "T", (2, 5), lambda: predictor))
 
 
 # --- the widget -------------------------------------------------------------------------------

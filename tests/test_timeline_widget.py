@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from blastoseg.instances import FrameInstances
+from conftest import drive_steps
 
 #: cells per frame of the stand-in time-lapse (a frame's mean grey value is 10 x its count)
 COUNTS = [1, 1, 2, 2, 2, 3, 4, 4, 5, 6, 7, 8, 8]
@@ -62,15 +63,6 @@ class FakeAmodal(FakeCount):
         return []
 
 
-def _drive(work):
-    steps = []
-    while True:
-        try:
-            steps.append(next(work))
-        except StopIteration as stop:
-            return steps, stop.value
-
-
 def test_job_without_qt_count_and_amodal():
     from blastoseg.napari.timeline_job import (
         CENTROIDS_ROLE,
@@ -80,7 +72,7 @@ def test_job_without_qt_count_and_amodal():
         timeline_job,
     )
 
-    steps, run = _drive(timeline_job(_stack(), "T", (0, len(COUNTS)), FakeCount, name="lapse",
+    steps, run = drive_steps(timeline_job(_stack(), "T", (0, len(COUNTS)), FakeCount, name="lapse",
                                      hours=HOURS))
     assert steps[0][0] == "loading the model" and steps[-1][1:] == (13, 13)
     assert run.kind == "count" and run.timeline.time_source == "layer metadata"
@@ -91,12 +83,12 @@ def test_job_without_qt_count_and_amodal():
     assert pt == "points" and pk["name"] == "lapse: count centroids" and len(pts) == sum(COUNTS)
     assert pk["metadata"]["blastoseg"]["role"] == CENTROIDS_ROLE
     # amodal: counted at the calibrated threshold, no density layer; one frame: no timeline
-    _, run = _drive(timeline_job(_stack(), "T", (4, 5), FakeAmodal, name="lapse"))
+    _, run = drive_steps(timeline_job(_stack(), "T", (4, 5), FakeAmodal, name="lapse"))
     assert run.timeline is None and run.counts[0].estimate == 2.0 and run.first_frame == 4
     (pts, pk, pt), = run.layers  # on frame 4 of the stack: local frame 0, translated there
     assert pt == "points" and pts[:, 0].tolist() == [0, 0] and pk["translate"][0] == 4
     # the events table's model: a corrected time moves the intervals
-    _, run = _drive(timeline_job(_stack(), "T", (0, 13), FakeCount, hours=HOURS))
+    _, run = drive_steps(timeline_job(_stack(), "T", (0, 13), FakeCount, hours=HOURS))
     ev = EventTimes(run.timeline)
     assert ev.intervals["cc2"] == pytest.approx(1.5)
     ev.set_event("t3", 22.2)
@@ -117,7 +109,7 @@ def test_frame_times_of_a_layer_without_qt():
     assert times.hours == HOURS and times.note == ""
     assert time_status(times.source, times.note) == \
         "times from the frame interval (30 min, 20 h at frame 0)"
-    _, run = _drive(timeline_job(_stack(), "T", (0, 13), FakeCount, hours=times.hours,
+    _, run = drive_steps(timeline_job(_stack(), "T", (0, 13), FakeCount, hours=times.hours,
                                  time_source=times.source))
     assert run.timeline.has_hours and run.timeline.events["t2"] == (21.0, 2)
     # the metadata's times win, and the status says the interval is not used

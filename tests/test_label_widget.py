@@ -218,3 +218,19 @@ def test_a_project_open_elsewhere_opens_read_only(make_napari_viewer, tmp_path, 
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_an_open_project_does_not_widen_the_dock(make_napari_viewer, tmp_path):
+    """The project line names the folder (its path in the tooltip) and wraps: a long path
+    or the read-only note made the dock 845 px wide, past a 504 px panel."""
+    from blastoseg.annotate.project import AnnotationProject
+    from blastoseg.napari._label_widget import LabelWidget
+    from blastoseg.synth import render_embryo
+
+    folder = tmp_path / ("a_rather_long_project_folder_name_" * 3)
+    AnnotationProject.create(folder, [render_embryo(2, seed=1, ).image])
+    widget = LabelWidget(make_napari_viewer())
+    before = widget.native.widget().minimumSizeHint().width()
+    widget.open_project(folder, read_only=True)
+    assert widget.native.widget().minimumSizeHint().width() <= max(before, 420)
+    assert widget.project_label.tooltip == str(folder) and "READ-ONLY" in widget.project_label.value

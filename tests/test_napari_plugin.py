@@ -182,3 +182,12 @@ def test_synth_widget_blastocyst_stage(make_napari_viewer, qtbot):
     widget.start()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert "single frame" in widget.status.value
+
+
+def test_choosing_a_blastocyst_picks_single_frame(make_napari_viewer):
+    from blastoseg.napari._synth_widget import SynthEmbryoWidget
+
+    widget = SynthEmbryoWidget(make_napari_viewer())
+    widget.mode.value = "time-lapse"
+    widget.stage.value = "blastocyst"
+    assert widget.mode.value == "single frame" and "single frame" in widget.status.value

@@ -61,6 +61,7 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
         self.import_button.tooltip = ("annotations from a dataset folder, a COCO json or LabelMe "
                                       "files, into a new project")
         self.project_label = Label(value="no project: create or open one")
+        self.project_label.native.setWordWrap(True)  # a long note must not widen the dock
         self.cells = Select(label="cells", choices=[])
         self.cells.native.setMinimumHeight(110)
         self.new_button = PushButton(text="New cell")
@@ -232,7 +233,12 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
         self.viewer.layers.selection.active = self._layers[0]
         self._frame = self._current_frame()
         self._set_enabled(True)
-        self.project_label.value = f"project: {project.root} ({project.n_frames} frame(s))"
+        # the folder's name only (a full path would widen the dock past the screen); the
+        # whole path is the tooltip
+        name = project.root.name
+        name = name if len(name) <= 40 else f"{name[:24]}...{name[-13:]}"  # no break inside
+        self.project_label.value = f"project: {name} ({project.n_frames} frame(s))"
+        self.project_label.tooltip = str(project.root)
         if project.read_only:  # open elsewhere: look, export, but no edit that would be lost
             for w in (self.new_button, self.delete_button, self.merge_button, self.split_button,
                       self.ellipse_button, self.complete_button, self.propose_button,

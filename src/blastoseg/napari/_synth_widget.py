@@ -102,6 +102,14 @@ class SynthEmbryoWidget(_ui.ScrollableDock, Container):
         self._layers: list = []  # layers of the previous run, replaced by the next one
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
+        self.stage.changed.connect(self._stage_changed)
+
+    def _stage_changed(self, *_args) -> None:
+        # a blastocyst is drawn as one frame: choosing it picks that mode instead of letting
+        # Generate fail on the time-lapse default
+        if self.stage.value == "blastocyst" and self.mode.value != MODES[0]:
+            self.mode.value = MODES[0]
+            self.status.value = "blastocysts are single frames: mode set to 'single frame'"
 
     # --- actions ---------------------------------------------------------------------------
     def start(self) -> None:

@@ -150,7 +150,9 @@ def test_methods_and_bad_method():
     assert METHODS == ("auto", "learned", "classical")
     with pytest.raises(ValueError, match="method"):
         locate_embryo(frame, method="magic")
-    assert locate_embryo(frame, method="classical").method == "classical"
+    # a crop has no micro-well: the classical circle is then moved onto the zona's outer face
+    assert locate_embryo(frame, method="classical").method in ("classical",
+                                                               "classical + outer face")
 
 
 def test_auto_takes_the_smaller_agreeing_circle_and_learned_where_they_disagree():

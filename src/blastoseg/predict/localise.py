@@ -60,6 +60,7 @@ from blastoseg.predict.embryo_box import (
     EmbryoBox,
 )
 from blastoseg.predict.well import usable_region
+from blastoseg.predict.zona_edge import outer_face_circle
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "choose_embryo_box", "choose_embryo_box_and_guess",
            "locate_embryo"]
@@ -273,22 +274,42 @@ def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC
     if min(h, w) < 16:
         raise InvalidImageError(f"locate_embryo needs a frame of at least 16 x 16 pixels; got "
                                 f"{h} x {w}")
-    classical = _locate_classical(grey, min_radius_frac, max_radius_frac, radius_px)
+    classical, in_well = _locate_classical(grey, min_radius_frac, max_radius_frac, radius_px)
     if method == "classical" or radius_px is not None or not classical.found:
         # a user's diameter fixes the scale, which is what the learned half adds; a frame
         # without texture (blank, noise) has no embryo whatever a network says
-        return classical
+        return classical if radius_px is not None or in_well else _to_outer_face(grey, classical)
     from blastoseg.predict.learned_localiser import learned_circle
 
     cx, cy, r, conf = learned_circle(grey, model)
     learned = _learned_box(grey.shape, cx, cy, r, conf, classical)
     if method == "learned":
-        return learned
-    if MANY_EMBRYOS in classical.note:
+        chosen = learned
+    elif MANY_EMBRYOS in classical.note:
         # CircleNet finds one embryo, the most embryo-like; with several in view the
         # documented outcome is the most central one, which the classical stage chose
-        return classical
-    return _combine(classical, learned)
+        chosen = classical
+    else:
+        chosen = _combine(classical, learned)
+    return chosen if in_well else _to_outer_face(grey, chosen)
+
+
+def _to_outer_face(grey: np.ndarray, box: EmbryoBox) -> EmbryoBox:
+    """``box`` moved onto the zona's outer face (:mod:`blastoseg.predict.zona_edge`) where
+    the rays show one; frames with a micro-well keep their circle (see there why)."""
+    if not box.found:
+        return box
+    fit = outer_face_circle(grey, box.cx, box.cy, box.radius)
+    if fit is None:
+        return box
+    cx, cy, r = fit
+    h, w = grey.shape
+    notes = [n for n in box.note.split("; ") if n and n != CUT_BY_EDGE]
+    if min(cy + 0.5, cx + 0.5, h - 0.5 - cy, w - 0.5 - cx) < (1 - _CUT) * r:
+        notes.append(CUT_BY_EDGE)
+    return EmbryoBox(**{**box.to_dict(), "cx": cx, "cy": cy, "radius": r,
+                        "image_shape": box.image_shape, "note": "; ".join(notes),
+                        "method": f"{box.method} + outer face"})
 
 
 def _learned_box(shape: tuple[int, int], cx: float, cy: float, r: float, conf: float,
@@ -303,8 +324,9 @@ def _learned_box(shape: tuple[int, int], cx: float, cy: float, r: float, conf: f
 
 
 def _locate_classical(grey: np.ndarray, min_radius_frac: float, max_radius_frac: float,
-                      radius_px: float | None) -> EmbryoBox:
-    """Steps 1-4 of the module docstring on a grey frame."""
+                      radius_px: float | None) -> tuple[EmbryoBox, bool]:
+    """Steps 1-4 of the module docstring on a grey frame; also whether the frame shows a
+    micro-well's rim or a dish edge."""
     h, w = grey.shape
     if radius_px is not None:
         if not (np.isfinite(radius_px) and radius_px > 0):
@@ -315,7 +337,7 @@ def _locate_classical(grey: np.ndarray, min_radius_frac: float, max_radius_frac:
     if not 0 < min_radius_frac < max_radius_frac:
         raise ValueError("need 0 < min_radius_frac < max_radius_frac")
     if float(grey.max() - grey.min()) <= 0:
-        return EmbryoBox.full_frame((h, w), note=NO_EMBRYO)
+        return EmbryoBox.full_frame((h, w), note=NO_EMBRYO), False
     energy, bmap, usable, f = _embryo_map(grey)
     edges = (energy > _THRESHOLD).astype(np.float32)
     # incubator frames (a well or dish edge found) have a halo of grainy medium and debris
@@ -340,7 +362,7 @@ def _locate_classical(grey: np.ndarray, min_radius_frac: float, max_radius_frac:
     score = _coarse_scores(t, radii, ring_steps)
     cands = _candidates(score, radii[:n], 3)
     if not cands:
-        return EmbryoBox.full_frame((h, w), note=NO_EMBRYO)
+        return EmbryoBox.full_frame((h, w), note=NO_EMBRYO), in_well
 
     # fine: robust circle fit to the boundary of the filled region, per candidate; the one
     # with the best inside-vs-ring contrast wins
@@ -362,7 +384,7 @@ def _locate_classical(grey: np.ndarray, min_radius_frac: float, max_radius_frac:
                      radius=float(r * f), confidence=round(float(max(conf, 0.0)), 4),
                      image_shape=(h, w),
                      source="localised" if radius_px is None else "diameter", note=note,
-                     method="classical")
+                     method="classical"), in_well
 
 
 def _combine(classical: EmbryoBox, learned: EmbryoBox) -> EmbryoBox:

@@ -1,6 +1,7 @@
 """The outer-face refinement of the localiser (predict/zona_edge.py)."""
 
 import numpy as np
+
 from blastoseg.predict.localise import locate_embryo
 from blastoseg.predict.zona_edge import outer_face_circle
 from blastoseg.synth import EmbryoConfig, render_embryo

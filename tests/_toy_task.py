@@ -35,6 +35,21 @@ def _samples(folder: Path, seed: int) -> TensorDataset:
     return TensorDataset(x, y)
 
 
+class _NoisyItems(torch.utils.data.Dataset):
+    """Items with noise drawn from torch's global RNG in ``__getitem__``: as a dataset that
+    augments with the global generators does (in a DataLoader worker, the worker's)."""
+
+    def __init__(self, items) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        x, y = self.items[i]
+        return x + 0.1 * torch.randn_like(x), y
+
+
 class ToyTask(TrainTask):
     kind = KIND
     main_metric = "mse"
@@ -46,6 +61,8 @@ class ToyTask(TrainTask):
 
     def make_datasets(self, job):
         train = torch.utils.data.ConcatDataset([_samples(p, 0) for p in job.train_paths()])
+        if job.config.get("augment_items"):
+            train = _NoisyItems(train)
         val = (torch.utils.data.ConcatDataset([_samples(p, 1) for p in job.val_paths()])
                if job.val_data else None)
         return train, val

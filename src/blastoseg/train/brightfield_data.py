@@ -152,7 +152,7 @@ class BrightfieldDataset(TorchDataset):
         self.multiple = int(multiple)
         self.max_instances = max(int(max_instances), 1)
         self.min_area = max(int(min_area), 1)
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.epoch = int(seed), 0
         prob = dict(probability or {"variant": "none"})
         variant = prob.pop("variant", "none")
         self.frames: list[_Frame] = []
@@ -175,6 +175,15 @@ class BrightfieldDataset(TorchDataset):
     def __len__(self) -> int:
         return len(self.frames) * self.repeats
 
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: new crops and augmentation draws."""
+        self.epoch = int(epoch)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        # a function of (seed, epoch, item) alone, never of the items drawn before: a resumed
+        # run, and any DataLoader worker, draws what an uninterrupted run draws (issue 18)
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
     @property
     def num_classes(self) -> int:
         """1 + the largest class index in the data (0 without any instance)."""
@@ -185,7 +194,7 @@ class BrightfieldDataset(TorchDataset):
         target_fill = [1.0 if h == "background" else 0.0 for h in self.heads]
         return float(np.median(image)), target_fill, float(prob.min())
 
-    def _window(self, frame: _Frame) -> dict[str, np.ndarray]:
+    def _window(self, frame: _Frame, rng: np.random.Generator) -> dict[str, np.ndarray]:
         image = frame.image.astype(np.float32)
         targets = frame.targets.astype(np.float32)
         prob = frame.prob.astype(np.float32)
@@ -203,8 +212,8 @@ class BrightfieldDataset(TorchDataset):
             targets = _pad_constant(targets, s, s, target_fill)
             prob = _pad_constant(prob, s, s, prob_fill)
         ph, pw = image.shape
-        y = int(self.rng.integers(0, ph - s + 1)) if self.augment else 0
-        x = int(self.rng.integers(0, pw - s + 1)) if self.augment else 0
+        y = int(rng.integers(0, ph - s + 1)) if self.augment else 0
+        x = int(rng.integers(0, pw - s + 1)) if self.augment else 0
         win = (slice(y, y + s), slice(x, x + s))
         masks, labels = frame.masks_in(y, x, s, s)
         return {"image": image[win], "targets": targets[(slice(None), *win)],
@@ -223,21 +232,22 @@ class BrightfieldDataset(TorchDataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         frame = self.frames[index % len(self.frames)]
-        win = self._window(frame)
+        rng = self._rng(index)
+        win = self._window(frame, rng)
         size = frame.shape
         masks, labels = self._select(win["masks"], win["labels"])
         image, targets, prob = win["image"], win["targets"], win["prob"]
         if self.augment:
-            k = int(self.rng.integers(0, 4))
-            flip = bool(self.rng.integers(0, 2))
+            k = int(rng.integers(0, 4))
+            flip = bool(rng.integers(0, 2))
             image, prob = np.rot90(image, k), np.rot90(prob, k)
             targets = np.rot90(targets, k, axes=(1, 2))
             masks = np.rot90(masks, k, axes=(1, 2))
             if flip:
                 image, prob = image[:, ::-1], prob[:, ::-1]
                 targets, masks = targets[:, :, ::-1], masks[:, :, ::-1]
-            image = np.clip(image, 0, None) ** float(np.exp(self.rng.normal(0, 0.2)))
-            image = image * float(self.rng.uniform(0.85, 1.15))
+            image = np.clip(image, 0, None) ** float(np.exp(rng.normal(0, 0.2)))
+            image = image * float(rng.uniform(0.85, 1.15))
         if self.crop is not None:
             size = image.shape
         return {

@@ -15,7 +15,10 @@ the true centroids for validation.
 
 Framing a frame (localisation and mask resampling) costs far more than a training step of a
 small network on a 2-core CPU, so framed dataset frames are kept in memory (``cache=True``,
-about 0.4 MB per frame at 192 px); synthetic frames are new every epoch and never cached.
+about 0.5 MB per frame at 192 px: the float32 crop and the masks); synthetic frames are new
+every epoch and never cached. The cache changes speed only, never an item. With DataLoader
+workers (hyper ``num_workers``) each worker fills its own copy, which is dropped at the end of
+the epoch: every epoch frames its frames again.
 """
 
 from __future__ import annotations
@@ -53,13 +56,16 @@ class CountDataset(AmodalDataset):
         return n if self.max_items is None else min(n, self.max_items)
 
     def _framed_cached(self, i: int) -> tuple[np.ndarray, FrameInstances]:
+        # the cache keeps the float32 crop as framed: a cached frame is the very frame (it
+        # used to be kept as float16, so a frame's first use differed from its later ones and
+        # a resumed run, whose cache starts empty, from the uninterrupted run; issue 18)
         hit = self._framed.get(i)
-        if hit is not None:
-            return hit[0].astype(np.float32), hit[1]
-        crop, inst, _ = self.framed(i)
-        if self.cache and i < len(self.index):  # dataset frames only: synthetic ones change
-            self._framed[i] = (crop.astype(np.float16), inst)
-        return crop, inst
+        if hit is None:
+            crop, inst, _ = self.framed(i)
+            hit = (crop, inst)
+            if self.cache and i < len(self.index):  # dataset frames only: synthetic ones change
+                self._framed[i] = hit
+        return hit[0].copy(), hit[1]
 
     def item_with_centroids(self, i: int) -> tuple[dict, np.ndarray]:
         """Item ``i`` and its true (N, 2) (y, x) centroids in working pixels."""

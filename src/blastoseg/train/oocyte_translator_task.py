@@ -74,16 +74,21 @@ class LabelImagePairs(TorchDataset):
             raise ValueError("no images in the training data")
         self.crop, self.repeats = crop, max(int(repeats), 1)
         self.flip, self.rot90, self.multiple = bool(flip), bool(rot90), max(int(multiple), 1)
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.epoch = int(seed), 0
 
     def __len__(self) -> int:
         return len(self.pairs) * self.repeats
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: new crops and flips."""
+        self.epoch = int(epoch)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         x, y = self.pairs[index % len(self.pairs)]
         # flips are horizontal only (the 90-degree turns give the other orientations)
         return paired_item(x, y, crop=self.crop, flip=self.flip, vertical_flip=False,
-                           rot90=self.rot90, multiple=self.multiple, rng=self.rng)
+                           rot90=self.rot90, multiple=self.multiple,
+                           rng=np.random.default_rng([self.seed, self.epoch, int(index)]))
 
 
 def translator_config(config: Mapping[str, Any]) -> Pix2PixConfig:

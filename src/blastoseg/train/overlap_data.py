@@ -155,7 +155,7 @@ class OverlapDataset(TorchDataset):
         self.augment = augment
         self.repeats = max(int(repeats), 1)
         self.multiple = multiple
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.epoch = int(seed), 0
         prob = dict(probability or {"variant": "none"})
         variant = prob.pop("variant", "none")
         self.frames: list[_Frame] = []
@@ -172,7 +172,17 @@ class OverlapDataset(TorchDataset):
     def __len__(self) -> int:
         return len(self.frames) * self.repeats
 
-    def _window(self, frame: _Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: new crops and augmentation draws."""
+        self.epoch = int(epoch)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        # a function of (seed, epoch, item) alone, never of the items drawn before: a resumed
+        # run, and any DataLoader worker, draws what an uninterrupted run draws (issue 18)
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def _window(self, frame: _Frame, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         image = frame.image.astype(np.float32)
         targets = frame.targets.astype(np.float32)
         prob = frame.prob.astype(np.float32)
@@ -182,24 +192,25 @@ class OverlapDataset(TorchDataset):
         s = self.crop
         image, targets, prob = (pad_to_multiple(a, 1, minimum=s) for a in (image, targets, prob))
         h, w = image.shape
-        y = int(self.rng.integers(0, h - s + 1)) if self.augment else 0
-        x = int(self.rng.integers(0, w - s + 1)) if self.augment else 0
+        y = int(rng.integers(0, h - s + 1)) if self.augment else 0
+        x = int(rng.integers(0, w - s + 1)) if self.augment else 0
         win = (slice(y, y + s), slice(x, x + s))
         return image[win], targets[(slice(None), *win)], prob[win]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         frame = self.frames[index % len(self.frames)]
-        image, targets, prob = self._window(frame)
+        rng = self._rng(index)
+        image, targets, prob = self._window(frame, rng)
         if self.augment:
-            k = int(self.rng.integers(0, 4))
-            flip = bool(self.rng.integers(0, 2))
+            k = int(rng.integers(0, 4))
+            flip = bool(rng.integers(0, 2))
             image, prob = np.rot90(image, k), np.rot90(prob, k)
             targets = np.rot90(targets, k, axes=(1, 2))
             if flip:
                 image, prob, targets = image[:, ::-1], prob[:, ::-1], targets[:, :, ::-1]
             # mild contrast variation: real clinics' microscopes differ in gamma and gain
-            image = np.clip(image, 0, None) ** float(np.exp(self.rng.normal(0, 0.2)))
-            image = image * float(self.rng.uniform(0.85, 1.15))
+            image = np.clip(image, 0, None) ** float(np.exp(rng.normal(0, 0.2)))
+            image = image * float(rng.uniform(0.85, 1.15))
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image, np.float32))[None],
             "targets": torch.from_numpy(np.ascontiguousarray(targets, np.float32)),

@@ -155,11 +155,15 @@ class Pix2PixPairs(TorchDataset):
         self.repeats = max(int(repeats), 1)
         self.flip, self.rot90 = bool(flip), bool(rot90)
         self.multiple = max(int(multiple), 1)
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.epoch = int(seed), 0
         self._background: dict[int, tuple[float, float]] = {}
 
     def __len__(self) -> int:
         return len(self.scenes) * self.repeats
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: new crops and flips."""
+        self.epoch = int(epoch)
 
     def raw(self, k: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
         """Scene ``k``'s phase (H, W), planes (2, H, W) as stored, and background levels."""
@@ -191,7 +195,8 @@ class Pix2PixPairs(TorchDataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         x, y = self.pair(index % len(self.scenes))
         return paired_item(x, y, crop=self.crop, flip=self.flip, vertical_flip=self.flip,
-                           rot90=self.rot90, multiple=self.multiple, rng=self.rng)
+                           rot90=self.rot90, multiple=self.multiple,
+                           rng=np.random.default_rng([self.seed, self.epoch, int(index)]))
 
 
 def paired_item(x: np.ndarray, y: np.ndarray, *, crop: int | None, flip: bool,

@@ -48,7 +48,7 @@ def to_grey(image: np.ndarray, index: int | None = None) -> np.ndarray:
     shape = np.shape(image)
     # the size first: a 100000 x 100000 frame must be refused before its float32 copy
     # (37 GiB) is made, not by a MemoryError
-    if len(shape) in (2, 3):
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4)):
         _check_size(*shape[:2])
     a = grey_frame(image, index, min_side=1)
     _check_size(*a.shape)

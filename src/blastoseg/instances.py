@@ -21,6 +21,16 @@ def flat_masks(masks: np.ndarray) -> np.ndarray:
     return m.reshape(m.shape[0], int(np.prod(m.shape[1:], dtype=np.int64)))
 
 
+def _per_instance(values, dtype, n: int, what: str) -> np.ndarray:
+    """``values`` as one ``dtype`` entry per instance; another length is a clear error (it was
+    numpy's "cannot reshape array of size 3 into shape (2,)")."""
+    arr = np.asarray(values, dtype=dtype)
+    if arr.size != n:
+        raise InvalidImageError(f"{what} has {arr.size} entries for {n} instance masks; "
+                                "expected one per mask")
+    return arr.reshape(n)
+
+
 @dataclass
 class FrameInstances:
     """Instances of one 2D frame.
@@ -58,11 +68,11 @@ class FrameInstances:
         n = len(self.masks)
         self.class_ids = (
             np.ones(n, dtype=np.int64) if self.class_ids is None
-            else np.asarray(self.class_ids, dtype=np.int64).reshape(n)
+            else _per_instance(self.class_ids, np.int64, n, "class_ids")
         )
         self.scores = (
             np.ones(n, dtype=np.float32) if self.scores is None
-            else np.asarray(self.scores, dtype=np.float32).reshape(n)
+            else _per_instance(self.scores, np.float32, n, "scores")
         )
         if self.visible_masks is not None:
             vis = np.asarray(self.visible_masks).astype(bool, copy=False)
@@ -77,7 +87,7 @@ class FrameInstances:
                 raise InvalidImageError(f"occlusion map {occ.shape} must be {self.shape}")
             self.occlusion = occ
         if self.track_ids is not None:
-            self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(n)
+            self.track_ids = _per_instance(self.track_ids, np.int64, n, "track_ids")
 
     # --- derived quantities -------------------------------------------------------------
     @property

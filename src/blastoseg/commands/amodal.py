@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from blastoseg.commands.options import (
+    check_frames,
     frames_at_plane,
     non_negative_int,
     output_folder,
@@ -156,6 +157,7 @@ def _segment_amodal(args: argparse.Namespace) -> int:
         return _segment_separate(args, separate)
     stack = read_input(args.input, lazy=True)  # frames read as they run
     images = frames_at_plane(stack, args.plane)
+    check_frames(images)  # a bad image must not wait for a model to load
     embryo = args.embryo
     diameter_px = _diameter_px(args, stack.pixel_size_um, str(args.input))
     localise = False if args.no_localise else None
@@ -237,6 +239,10 @@ def _eval_amodal(args: argparse.Namespace) -> int:
     from blastoseg.predict.amodal import AmodalPredictor
 
     ds = read_dataset(args.data)
+    if len(ds) == 0:
+        from blastoseg.errors import DatasetFormatError
+
+        raise DatasetFormatError(f"{args.data}: no images to evaluate")
     localise = False if args.no_localise else None
     # every image's diameter in pixels first: a missing pixel size fails before the model runs
     diameters = [_diameter_px(args, ds.images[i].get("pixel_size_um"),
@@ -349,7 +355,7 @@ def add_calibrate_parser(ckinds: argparse._SubParsersAction) -> None:
                     help="validation dataset folder (never the test set)")
     ca.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     ca.add_argument("--device", default="auto")
-    ca.add_argument("--frames", type=int, default=None, help="use at most N frames")
+    ca.add_argument("--frames", type=positive_int, default=None, help="use at most N frames")
     ca.add_argument("--write", action="store_true",
                     help="store the chosen values in the model's card (a user model)")
     ca.set_defaults(func=_calibrate_amodal)

@@ -9,6 +9,7 @@ import json
 from blastoseg.commands.options import (
     add_eval_data,
     add_frames_input,
+    check_frames,
     frames_at_plane,
     read_input,
     unit_interval,
@@ -28,6 +29,7 @@ def _segment_brightfield(args: argparse.Namespace) -> int:
     refuse_existing(brightfield_result_paths(check_output_folder(args.out)), args.overwrite)
     stack = read_input(args.input, lazy=True)  # frames read as they run
     data = frames_at_plane(stack, args.plane)
+    check_frames(data)  # a bad image must not wait for a model to load
     predictor = load_predictor(args.model, args.device, kind="brightfield",  # cached (batch)
                                score_threshold=args.threshold)
     print(f"model {predictor.entry.name} on {predictor.device_name}")

@@ -9,7 +9,9 @@ from blastoseg.commands.options import (
     add_eval_data,
     add_frames_input,
     add_model_options,
+    check_frames,
     frames_at_plane,
+    positive_float,
     print_eval_report,
 )
 from blastoseg.commands.progress import progress_printer
@@ -29,6 +31,7 @@ def _segment_count(args: argparse.Namespace) -> int:
     refuse_existing(count_result_paths(args.out), args.overwrite)
     stack = read_images(args.input)
     data = frames_at_plane(stack, args.plane)
+    check_frames(data)  # a bad image must not wait for a model to load
     predictor = load_predictor(args.model, args.device, kind="count")  # cached (batch)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     options = {"localise": False} if args.no_localise else {}
@@ -63,7 +66,7 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("count", help="blastomere count and centres per frame (Cell-Net "
                                        "density map)")
     add_frames_input(p, "output folder: counts.csv, centroids.csv, density.tif")
-    p.add_argument("--diameter-px", type=float, default=None,
+    p.add_argument("--diameter-px", type=positive_float, default=None,
                    help="the embryo's diameter in pixels, when known (helps the localiser)")
     p.add_argument("--no-localise", action="store_true",
                    help="frames are already crops around the embryo: use the whole frame")

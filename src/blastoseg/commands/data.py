@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from blastoseg.commands.options import image_side, seed
 from blastoseg.commands.progress import progress_printer
 
 
@@ -88,9 +89,19 @@ def _synth_oocytes(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the model ``blastoseg demo`` segments with unless told otherwise
+DEMO_MODEL = "amodal-default"
+
+
 def _demo(args: argparse.Namespace) -> int:
     from blastoseg.demo import format_table, run_demo
 
+    if args.model != DEMO_MODEL:
+        # a model the user named must exist (only the default may be missing: the demo then
+        # shows the synthetic truth, as a fresh install without weights would)
+        from blastoseg.weights import resolve_model
+
+        resolve_model(args.model, kind="amodal")
     result = run_demo(args.out, n_frames=args.frames, seed=args.seed, model=args.model,
                       progress=progress_printer("demo"))
     print(format_table(result))
@@ -122,11 +133,11 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
         "embryos", help="synthetic day 1-3 embryos (or day 5-6 blastocysts) under relief "
                         "contrast, with amodal masks")
     emb.add_argument("--n", type=int, default=100, help="frames, or videos with --timelapse")
-    emb.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+    emb.add_argument("--seed", type=seed, default=0, help="random seed (output is deterministic)")
     emb.add_argument("--out", required=True, type=Path, help="output dataset folder")
     emb.add_argument("--timelapse", type=int, metavar="T", default=None,
                      help="write N cleaving-embryo time-lapses of T frames each")
-    emb.add_argument("--size", type=int, default=500, help="frame size in pixels (square)")
+    emb.add_argument("--size", type=image_side, default=500, help="frame size in pixels (square)")
     emb.add_argument("--mode", choices=_SYNTH_MODES, default="crop",
                      help="crop: the embryo fills most of the frame; incubator: full incubator "
                           "frames, a small embryo inside a micro-well with a bright rim (or "
@@ -149,8 +160,8 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
                             "planes, amodal cell masks, nuclei")
     bf.add_argument("--n", type=int, default=100, help="number of scenes (two planes each)")
     bf.add_argument("--out", required=True, type=Path, help="output dataset folder")
-    bf.add_argument("--size", type=int, default=512, help="frame size in pixels (square)")
-    bf.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+    bf.add_argument("--size", type=image_side, default=512, help="frame size in pixels (square)")
+    bf.add_argument("--seed", type=seed, default=0, help="random seed (output is deterministic)")
     bf.add_argument("--copy-paste", type=float, default=0.0, metavar="FRACTION",
                     help="fraction of scenes made by copy-paste of cut, warped cells in the "
                          "phase domain (0..1)")
@@ -169,9 +180,9 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
                         "with semantic classes: zona, perivitelline space, ooplasm, "
                         "inclusions, vacuoles, SER clusters")
     oo.add_argument("--n", type=int, default=100, help="number of oocytes")
-    oo.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+    oo.add_argument("--seed", type=seed, default=0, help="random seed (output is deterministic)")
     oo.add_argument("--out", required=True, type=Path, help="output dataset folder")
-    oo.add_argument("--size", type=int, default=256, help="frame size in pixels (square)")
+    oo.add_argument("--size", type=image_side, default=256, help="frame size in pixels (square)")
     oo.add_argument("--contrast", choices=("hoffman", "inverted", "mixed"), default="mixed",
                     help="hoffman relief, inverted-microscope brightfield, or each drawn")
     oo.add_argument("--label-maps", choices=("realistic", "paper"), default="realistic",
@@ -188,8 +199,8 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
         "demo", help="generate a synthetic cleaving-embryo time-lapse, measure it, write outputs")
     demo.add_argument("--out", type=Path, default=Path("blastoseg_demo"), help="output folder")
     demo.add_argument("--frames", type=int, default=24, help="time-lapse length")
-    demo.add_argument("--seed", type=int, default=7, help="random seed of the synthetic embryo")
-    demo.add_argument("--model", default="amodal-default",
+    demo.add_argument("--seed", type=seed, default=7, help="random seed of the synthetic embryo")
+    demo.add_argument("--model", default=DEMO_MODEL,
                       help="amodal model that segments the time-lapse")
     demo.set_defaults(func=_demo)
 

@@ -19,6 +19,16 @@ REPORT_KEYS = ("within_10pct", "centre_err", "radius_err", "not_found", "n_image
                "ms_per_frame")
 
 
+def _check_model(args: argparse.Namespace) -> None:
+    """A named localiser model is resolved before any frame is read: the learned half runs
+    only on frames where the classical one finds a circle, so a wrong name was otherwise
+    ignored silently on the others (on every frame of a blank stack)."""
+    if args.model is not None and args.method != "classical":
+        from blastoseg.weights import resolve_model
+
+        resolve_model(args.model, kind="localiser")
+
+
 def _segment_localiser(args: argparse.Namespace) -> int:
     from blastoseg.io import read_images
     from blastoseg.predict.localise import locate_embryo
@@ -26,6 +36,7 @@ def _segment_localiser(args: argparse.Namespace) -> int:
     from blastoseg.results.framing import write_framing_results
 
     check_output_folder(args.out)  # before any work: a bad output must not cost a run
+    _check_model(args)
     stack = read_images(args.input)
     data = frames_at_plane(stack, args.plane)
     frames = [data] if data.ndim == 2 else list(data)
@@ -47,6 +58,7 @@ def _segment_localiser(args: argparse.Namespace) -> int:
 def _eval_localiser(args: argparse.Namespace) -> int:
     from blastoseg.predict.localise_eval import evaluate_localiser
 
+    _check_model(args)
     result = evaluate_localiser(args.data, method=args.method, model=args.model,
                                 max_images=args.max_images,
                                 progress=None if args.json else progress_printer("evaluating"))

@@ -9,7 +9,9 @@ from blastoseg.commands.options import (
     add_eval_data,
     add_frames_input,
     add_model_options,
+    check_frames,
     frames_at_plane,
+    positive_float,
     print_eval_report,
 )
 from blastoseg.commands.progress import progress_printer
@@ -28,6 +30,7 @@ def _segment_oocyte(args: argparse.Namespace) -> int:
     check_output_folder(args.out)  # before any work: a bad output must not cost a run
     refuse_existing(oocyte_result_paths(args.out), args.overwrite)
     data = frames_at_plane(read_images(args.input), args.plane)
+    check_frames(data)  # a bad image must not wait for a model to load
     predictor = OocytePredictor(args.model, device=args.device,
                                 pixel_size_um=args.pixel_size_um)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
@@ -65,7 +68,7 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("oocyte", help="oocyte class maps (zona, perivitelline space, "
                                         "ooplasm, inclusions, vacuoles, SER) and measurements")
     add_frames_input(p, "output folder: classes.tif, measurements.csv, classes.csv")
-    p.add_argument("--pixel-size-um", type=float, default=None,
+    p.add_argument("--pixel-size-um", type=positive_float, default=None,
                    help="micrometres per pixel (measurements in um; default: in pixels)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _common(p)

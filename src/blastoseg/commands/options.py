@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["non_negative_int", "positive_int", "unit_interval"]
+__all__ = ["image_side", "max_images", "non_negative_int", "positive_float", "positive_int",
+           "seed", "unit_interval"]
 
 
 def unit_interval(text: str) -> float:
@@ -43,6 +44,51 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """A random seed: a whole number from 0 (numpy refuses negative seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {value}")
+    return value
+
+
+#: the largest synthetic frame side: what the models take (a 100000 px frame needs 75 GiB)
+MAX_SIDE = 4096
+
+
+def image_side(text: str) -> int:
+    """A synthetic frame's side in pixels: a whole number up to :data:`MAX_SIDE` (the
+    generators refuse sides that are too small themselves, with their own minimum)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels; got {text!r}"
+                                         ) from None
+    if value > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_SIDE} pixels per side; got "
+                                         f"{value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a diameter, a pixel size, minutes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0; got {text}")
+    return value
+
+
+def max_images(text: str) -> int:
+    """``--max-images``: at least one image (0 would evaluate nothing and print no metrics)."""
+    return positive_int(text)
+
+
 def frames_at_plane(stack, plane: int):
     """The frames of an :class:`~blastoseg.io.images.ImageStack` at focal plane ``plane``
     (stacks without planes are returned as they are). A plane the stack does not have is a
@@ -50,6 +96,9 @@ def frames_at_plane(stack, plane: int):
     from blastoseg.errors import InvalidImageError
 
     if stack.axes != "TZYX":
+        if plane:
+            raise InvalidImageError(f"--plane {plane}: the input has no focal planes (axes "
+                                    f"{stack.axes}); leave --plane out")
         return stack.data
     n_planes = stack.data.shape[1]
     if not 0 <= plane < n_planes:
@@ -92,6 +141,24 @@ def read_input(path, *, lazy: bool = False):
     return stack
 
 
+def check_frames(data) -> None:
+    """Before a model is loaded: the frames' shape and dtype (``as_frames``) and, for frames
+    already in memory, that every pixel is finite, so a NaN image or a 1 x 1 picture is
+    refused without the seconds a model takes to load. A lazy stack's pixels are checked
+    as each frame is read."""
+    import numpy as np
+
+    from blastoseg.errors import InvalidImageError
+    from blastoseg.io.frames import as_frames
+
+    frames, _ = as_frames(data)
+    if isinstance(frames, np.ndarray) and np.issubdtype(frames.dtype, np.floating):
+        bad = int(np.size(frames) - np.count_nonzero(np.isfinite(frames)))
+        if bad:
+            raise InvalidImageError(f"the input has {bad} NaN or infinite pixels; expected "
+                                    "finite values (replace or mask them first)")
+
+
 def add_frames_input(p: argparse.ArgumentParser, out_help: str) -> None:
     """``INPUT``, ``--out`` and ``--plane``, as every ``segment`` verb reads its frames."""
     from pathlib import Path
@@ -110,7 +177,8 @@ def add_eval_data(p: argparse.ArgumentParser,
 
     p.add_argument("--data", required=True, type=Path, help=data_help)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    p.add_argument("--max-images", type=max_images, default=None,
+                   help="evaluate the first N images")
 
 
 def add_model_options(p: argparse.ArgumentParser, kind: str) -> None:

@@ -8,8 +8,10 @@ import json
 from blastoseg.commands.options import (
     add_eval_data,
     add_frames_input,
+    check_frames,
     frames_at_plane,
     read_input,
+    unit_interval,
 )
 from blastoseg.commands.progress import progress_printer
 from blastoseg.kinds import get_kind
@@ -24,6 +26,7 @@ def _segment_overlap(args: argparse.Namespace) -> int:
     check_output_folder(args.out)  # before any work: a bad output must not cost a run
     stack = read_input(args.input)
     data = frames_at_plane(stack, args.plane)
+    check_frames(data)  # a bad image must not wait for a model to load
     predictor = load_predictor(args.model, args.device, kind="overlap")  # cached (batch)
     refuse_existing(overlap_result_paths(args.out, predictor.heads), args.overwrite)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
@@ -52,6 +55,11 @@ def _eval_overlap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threshold_or_card(text: str) -> str:
+    """``--overlap-threshold``: a number from 0 to 1, or ``card``."""
+    return text if text == "card" else str(unit_interval(text))
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=get_kind("overlap").default_model, help="registered name, .safetensors or training job folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -72,7 +80,7 @@ def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
         "overlap", help="pixel accuracy, precision, recall, F1, IoU of cytoplasm, nuclei and "
                         "overlap (overlap thresholded at 0.3)")
     add_eval_data(p)
-    p.add_argument("--overlap-threshold", default="0.3",
+    p.add_argument("--overlap-threshold", type=_threshold_or_card, default="0.3",
                    help="overlap threshold: 0.3 (default, the thesis's protocol), another "
                         "number, or 'card' for the model's own calibrated threshold")
     _common(p)

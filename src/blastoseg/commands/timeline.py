@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from blastoseg.commands.options import output_folder
 from blastoseg.commands.progress import progress_printer
 from blastoseg.errors import BlastosegError
 
@@ -119,8 +120,10 @@ def _print_events(name: str, timeline, note: str) -> None:
 
 def _timeline(args: argparse.Namespace) -> int:
     from blastoseg.io.timelapses import read_timelapses
+    from blastoseg.results.files import check_output_folder
     from blastoseg.results.timeline import write_timeline_files
 
+    check_output_folder(args.out)  # before any work: a bad output must not cost a run
     lapses = [with_frame_times(lapse, args.interval_min, args.start_h)
               for lapse in read_timelapses(args.input)]
     for lapse in lapses:
@@ -212,7 +215,7 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path,
                    help="TIFF stack, folder of frames (hours in the names, e.g. "
                         "frame_0003_25.5h.png) or dataset folder (one timeline per video)")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=output_folder, help="output folder")
     p.add_argument("--interval-min", type=float, default=None, metavar="MIN",
                    help="minutes between frames, for inputs without frame times (the times "
                         "an input carries win): events in hours instead of frames")

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from blastoseg.commands.options import positive_int
+from blastoseg.commands.options import positive_float, positive_int, seed
 from blastoseg.errors import BlastosegError
 
 
@@ -70,8 +70,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.config:
         try:
             config = json.loads(Path(args.config).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BlastosegError(f"cannot read config file {args.config}: {exc}") from None
+        if not isinstance(config, dict):
+            raise BlastosegError(f"config file {args.config}: expected a JSON object "
+                                 f"{{\"model\": ..., \"hyper\": ...}}; got a "
+                                 f"{type(config).__name__}")
     if args.target in INSTANCE_KINDS and not args.skip_data_check:
         _check_data(_split_paths(args.data) + (_split_paths(args.val) or []))
     hyper = config.pop("hyper", None) if isinstance(config, dict) else None
@@ -102,9 +106,9 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--base", help="base model to fine-tune: a registered name or a .safetensors")
     p.add_argument("--config", help="JSON file with the model config (and optional 'hyper')")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--minutes", type=float, help="wall-clock budget instead of epochs")
+    p.add_argument("--minutes", type=positive_float, help="wall-clock budget instead of epochs")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--name", help="name to register the trained model under")
     p.add_argument("--portable", action="store_true",
                    help="copy the datasets into the job folder so it runs unchanged elsewhere")

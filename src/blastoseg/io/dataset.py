@@ -148,6 +148,10 @@ def _write_image(path: Path, image: np.ndarray, suffix: str) -> None:
 
 def _check_image(image: Any, instances: FrameInstances, index: int) -> np.ndarray:
     image = np.asarray(image)
+    if not (image.dtype == bool or np.issubdtype(image.dtype, np.integer)
+            or np.issubdtype(image.dtype, np.floating)):
+        raise InvalidImageError(f"sample {index}: image must hold integer or floating-point "
+                                f"pixels; got dtype {image.dtype}")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
         raise InvalidImageError(f"sample {index}: image must be (H, W) or (H, W, 3) RGB, "
                                 f"got shape {image.shape}")
@@ -210,6 +214,9 @@ def write_dataset(
     annotations: list[dict] = []
     written: dict[str, int] = {}
     for index, sample in enumerate(samples):
+        if not isinstance(sample, Sample):
+            raise TypeError(f"sample {index}: expected a blastoseg.io.Sample; got "
+                            f"{type(sample).__name__}")
         image_id = index + 1
         inst = sample.instances
         unknown = sorted(set(int(c) for c in inst.class_ids) - set(cats))

@@ -105,8 +105,12 @@ def as_frames(image: np.ndarray, *, rgb: bool | None = None, min_side: int = MIN
                                 f"got shape {arr.shape}")
     h, w = frames.shape[1:3]
     if min(h, w) < min_side:
+        hint = ""
+        if arr.ndim == 3 and arr.shape[-1] < min_side <= min(arr.shape[:2]):
+            hint = (f"; if its last axis holds {arr.shape[-1]} channels: only grey, RGB or RGBA "
+                    "images are read")
         raise InvalidImageError(f"frames must be at least {min_side} pixels per side; got "
-                                f"{h} x {w} (shape {arr.shape})")
+                                f"{h} x {w} (shape {arr.shape}){hint}")
     return frames, stack
 
 

@@ -93,6 +93,8 @@ def _check_file(path: Path) -> None:
             f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; "
             f"supported: {', '.join(SUPPORTED_EXTENSIONS)}"
         )
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: the file is empty (0 bytes)")
 
 
 def normalise_channels(arr: np.ndarray, *, collapse_grey: bool = True) -> np.ndarray:
@@ -341,6 +343,10 @@ def folder_grid(folder: Path) -> tuple[dict, list[int], list, bool]:
             numbers = frame_numbers([p.stem for p in files_in])
             planes[value].extend(zip(numbers, files_in, strict=True))
     if not any(planes.values()):
+        if (folder / "annotations.json").is_file():
+            raise ImageReadError(f"{folder}: is a dataset folder (annotations.json), not a frame "
+                                 "folder; give its images/ folder, or use a verb that reads "
+                                 "datasets (eval, timeline, train)")
         raise ImageReadError(f"{folder}: no images found (supported: "
                              f"{', '.join(SUPPORTED_EXTENSIONS)})")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from blastoseg.errors import DatasetFormatError
 from blastoseg.instances import FrameInstances
 from blastoseg.io.dataset import read_dataset
 from blastoseg.metrics import evaluate_amodal
@@ -34,7 +35,10 @@ AP_SCORE_THRESHOLD = 0.05
 
 
 def _count(ds, max_images: int | None) -> int:
-    return len(ds) if max_images is None else min(len(ds), max(int(max_images), 0))
+    n = len(ds) if max_images is None else min(len(ds), max(int(max_images), 0))
+    if n == 0:
+        raise DatasetFormatError(f"{ds.root}: no images to evaluate")
+    return n
 
 
 def evaluate_brightfield_model(model: str | BrightfieldPredictor, data: str | os.PathLike, *,
@@ -58,6 +62,8 @@ def evaluate_brightfield_model(model: str | BrightfieldPredictor, data: str | os
     progress
         ``progress(done, total)`` after each image.
     """
+    ds = read_dataset(data)  # a bad dataset is refused before the model loads
+    n = _count(ds, max_images)
     if isinstance(model, BrightfieldPredictor):
         predictor = model
         count_threshold = predictor.score_threshold
@@ -68,8 +74,6 @@ def evaluate_brightfield_model(model: str | BrightfieldPredictor, data: str | os
         count_threshold = predictor.card.score_threshold
     if score_threshold is not None:
         count_threshold = float(score_threshold)
-    ds = read_dataset(data)
-    n = _count(ds, max_images)
     gt: list[FrameInstances] = []
     pred: list[FrameInstances] = []
     for i in range(n):
@@ -104,10 +108,10 @@ def evaluate_watershed_baseline(overlap_model, data: str | os.PathLike, *,
     from blastoseg.predict.overlap import OverlapPredictor
     from blastoseg.predict.watershed import watershed_from_result
 
+    ds = read_dataset(data)  # a bad dataset is refused before the model loads
+    n = _count(ds, max_images)
     predictor = (overlap_model if isinstance(overlap_model, OverlapPredictor)
                  else load_predictor(overlap_model, device, kind="overlap"))
-    ds = read_dataset(data)
-    n = _count(ds, max_images)
     gt: list[FrameInstances] = []
     pred: list[FrameInstances] = []
     for i in range(n):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blastoseg.errors import DatasetFormatError
 from blastoseg.io.atomic import atomic_write_text, backup_existing
 from blastoseg.io.dataset import read_dataset
 from blastoseg.predict.amodal import AmodalPredictor
@@ -37,7 +38,9 @@ def calibrate_counts(
     ``count_mae``, ``n_frames`` and the full ``grid`` of results.
     """
     ds = read_dataset(data)
-    n = len(ds) if max_frames is None else min(len(ds), max_frames)
+    n = len(ds) if max_frames is None else min(len(ds), max(int(max_frames), 0))
+    if n == 0:
+        raise DatasetFormatError(f"{data}: no frames to calibrate on")
     predictor = AmodalPredictor(model, device=device, score_threshold=0.0, mask_nms_iou=1.0)
     rule = predictor.layer_rule
     true = np.array([len(ds.instances(i)) for i in range(n)])

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from blastoseg.errors import DatasetFormatError
 from blastoseg.io.dataset import read_dataset
 from blastoseg.metrics.counting_density import evaluate_density_counts
 from blastoseg.predict.base import load_predictor
@@ -30,7 +31,7 @@ def evaluate_count_model(model: str | None, data: str | os.PathLike, *, device: 
     ds = read_dataset(data)
     n = len(ds) if max_images is None else min(len(ds), max(int(max_images), 0))
     if n == 0:
-        raise ValueError(f"the dataset {data} has no images to evaluate")
+        raise DatasetFormatError(f"{data}: no images to evaluate")
     predictor = load_predictor(model, device, kind="count")
     gt, counts, points = [], [], []
     t0 = time.perf_counter()

@@ -45,13 +45,21 @@ def to_grey(image: np.ndarray, index: int | None = None) -> np.ndarray:
     """One 2D float32 frame the amodal model can frame: :func:`blastoseg.io.frames.grey_frame`
     (any real dtype, grey RGB(A) averaged; other shapes and NaN / infinite pixels refused),
     from 64 to 4096 px per side. ``index`` names the frame of a stack in errors."""
+    shape = np.shape(image)
+    # the size first: a 100000 x 100000 frame must be refused before its float32 copy
+    # (37 GiB) is made, not by a MemoryError
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4)):
+        _check_size(*shape[:2])
     a = grey_frame(image, index, min_side=1)
-    h, w = a.shape
+    _check_size(*a.shape)
+    return a
+
+
+def _check_size(h: int, w: int) -> None:
     if min(h, w) < MIN_IMAGE_SIZE or max(h, w) > MAX_IMAGE_SIZE:
         raise InvalidImageError(
             f"expected a frame from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels per side; got "
             f"{h} x {w}. Resample it (or crop the embryo) first.")
-    return a
 
 
 def _scale01(a: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blastoseg.errors import DatasetFormatError
 from blastoseg.io.frames import grey_frame
 from blastoseg.predict.localise import locate_embryo
 from blastoseg.train.localiser_data import circle_frames
@@ -33,7 +34,8 @@ def evaluate_localiser(data: str | Path, *, method: str = "auto", model: str | N
     if max_images is not None:
         cases = cases[:max(int(max_images), 0)]
     if not cases:
-        raise ValueError(f"no image with an embryo_circle in {data}")
+        raise DatasetFormatError(f"{data}: no image with an embryo_circle to evaluate (the "
+                                 "localiser's ground truth, a key of each image entry)")
     found, true, missing, seconds = [], [], 0, 0.0
     for k, (ds, i, circle) in enumerate(cases):
         grey = grey_frame(ds.load_image(i), min_side=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from blastoseg.errors import DatasetFormatError
 from blastoseg.io.dataset import read_dataset
 from blastoseg.io.nuclei import load_nuclei
 from blastoseg.metrics.pixel import PixelMetrics
@@ -36,10 +37,12 @@ def evaluate_overlap_model(model: str | OverlapPredictor, data: str | os.PathLik
     card's. Returns ``{"model": name, "data": path, "n_images": n, "cytoplasm": {...},
     "nuclei": {...}, "overlap": {...}}``; heads the model lacks are left out.
     """
+    ds = read_dataset(data)  # a bad dataset is refused before the model loads
+    n = len(ds) if max_images is None else min(len(ds), max(int(max_images), 0))
+    if n == 0:
+        raise DatasetFormatError(f"{data}: no images to evaluate")
     predictor = model if isinstance(model, OverlapPredictor) else load_predictor(
         model, device, kind="overlap")
-    ds = read_dataset(data)
-    n = len(ds) if max_images is None else min(len(ds), int(max_images))
     heads = [h for h in EVAL_HEADS if h in predictor.heads]
     thresholds = {h: float(predictor.thresholds.get(h, 0.3 if h == "overlap" else 0.5))
                   for h in heads}

@@ -90,6 +90,7 @@ class BatchWidget(_ui.ScrollableDock, Container):
 
         super().__init__(labels=True, scrollable=True)
         self.viewer = napari_viewer
+        _ui.guard_layer_removal(napari_viewer)  # napari crash on layer removal
         saved = _ui.load_settings(SETTINGS_FILE)
         self.input_dir = FileEdit(mode="d", label="input folder", value=saved.get("input", ""))
         self.output_dir = FileEdit(mode="d", label="output folder", value=saved.get("out", ""))

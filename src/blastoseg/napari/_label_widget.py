@@ -47,6 +47,7 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=False, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
+        _ui.guard_layer_removal(napari_viewer)  # napari crash on layer removal
         self.session = None
         self._layers: list = []
         self._clicks = None

@@ -94,6 +94,7 @@ class MeasureWidget(_ui.ScrollableDock, Container):
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=False, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
+        _ui.guard_layer_removal(napari_viewer)  # napari crash on layer removal
         self.group = ComboBox(label="result", choices=self._groups, nullable=True)
         self.pixel_size = FloatSpinBox(label="pixel size (um, 0 = unknown)", min=0.0, max=100.0,
                                        step=0.01, value=0.0)

@@ -56,6 +56,7 @@ class ModelsWidget(_ui.ScrollableDock, Container):
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=False, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
+        _ui.guard_layer_removal(napari_viewer)  # napari crash on layer removal
         self.table = Table()
         self.table.read_only = True
         self.card = TextEdit(value="")

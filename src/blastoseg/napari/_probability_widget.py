@@ -71,6 +71,7 @@ class ProbabilityWidget(_ui.ScrollableDock, Container):
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
+        _ui.guard_layer_removal(napari_viewer)  # napari crash on layer removal
         saved = _ui.load_settings(SETTINGS_FILE)
         self.labels = ComboBox(label="labels", choices=self._sources, nullable=True)
         self.labels.tooltip = ("a Labels layer (one label per cell), or a segmentation's amodal "

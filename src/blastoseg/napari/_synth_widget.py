@@ -79,6 +79,7 @@ class SynthEmbryoWidget(_ui.ScrollableDock, Container):
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
+        _ui.guard_layer_removal(napari_viewer)  # napari crash on layer removal
         self.mode = ComboBox(choices=MODES, value=MODES[1], label="mode")
         self.stage = ComboBox(choices=STAGES, value=STAGES[0], label="stage")
         self.n_cells = SpinBox(value=4, min=1, max=16, label="cells (single frame)")

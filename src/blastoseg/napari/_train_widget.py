@@ -90,6 +90,7 @@ class TrainWidget(_ui.ScrollableDock, Container):
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=False, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
+        _ui.guard_layer_removal(napari_viewer)  # napari crash on layer removal
         saved = load_settings()
         self.train_data = LineEdit(value=saved.get("train_data", ""))
         self.train_data.tooltip = ("dataset folder(s) with annotations.json; separate several "

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from blastoseg.errors import BlastosegError
 
+# every widget installs it on its viewer (issue 18 item 6: a napari crash on layer removal)
+from blastoseg.napari.gl_context import guard_layer_removal as guard_layer_removal
+
 
 def settings_path(file_name: str) -> Path:
     from blastoseg.weights import data_home

@@ -86,6 +86,7 @@ class ModelRunWidget(_ui.ScrollableDock, JobRunnerMixin, Container):
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=self.form_labels, scrollable=True)  # never taller than the screen
         self.viewer = napari_viewer
+        _ui.guard_layer_removal(napari_viewer)  # napari crash on layer removal
         self._saved = _ui.load_settings(self.settings_file)
         self.image = ComboBox(label="image", choices=self._image_layers,
                               nullable=self.image_nullable)

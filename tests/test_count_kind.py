@@ -95,3 +95,26 @@ def test_streaming_cancel_and_bad_frames(tiny_count):
         pred.predict(np.stack(frames), cancel=lambda: True)
     with pytest.raises(InvalidImageError):
         pred.predict(np.full((96, 96), np.nan, np.float32))
+
+
+def test_count_term_adds_the_integral_error_and_is_off_by_default():
+    """loss.count_weight (our addition): 0 keeps the paper's eq. 2 alone; w > 0 adds
+    w x |integral error|; bad values are refused."""
+    import torch
+
+    from blastoseg.train.count_losses import cbmse_loss
+    from blastoseg.train.count_task import CountTask, count_settings
+    from blastoseg.train.task import TrainingError
+
+    assert count_settings({})["loss"]["count_weight"] == 0.0
+    for bad in (-1, "x", float("nan"), float("inf"), None):
+        with pytest.raises(TrainingError, match="count_weight"):
+            count_settings({"loss": {"count_weight": bad}})
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, 8, 8] = 1.0  # one cell each
+    pred = torch.full_like(target, 0.5 / 256)  # half a cell, spread over the background
+    task = CountTask.__new__(CountTask)
+    for weight, extra in ((0.0, 0.0), (0.01, 0.01 * 0.5)):
+        task.job = type("Job", (), {"config": {"loss": {"count_weight": weight}}})()
+        got = float(task._loss(pred, target))
+        assert got == pytest.approx(float(cbmse_loss(pred, target)) + extra, rel=1e-5)

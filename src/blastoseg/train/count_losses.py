@@ -57,8 +57,8 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor, *, scale: float = 100.0,
 
 
 def count_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of the integrals (logged, not optimised: the paper's loss
-    is eq. 2 alone)."""
+    """Mean absolute difference of the integrals, in cells: always logged; optimised only
+    with ``loss.count_weight`` > 0 (our addition; the paper's loss is eq. 2 alone)."""
     return (pred.sum(dim=(-3, -2, -1)) - target.sum(dim=(-3, -2, -1))).abs().mean()
 
 

@@ -21,38 +21,31 @@ def unit_interval(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """A count of at least 1 (e.g. a batch size)."""
+def _whole_number(text: str, minimum: int, hint: str = "") -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {value}")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}; got "
+                                         f"{text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}; got "
+                                         f"{value}{hint}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """A count of at least 1 (e.g. a batch size)."""
+    return _whole_number(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """An index from 0 (e.g. a focal plane)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {value} (planes "
-                                         "count from 0)")
-    return value
+    return _whole_number(text, 0, " (planes count from 0)")
 
 
 def seed(text: str) -> int:
     """A random seed: a whole number from 0 (numpy refuses negative seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {value}")
-    return value
+    return _whole_number(text, 0)
 
 
 #: the largest synthetic frame side: what the models take (a 100000 px frame needs 75 GiB)

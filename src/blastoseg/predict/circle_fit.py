@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["RING", "boundary_circle", "boundary_points", "circle_contrast", "fit_circle",
-           "outer_face", "polar"]
+           "outer_face", "polar", "robust_circle_fit"]
 
 #: the ring outside a candidate disk spans radius r .. RING * r
 RING = 1.3
@@ -82,14 +82,21 @@ def boundary_circle(bmap: np.ndarray, cy: float, cx: float, r0: float
     ys, xs = boundary_points(bmap, cy, cx, r0)
     if len(ys) < 8:
         return None
-    py, px = np.asarray(ys), np.asarray(xs)
+    return robust_circle_fit(np.asarray(ys), np.asarray(xs), min_points=8, rounds=4)
+
+
+def robust_circle_fit(py: np.ndarray, px: np.ndarray, *, min_points: int, rounds: int
+                      ) -> tuple[float, float, float]:
+    """:func:`fit_circle` with iterative outlier rejection: points whose distance to the
+    circle differs from the median by more than 2.5 robust SDs (at least 1 px) are dropped,
+    up to ``rounds`` times, while at least ``min_points`` stay."""
     keep = np.ones(len(py), bool)
     fit = fit_circle(py, px)
-    for _ in range(4):
+    for _ in range(rounds):
         res = np.hypot(py - fit[0], px - fit[1]) - fit[2]
         mad = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep])))
         new_keep = np.abs(res - np.median(res[keep])) <= max(2.5 * mad, 1.0)
-        if new_keep.sum() < 8 or (new_keep == keep).all():
+        if new_keep.sum() < min_points or (new_keep == keep).all():
             break
         keep = new_keep
         fit = fit_circle(py[keep], px[keep])

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from blastoseg.predict.circle_fit import fit_circle
+from blastoseg.predict.circle_fit import robust_circle_fit
 
 __all__ = ["K", "PEAK", "RUN", "outer_face_circle"]
 
@@ -44,20 +44,6 @@ _ANGLES = 128
 _START = 0.75        # never look inside this fraction of the coarse radius
 _BACKGROUND = (1.3, 1.6)  # where the medium's level is measured, fractions of r0
 _MIN_POINTS = 24     # of 128 rays; fewer (the frame cuts most rays) keeps the coarse circle
-
-
-def _robust_fit(py: np.ndarray, px: np.ndarray) -> tuple[float, float, float]:
-    keep = np.ones(len(py), bool)
-    fit = fit_circle(py, px)
-    for _ in range(5):
-        res = np.hypot(py - fit[0], px - fit[1]) - fit[2]
-        mad = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep])))
-        new_keep = np.abs(res - np.median(res[keep])) <= max(2.5 * mad, 1.0)
-        if new_keep.sum() < _MIN_POINTS // 2 or (new_keep == keep).all():
-            break
-        keep = new_keep
-        fit = fit_circle(py[keep], px[keep])
-    return fit
 
 
 def _rays(gm: np.ndarray, cx: float, cy: float, rho: np.ndarray
@@ -113,7 +99,8 @@ def outer_face_circle(grey: np.ndarray, cx: float, cy: float, r0: float
         xs.append(cx + rho[j] * np.cos(th[a]))
     if len(ys) < _MIN_POINTS:
         return None
-    fy, fx, fr = _robust_fit(np.asarray(ys), np.asarray(xs))
+    fy, fx, fr = robust_circle_fit(np.asarray(ys), np.asarray(xs),
+                                   min_points=_MIN_POINTS // 2, rounds=5)
     if np.hypot(fy - cy, fx - cx) > 0.2 * r0 or not 0.8 * r0 <= fr <= 1.3 * r0:
         return None
     return float(fx), float(fy), float(fr)

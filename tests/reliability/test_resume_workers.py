@@ -131,7 +131,7 @@ def test_toy_with_workers_sigterm_then_cli_resume_is_exact(tmp_path):
 
 def test_workers_draw_different_numbers_for_different_items(tmp_path):
     """The items' seeds differ by place, epoch and rank (workers never repeat each other)."""
-    from blastoseg.train.trainer import item_seeds
+    from blastoseg.train.item_seeds import item_seeds
 
     a = item_seeds(0, 0, 0, 64)
     assert len(set(a)) == 64 and a == item_seeds(0, 0, 0, 64)

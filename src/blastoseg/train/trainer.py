@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from blastoseg.predict.device import describe_device, resolve_device
 from blastoseg.train.checkpoint import (
@@ -34,6 +32,7 @@ from blastoseg.train.checkpoint import (
 )
 from blastoseg.train.distributed import DistContext
 from blastoseg.train.events import EventWriter
+from blastoseg.train.item_seeds import SeededItems, item_seeds
 from blastoseg.train.job import TrainJob
 from blastoseg.train.runtime import StopFlag, TrainResult, seed_everything, seed_worker
 from blastoseg.train.schedule import LRSchedule
@@ -54,44 +53,10 @@ from blastoseg.weights.safetensors_io import (
     sha256_file,
 )
 
-__all__ = ["BEST_WEIGHTS", "OUTPUT_DIR", "SeededItems", "Trainer", "item_seeds"]
+__all__ = ["BEST_WEIGHTS", "OUTPUT_DIR", "Trainer"]
 
 OUTPUT_DIR = "output"
 BEST_WEIGHTS = "best.safetensors"
-
-
-class SeededItems(Dataset):
-    """A training set as DataLoader workers see it: item ``(index, seed)`` seeds torch's,
-    numpy's and Python's global random generators with ``seed``, then returns
-    ``dataset[index]``.
-
-    Without it a worker's global generators run on from the items it drew before, and which
-    worker gets which batch depends on where the loader started: a run resumed in the middle
-    of an epoch (its loader starts there) gave its items to other workers, in other states,
-    than the uninterrupted run did, so draws a dataset took from the global generators
-    (e.g. the shape prior's crop augmentation) differed (issue 18). The seed of an item is a
-    function of the job's seed, the epoch, the rank and the item's place in the epoch
-    (:func:`item_seeds`), so every item sees the same numbers whichever worker loads it.
-    """
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
-        return self.dataset[index]
-
-
-def item_seeds(seed: int, epoch: int, rank: int, n: int) -> list[int]:
-    """One seed per place in a rank's epoch (see :class:`SeededItems`)."""
-    rng = np.random.default_rng([int(seed) % 2**63, int(epoch), int(rank), 0x17E4])
-    return rng.integers(0, 2**62, size=n, dtype=np.int64).tolist()
 
 
 def _is_better(value: float, best: float | None, higher: bool) -> bool:

@@ -15,6 +15,7 @@ so those commands reach the context they belong to. It changes nothing that is d
 
 from __future__ import annotations
 
+import warnings
 import weakref
 
 __all__ = ["canvas_gl_widget", "guard_layer_removal", "make_canvas_current"]
@@ -25,9 +26,13 @@ _MARK = "_blastoseg_gl_guard"
 def canvas_gl_widget(viewer):
     """The viewer's canvas as a Qt OpenGL widget (with ``makeCurrent``), or None (no window,
     or a napari whose private layout differs)."""
-    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
-    canvas = getattr(qt_viewer, "canvas", None)
-    scene_canvas = getattr(canvas, "_scene_canvas", canvas)  # napari >= 0.5: a wrapper
+    with warnings.catch_warnings():
+        # these attributes are private on purpose (the workaround needs the GL widget);
+        # napari announces their removal no earlier than 0.10, and then this returns None
+        warnings.simplefilter("ignore", FutureWarning)
+        qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
+        canvas = getattr(qt_viewer, "canvas", None)
+        scene_canvas = getattr(canvas, "_scene_canvas", canvas)  # napari >= 0.5: a wrapper
     native = getattr(scene_canvas, "native", None)
     if native is None or not hasattr(native, "makeCurrent") or not hasattr(native, "context"):
         return None

@@ -229,9 +229,15 @@ def _choose(fits: list[tuple[float, float, float, float]], shape: tuple[int, int
         note = f"{len(strong)} {MANY_EMBRYOS}: framed the most central one"
     conf, cy, cx, r = best
     h, w = shape
-    if min(cy + 0.5, cx + 0.5, h - 0.5 - cy, w - 0.5 - cx) < (1 - _CUT) * r:
+    if _cut_by_edge((h, w), cx, cy, r):
         note = f"{note}; {CUT_BY_EDGE}" if note else CUT_BY_EDGE
     return conf, cy, cx, r, note
+
+
+def _cut_by_edge(shape: tuple[int, int], cx: float, cy: float, r: float) -> bool:
+    """The circle leaves the frame by more than _CUT x r."""
+    h, w = shape
+    return min(cy + 0.5, cx + 0.5, h - 0.5 - cy, w - 0.5 - cx) < (1 - _CUT) * r
 
 
 def locate_embryo(image: np.ndarray, *, min_radius_frac: float = MIN_RADIUS_FRAC,
@@ -305,7 +311,7 @@ def _to_outer_face(grey: np.ndarray, box: EmbryoBox) -> EmbryoBox:
     cx, cy, r = fit
     h, w = grey.shape
     notes = [n for n in box.note.split("; ") if n and n != CUT_BY_EDGE]
-    if min(cy + 0.5, cx + 0.5, h - 0.5 - cy, w - 0.5 - cx) < (1 - _CUT) * r:
+    if _cut_by_edge((h, w), cx, cy, r):
         notes.append(CUT_BY_EDGE)
     return EmbryoBox(**{**box.to_dict(), "cx": cx, "cy": cy, "radius": r,
                         "image_shape": box.image_shape, "note": "; ".join(notes),
@@ -316,7 +322,7 @@ def _learned_box(shape: tuple[int, int], cx: float, cy: float, r: float, conf: f
                  classical: EmbryoBox) -> EmbryoBox:
     h, w = shape
     notes = [n for n in classical.note.split("; ") if MANY_EMBRYOS in n]
-    if min(cy + 0.5, cx + 0.5, h - 0.5 - cy, w - 0.5 - cx) < (1 - _CUT) * r:
+    if _cut_by_edge((h, w), cx, cy, r):
         notes.append(CUT_BY_EDGE)
     return EmbryoBox(cx=float(cx), cy=float(cy), radius=float(r),
                      confidence=round(float(conf), 4), image_shape=(h, w), source="localised",

@@ -65,12 +65,21 @@ def outer_face_circle(grey: np.ndarray, cx: float, cy: float, r0: float
     if not (np.isfinite(r0) and r0 >= 8):
         return None
     g = np.asarray(grey, np.float32)
-    lo, hi = np.percentile(g, (1.0, 99.0))
-    g = (g - lo) / max(float(hi - lo), 1e-6)
-    gm = ndimage.gaussian_gradient_magnitude(g, max(1.0, r0 / 100.0))
+    h, w = g.shape
+    sigma = max(1.0, r0 / 100.0)
+    # only the window the rays cover (plus the filter's reach) is filtered: on a large frame
+    # the gradient of the whole frame costs far more than the rest of the localiser
+    reach = _BACKGROUND[1] * r0 + 4 * sigma + 2
+    y0, x0 = max(int(cy - reach), 0), max(int(cx - reach), 0)
+    y1, x1 = min(int(np.ceil(cy + reach)) + 1, h), min(int(np.ceil(cx + reach)) + 1, w)
+    if y1 - y0 < 2 or x1 - x0 < 2:
+        return None
+    window = g[y0:y1, x0:x1]
+    lo, hi = np.percentile(window, (1.0, 99.0))
+    gm = ndimage.gaussian_gradient_magnitude((window - lo) / max(float(hi - lo), 1e-6), sigma)
     step = max(0.5, r0 / 200.0)
     rho = np.arange(0.5 * r0, _BACKGROUND[1] * r0, step)
-    v, inside, th = _rays(gm, cx, cy, rho)
+    v, inside, th = _rays(gm, cx - x0, cy - y0, rho)
     v = ndimage.uniform_filter1d(v, max(1, int(round(0.03 * r0 / step))), axis=1)
     ring = rho >= _BACKGROUND[0] * r0
     levels = [np.median(v[a][ring & inside[a]]) for a in range(_ANGLES)

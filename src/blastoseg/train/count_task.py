@@ -34,6 +34,7 @@ from blastoseg.metrics.counting_density import (
     peak_radius,
 )
 from blastoseg.models.cellnet import CellNet, CellNetConfig, CellNetConfigError
+from blastoseg.models.encoder_transfer import init_encoder_from_amodal
 from blastoseg.predict.cards import DEFAULT_MIN_CONFIDENCE
 from blastoseg.predict.framing import DEFAULT_MARGIN
 from blastoseg.targets.density import DEFAULT_SIGMA_RATIO
@@ -42,6 +43,7 @@ from blastoseg.train.count_data import CountDataset
 from blastoseg.train.count_losses import DEFAULT_ALPHA, DEFAULT_TAU, LOSSES, count_loss
 from blastoseg.train.job import TrainJob
 from blastoseg.train.task import TrainingError, TrainTask, register_task
+from blastoseg.weights.safetensors_io import WeightsError
 
 __all__ = ["CountTask", "cellnet_config", "count_settings"]
 
@@ -84,7 +86,16 @@ class CountTask(TrainTask):
         threads = self.job.hyper.get("threads") if getattr(self, "job", None) else None
         if threads:
             torch.set_num_threads(max(int(threads), 1))
-        return CellNet(cellnet_config(config))
+        model = CellNet(cellnet_config(config))
+        source = (config.get("init") or {}).get("encoder")
+        job = getattr(self, "job", None)
+        # a fine-tune (job.base) or a resumed run loads all weights afterwards: no need
+        if source and not (job is not None and job.base):
+            try:
+                init_encoder_from_amodal(model, source)
+            except WeightsError as exc:
+                raise TrainingError(f"init.encoder: {exc}") from None
+        return model
 
     def make_datasets(self, job: TrainJob):
         cfg = cellnet_config(job.config)

@@ -118,3 +118,41 @@ def test_count_term_adds_the_integral_error_and_is_off_by_default():
         task.job = type("Job", (), {"config": {"loss": {"count_weight": weight}}})()
         got = float(task._loss(pred, target))
         assert got == pytest.approx(float(cbmse_loss(pred, target)) + extra, rel=1e-5)
+
+
+def test_encoder_init_copies_the_amodal_body_and_refuses_what_does_not_fit():
+    """init.encoder: Cell-Net's encoder starts as the shipped amodal detector's ResNet body
+    (conv1/bn1/layer1/layer2 -> encoder.0/1/4/5); a resnet34 Cell-Net or a model of another
+    kind is a clear error, and a fine-tune (job.base) skips the copy."""
+    import torch
+
+    from blastoseg.models.cellnet import CellNet, CellNetConfig
+    from blastoseg.models.encoder_transfer import init_encoder_from_amodal
+    from blastoseg.train.count_task import CountTask
+    from blastoseg.train.task import TrainingError
+    from blastoseg.weights.registry import get_model
+    from blastoseg.weights.safetensors_io import WeightsError, load_weights
+
+    body = load_weights(get_model("amodal-default").weights_path)
+    model = CellNet(CellNetConfig(working_size=64))
+    assert init_encoder_from_amodal(model, "amodal-default") == len(model.encoder.state_dict())
+    enc = model.encoder.state_dict()
+    for ours, theirs in (("0.weight", "conv1.weight"), ("1.running_var", "bn1.running_var"),
+                         ("5.1.conv2.weight", "layer2.1.conv2.weight")):
+        assert torch.equal(enc[ours], body["backbone.body." + theirs].float())
+    with pytest.raises(WeightsError, match="resnet18"):
+        init_encoder_from_amodal(CellNet(CellNetConfig(working_size=64, encoder="resnet34")),
+                                 "amodal-default")
+    with pytest.raises(WeightsError, match="amodal"):
+        init_encoder_from_amodal(model, "localiser-default")
+
+    task = CountTask.__new__(CountTask)
+    cfg = {"init": {"encoder": "amodal-default"}, "model": {"working_size": 64}}
+    task.job = type("Job", (), {"base": None, "hyper": {}})()
+    built = task.build_model(cfg).encoder.state_dict()["0.weight"]
+    assert torch.equal(built, body["backbone.body.conv1.weight"].float())
+    task.job = type("Job", (), {"base": "count-x", "hyper": {}})()
+    assert not torch.equal(task.build_model(cfg).encoder.state_dict()["0.weight"], built)
+    task.job = type("Job", (), {"base": None, "hyper": {}})()
+    with pytest.raises(TrainingError, match="init.encoder"):
+        task.build_model({**cfg, "init": {"encoder": "localiser-default"}})

@@ -307,3 +307,37 @@ def test_finetuning_an_oocyte_model_the_synthetic_then_real_recipe(tiny_oocyte, 
     entry = get_model("tiny-oocyte-ft")
     assert entry.kind == "oocyte"
     assert entry.card.config["model"] == get_model("tiny-oocyte").card.config["model"]
+
+
+def test_median_frequency_class_weights_known_answer_and_through_training(tiny_oocyte, tmp_path):
+    """loss.class_weights "median_frequency" (Eigen & Fergus 2015): w_c = median(f) / f_c
+    over the classes present, absent classes 1, capped; computed from the training labels
+    when the job starts and written as numbers into the model card."""
+    from blastoseg.cli import main
+    from blastoseg.train.oocyte_task import MAX_WEIGHT, class_weights, median_frequency_weights
+    from blastoseg.train.task import TrainingError
+    from blastoseg.weights import get_model
+
+    labels = np.zeros((10, 10), np.int64)
+    labels[:, 5:] = 1          # background 48 %, zona 50 %
+    labels[0, :2] = 3          # ooplasm 2 %
+    w = median_frequency_weights([labels])
+    assert w[0] == pytest.approx(0.48 / 0.48) and w[1] == pytest.approx(0.48 / 0.50, rel=1e-3)
+    assert w[3] == pytest.approx(0.48 / 0.02) and w[2] == w[4] == 1.0  # absent classes
+    big = np.zeros((1000, 1000), np.int64)
+    big[:, 500:] = 1
+    big[0, 0] = 4              # one inclusion pixel in a million: 5e5, capped
+    assert median_frequency_weights([big])[4] == MAX_WEIGHT
+    with pytest.raises(TrainingError, match="median_frequency"):
+        class_weights({"loss": {"class_weights": "inverse"}})
+    with pytest.raises(TrainingError, match="empty"):
+        median_frequency_weights([])
+
+    cfg = tmp_path / "mfb.json"
+    cfg.write_text(json.dumps({**TINY_OOCYTE, "loss": {"class_weights": "median_frequency"}}))
+    assert main(["train", "oocyte", "--data", str(tiny_oocyte), "--out", str(tmp_path / "job"),
+                 "--config", str(cfg), "--name", "tiny-mfb", "--quiet"]) == 0
+    loss = get_model("tiny-mfb").card.config["loss"]
+    assert loss["class_weights_from"] == "median_frequency"
+    assert len(loss["class_weights"]) == 7 and all(v > 0 for v in loss["class_weights"])
+    assert loss["class_weights"][0] < 1 < loss["class_weights"][4]  # background < inclusion

@@ -7,11 +7,13 @@ Config (``--config`` JSON)::
 
     {"model": {SMANetConfig fields: widths, dilations, scales, psp_bins, working_size, ...},
      # or the S4 comparison: "architecture": "seunet", "seunet": {...}, "working_size": 256
-     "loss": {"class_weights": null | [w0, ..., w6]},
+     "loss": {"class_weights": null | [w0, ..., w6] | "median_frequency"},
      "hyper": {..., "threads": 1, "aug_strength": 1.0, "repeats": 1, "val_frames": 64}}
 
 Loss: pixel-wise cross-entropy over the 7 classes (the paper's), optionally class-weighted
-(inclusions cover ~0.1 % of the pixels). ``hyper.threads`` caps torch's CPU threads (a
+(inclusions cover ~0.1 % of the pixels). ``"median_frequency"`` computes the weights from the
+training labels when the job starts (median-frequency balancing, Eigen & Fergus 2015:
+w_c = median_f / f_c over the classes present), so a clinic's own data gets its own. ``hyper.threads`` caps torch's CPU threads (a
 shared 2-core CPU trains faster with one thread per job). Validation: pixel ``accuracy``,
 ``mIoU`` over the classes present (the best-checkpoint metric), per-class ``iou_<class>``,
 ``inclusion_detection`` (share of true inclusions of >= 3 px touched by a predicted one) and
@@ -40,7 +42,8 @@ from blastoseg.train.job import TrainJob
 from blastoseg.train.oocyte_data import OocyteDataset
 from blastoseg.train.task import TrainingError, TrainTask, register_task
 
-__all__ = ["OocyteTask", "class_weights", "network_config"]
+__all__ = ["MEDIAN_FREQUENCY", "OocyteTask", "class_weights", "median_frequency_weights",
+           "network_config"]
 
 KIND = "oocyte"
 
@@ -54,16 +57,41 @@ def network_config(config: Mapping[str, Any]) -> OocyteNetworkConfig:
         raise TrainingError(f"bad oocyte model config: {exc}") from None
 
 
-def class_weights(config: Mapping[str, Any]) -> list[float] | None:
-    """The loss's class weights (None: plain cross-entropy), checked."""
+#: the value of ``loss.class_weights`` that asks for weights computed from the data
+MEDIAN_FREQUENCY = "median_frequency"
+#: frames read to measure class frequencies (evenly spaced over the training set)
+FREQUENCY_FRAMES = 200
+#: cap on a median-frequency weight: a class seen on a handful of pixels must not rule the loss
+MAX_WEIGHT = 100.0
+
+
+def class_weights(config: Mapping[str, Any]) -> list[float] | str | None:
+    """The loss's class weights (None: plain cross-entropy; ``"median_frequency"``: computed
+    from the training labels by :func:`median_frequency_weights`), checked."""
     w = dict(config.get("loss") or {}).get("class_weights")
-    if w is None:
-        return None
+    if w is None or w == MEDIAN_FREQUENCY:
+        return w
     if (not isinstance(w, (list, tuple)) or len(w) != N_CLASSES
             or any(not isinstance(v, (int, float)) or v <= 0 for v in w)):
         raise TrainingError(f"loss.class_weights must be {N_CLASSES} positive numbers "
-                            f"(classes {list(CLASS_NAMES.values())}), got {w!r}")
+                            f"(classes {list(CLASS_NAMES.values())}) or "
+                            f"{MEDIAN_FREQUENCY!r}, got {w!r}")
     return [float(v) for v in w]
+
+
+def median_frequency_weights(label_maps) -> list[float]:
+    """Median-frequency balancing (Eigen & Fergus 2015): w_c = median(f) / f_c, with f_c the
+    share of pixels of class c over the given class maps and the median taken over the
+    classes present; absent classes get weight 1 (they never meet the loss), weights are
+    capped at :data:`MAX_WEIGHT` and rounded to 4 significant digits (readable in the card)."""
+    counts = np.zeros(N_CLASSES, np.float64)
+    for labels in label_maps:
+        counts += np.bincount(np.asarray(labels).ravel(), minlength=N_CLASSES)[:N_CLASSES]
+    if counts.sum() == 0:
+        raise TrainingError("median-frequency class weights: the training labels are empty")
+    freq = counts / counts.sum()
+    med = float(np.median(freq[freq > 0]))
+    return [float(f"{min(med / f, MAX_WEIGHT):.4g}") if f > 0 else 1.0 for f in freq]
 
 
 def evaluate_class_maps(pairs) -> dict[str, Any]:
@@ -112,10 +140,22 @@ class OocyteTask(TrainTask):
                    if job.val_paths() else None)
         except ValueError as exc:
             raise TrainingError(f"oocyte training data: {exc}") from None
+        self._weights = class_weights(job.config)
+        if self._weights == MEDIAN_FREQUENCY:
+            n = len(train.index)
+            picks = range(0, n, max(n // FREQUENCY_FRAMES, 1))
+            self._weights = median_frequency_weights(train.labels(k) for k in picks)
         return train, val
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _class_weights(self) -> list[float] | None:
+        # computed by make_datasets (median frequency) or read from the config
+        if hasattr(self, "_weights"):
+            return self._weights
         w = class_weights(self.job.config)
+        return None if w == MEDIAN_FREQUENCY else w
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        w = self._class_weights()
         weight = None if w is None else torch.tensor(w, device=logits.device)
         return F.cross_entropy(logits.float(), labels, weight=weight)
 
@@ -151,7 +191,10 @@ class OocyteTask(TrainTask):
             "config": {**cfg.to_card(),
                        "classes": {str(k): v for k, v in CLASS_NAMES.items()},
                        "loss": {"name": "cross_entropy",
-                                "class_weights": class_weights(job.config)}},
+                                "class_weights": self._class_weights(),
+                                "class_weights_from": class_weights(job.config)
+                                if class_weights(job.config) == MEDIAN_FREQUENCY
+                                else "config"}},
         }
 
 

@@ -15,7 +15,10 @@ lie outside the repository (the real images are not ours to commit).
 
 A ``count`` model (Cell-Net, issue 15) is run with its own predictor: its count is the
 rounded integral of the density map (the "mean score" column then holds the integral) and
-``--threshold`` / ``--overlay`` do not apply.
+``--threshold`` / ``--overlay`` do not apply. ``--fuse COUNT_MODEL`` (with an amodal
+``--model``) also runs that Cell-Net and reports the fused count of
+:mod:`blastoseg.predict.count_fusion` in the "predicted" column, with the exact counts of the
+instances alone and the density alone below the summary (issue 15, item 4).
 
 Usage::
 
@@ -98,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(outside the repository)")
     ap.add_argument("--zoom", type=int, default=2,
                     help="integer enlargement of the overlay PNGs (default 2)")
+    ap.add_argument("--fuse", default=None, metavar="COUNT_MODEL",
+                    help="also run this count model (Cell-Net) and report the fused count")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT",
                     help="write the per-image rows and summaries to this JSON file")
     return ap
@@ -156,6 +161,17 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(exc))
     if kind == "count" and args.overlay is not None:
         _fail("--overlay draws amodal outlines; a count model has none")
+    fuser = None
+    if args.fuse is not None:
+        if kind == "count":
+            _fail("--fuse needs an amodal --model (the instances to fuse with the density)")
+        from blastoseg.predict.count import CountPredictor
+        from blastoseg.predict.count_fusion import fuse_counts
+
+        try:
+            fuser = CountPredictor(args.fuse, device=args.device, batch_size=1)
+        except BlastosegError as exc:
+            _fail(str(exc))
     print(f"model {predictor.entry.name} on {predictor.device_name}", file=sys.stderr)
     if args.overlay is not None:
         import imageio.v3 as iio
@@ -187,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                "true": true_n, "pred": int(len(counted)),
                "mean_score": float(counted.mean()) if len(counted) else None,
                "next_scores": [round(float(s), 3) for s in below[:3]], "ms": ms}
+        if fuser is not None:  # the fused count replaces the detector's own
+            fused = fuse_counts(fuser.predict(image), inst, count_threshold=args.threshold)
+            row.update(pred=fused.count, pred_instances=fused.instance_count,
+                       pred_density=fused.density_count)
         rows.append(row)
         if args.overlay is not None:
             kept = inst.select(inst.scores >= args.threshold)
@@ -238,10 +258,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {modality} | {s['n_images']}{failed} | {pct(s['count_exact'])} | "
               f"{pct(s['count_within1'])} | {num(s['count_mae'])} | "
               f"{num(s['count_bias'], '{:+.2f}')} |")
+    if fuser is not None:
+        print(f"\npredicted = fused with `{fuser.entry.name}`; over all {len(ok)} images:")
+        for key, what in (("pred_instances", "instances alone"), ("pred_density",
+                                                                  "density alone"),
+                          ("pred", "fused")):
+            m = count_metrics([r["true"] for r in ok], [r[key] for r in ok])
+            summaries[f"all_{what.replace(' ', '_')}"] = {
+                k: m[k] for k in ("n_images", "count_exact", "count_within1", "count_mae",
+                                  "count_bias")}
+            print(f"- {what}: exact {pct(m['count_exact'])}, within 1 "
+                  f"{pct(m['count_within1'])}, MAE {num(m['count_mae'])}")
     if args.overlay is not None:
         print(f"\noverlays: {args.overlay}", file=sys.stderr)
     if args.json is not None:
-        doc = {"model": predictor.entry.name, "device": predictor.device_name,
+        doc = {"model": predictor.entry.name,
+               "fused_with": fuser.entry.name if fuser is not None else None, "device": predictor.device_name,
                "real": str(args.real), "threshold": args.threshold, "images": rows,
                "summary": summaries, "skipped": [str(p) for p in skipped]}
         args.json.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")

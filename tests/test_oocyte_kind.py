@@ -159,6 +159,13 @@ def test_card_refuses_other_classes():
                                        config={"classes": {"0": "background", "1": "cell"}}))
     with pytest.raises(WeightsError, match="SMANetConfig"):
         OocyteCard.from_card(ModelCard(name="x", kind="oocyte", config={"model": {"depth": 3}}))
+    for bad in ([0.0] * 6, [0.0] * 6 + [float("nan")], "zero", [0.0] * 6 + ["x"]):
+        with pytest.raises(WeightsError, match="logit_offsets"):
+            OocyteCard.from_card(ModelCard(name="x", kind="oocyte",
+                                           config={"postprocess": {"logit_offsets": bad}}))
+    card = OocyteCard.from_card(ModelCard(name="x", kind="oocyte",
+                                          config={"postprocess": {"logit_offsets": [1] * 7}}))
+    assert card.logit_offsets == (1.0,) * 7
 
 
 @pytest.fixture(scope="module")
@@ -335,9 +342,28 @@ def test_median_frequency_class_weights_known_answer_and_through_training(tiny_o
 
     cfg = tmp_path / "mfb.json"
     cfg.write_text(json.dumps({**TINY_OOCYTE, "loss": {"class_weights": "median_frequency"}}))
-    assert main(["train", "oocyte", "--data", str(tiny_oocyte), "--out", str(tmp_path / "job"),
-                 "--config", str(cfg), "--name", "tiny-mfb", "--quiet"]) == 0
-    loss = get_model("tiny-mfb").card.config["loss"]
+    assert main(["train", "oocyte", "--data", str(tiny_oocyte), "--val", str(tiny_oocyte),
+                 "--out", str(tmp_path / "job"), "--config", str(cfg), "--name", "tiny-mfb",
+                 "--quiet"]) == 0
+    config = get_model("tiny-mfb").card.config
+    loss = config["loss"]
     assert loss["class_weights_from"] == "median_frequency"
     assert len(loss["class_weights"]) == 7 and all(v > 0 for v in loss["class_weights"])
     assert loss["class_weights"][0] < 1 < loss["class_weights"][4]  # background < inclusion
+
+    # the class-prior offsets were calibrated on the validation frames and are applied
+    from blastoseg.io.dataset import read_dataset
+    from blastoseg.predict.oocyte import OocytePredictor
+    from blastoseg.predict.oocyte_calibrate import ALPHAS, logit_offsets
+
+    post = config["postprocess"]
+    alpha = post["calibration"]["alpha"]
+    assert alpha in ALPHAS and set(post["calibration"]["mIoU_by_alpha"]) == {str(a) for a in ALPHAS}
+    assert post["logit_offsets"] == logit_offsets(loss["class_weights"], alpha)
+    pred = OocytePredictor("tiny-mfb", device="cpu")
+    image = read_dataset(tiny_oocyte).load_image(0)
+    import torch
+
+    off = torch.tensor(post["logit_offsets"])[:, None, None]
+    expected = (pred.frame_scores(image) + off).argmax(0).numpy()
+    assert np.array_equal(pred.predict(image).labels, expected)

@@ -411,11 +411,16 @@ class OocyteCard:
     the SE-U-Net comparison's ``{"architecture": "seunet", "seunet": SEUNetConfig,
     "working_size": N, "classes": ...}`` (:mod:`blastoseg.models.oocyte_networks`). The class
     ids are fixed (:mod:`blastoseg.io.oocyte_classes`); a card whose classes differ is
-    refused, since the widget's legend and the measurements rely on them."""
+    refused, since the widget's legend and the measurements rely on them.
+    ``postprocess.logit_offsets`` (7 numbers, added to the class scores before the argmax)
+    undo part of a class-weighted loss's bias towards rare classes; they are calibrated on
+    validation data when the model is trained (:mod:`blastoseg.predict.oocyte_calibrate`);
+    a card without them predicts with the raw scores."""
 
     name: str
     network: Any
     classes: dict = field(default_factory=dict)
+    logit_offsets: tuple[float, ...] | None = None
 
     @property
     def working_size(self) -> int:
@@ -432,6 +437,18 @@ class OocyteCard:
         if classes != CLASS_NAMES or network.n_classes != len(CLASS_NAMES):
             raise WeightsError(f"model card of {source}: classes must be {CLASS_NAMES} "
                                f"(got {classes}, n_classes {network.n_classes})")
-        return cls(name=source, network=network, classes=classes)
+        offsets = (config.get("postprocess") or {}).get("logit_offsets")
+        if offsets is not None:
+            ok = isinstance(offsets, (list, tuple)) and len(offsets) == len(CLASS_NAMES)
+            if ok:
+                try:
+                    offsets = tuple(float(v) for v in offsets)
+                    ok = all(np.isfinite(offsets))
+                except (TypeError, ValueError):
+                    ok = False
+            if not ok:
+                raise WeightsError(f"model card of {source}: postprocess.logit_offsets must "
+                                   f"be {len(CLASS_NAMES)} finite numbers, got {offsets!r}")
+        return cls(name=source, network=network, classes=classes, logit_offsets=offsets)
 
 __all__ += ["OocyteCard"]

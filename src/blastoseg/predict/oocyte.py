@@ -91,7 +91,10 @@ class OocytePredictor(PredictorBase):
         return build_oocyte_network(self.card.network)
 
     def _result(self, scores: torch.Tensor, fit, pixel_size_um) -> OocyteResult:
-        prob = torch.softmax(class_scores_to_frame(scores, fit), dim=0)
+        frame_scores = class_scores_to_frame(scores, fit)
+        if self.card.logit_offsets is not None:  # calibrated class-prior correction
+            frame_scores = frame_scores + torch.tensor(self.card.logit_offsets)[:, None, None]
+        prob = torch.softmax(frame_scores, dim=0)
         conf, labels = prob.max(0)
         labels = labels.numpy().astype(np.uint8)
         m = measure_oocyte(labels, pixel_size_um)
@@ -114,14 +117,27 @@ class OocytePredictor(PredictorBase):
         total = len(frames)
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
-            fitted = [fit_square(grey_frame(frames[k], k if total > 1 else None,
-                                            min_side=MIN_SIDE), size)
-                      for k in range(start, stop)]
-            x = torch.from_numpy(np.stack([f[0] for f in fitted])[:, None]).to(self.device)
-            with self.inference():
-                scores = self.model(x).float().cpu()
-            yield stop, total, [(start + j, self._result(scores[j], fitted[j][1], px))
+            scores, fits = self._scores([frames[k] for k in range(start, stop)],
+                                        start if total > 1 else None)
+            yield stop, total, [(start + j, self._result(scores[j], fits[j], px))
                                 for j in range(stop - start)]
+
+    def _scores(self, frames, first: int | None = None):
+        """The network's raw class scores of frames fitted to the working size (no offsets)
+        and the fits that map them back to each frame."""
+        fitted = [fit_square(grey_frame(f, None if first is None else first + j,
+                                        min_side=MIN_SIDE), self.card.working_size)
+                  for j, f in enumerate(frames)]
+        x = torch.from_numpy(np.stack([f[0] for f in fitted])[:, None]).to(self.device)
+        with self.inference():
+            scores = self.model(x).float().cpu()
+        return scores, [f[1] for f in fitted]
+
+    def frame_scores(self, image: np.ndarray) -> torch.Tensor:
+        """(C, H, W) raw class scores of one frame at its own size, before the card's logit
+        offsets (for calibrating them, :mod:`blastoseg.predict.oocyte_calibrate`)."""
+        scores, fits = self._scores([image])
+        return class_scores_to_frame(scores[0], fits[0])
 
     def predict(self, image: np.ndarray, progress: Callable[[int, int], None] | None = None,
                 cancel: Callable[[], bool] | None = None, *, pixel_size_um: float | None = None

@@ -181,6 +181,37 @@ class OocyteTask(TrainTask):
         out.update({f"iou_{name}": v for name, v in r["iou"].items() if v is not None})
         return out
 
+    def finalise_card(self, job: TrainJob, weights_path, card_path) -> dict | None:
+        """With class weights, calibrate the class-prior offsets on the validation frames
+        (:mod:`blastoseg.predict.oocyte_calibrate`) and store them in the card; a fine-tune
+        without validation frames keeps its base's. Hyper ``calibrate`` (True) turns it off."""
+        from blastoseg.predict.oocyte_calibrate import (
+            calibrate_oocyte_offsets,
+            write_logit_offsets,
+        )
+
+        weights = self._class_weights()
+        if not weights or not bool(job.hyper.get("calibrate", True)):
+            return None
+        val = job.val_paths()
+        if val:
+            result = calibrate_oocyte_offsets(
+                str(weights_path), val[0], weights=weights, device=str(self.device),
+                max_frames=int(job.hyper.get("val_frames", 64)))
+            summary = {k: result[k] for k in ("alpha", "mIoU", "mIoU_by_alpha", "n_frames",
+                                              "data")}
+            write_logit_offsets(card_path, result["logit_offsets"], summary)
+            return summary
+        if job.base:
+            from blastoseg.weights import resolve_model
+
+            post = resolve_model(job.base, kind=KIND).card.config.get("postprocess") or {}
+            if post.get("logit_offsets") is not None:
+                write_logit_offsets(card_path, post["logit_offsets"],
+                                    {**(post.get("calibration") or {}), "from_base": job.base})
+                return {"logit_offsets": post["logit_offsets"], "from_base": job.base}
+        return None
+
     def model_card(self, job: TrainJob, model: nn.Module, metrics: Mapping[str, float]) -> dict:
         cfg = network_config(job.config)
         what = ("SMANet (Andreini et al., oocyte segmentation, section 2.2: dilated ResNet, "

@@ -156,3 +156,21 @@ def test_encoder_init_copies_the_amodal_body_and_refuses_what_does_not_fit():
     task.job = type("Job", (), {"base": None, "hyper": {}})()
     with pytest.raises(TrainingError, match="init.encoder"):
         task.build_model({**cfg, "init": {"encoder": "localiser-default"}})
+
+
+def test_relu_output_gives_exact_zeros_and_old_cards_keep_softplus():
+    """output_activation "relu" (our option against the softplus floor): the background can
+    be exactly 0; a card without the field is the paper-reading softplus model."""
+    import torch
+
+    from blastoseg.models.cellnet import CellNet, CellNetConfig, CellNetConfigError
+
+    assert CellNetConfig.from_dict({"working_size": 64}).output_activation == "softplus"
+    with pytest.raises(CellNetConfigError, match="output_activation"):
+        CellNetConfig(working_size=64, output_activation="exp")
+    model = CellNet(CellNetConfig(working_size=64, output_activation="relu"))
+    torch.nn.init.constant_(model.head.bias, -1.0)  # every pre-activation negative
+    assert float(model(torch.rand(1, 1, 64, 64)).abs().sum()) == 0.0
+    soft = CellNet(CellNetConfig(working_size=64))
+    torch.nn.init.constant_(soft.head.bias, -1.0)
+    assert float(soft(torch.rand(1, 1, 64, 64)).min()) > 0.0  # the floor relu removes

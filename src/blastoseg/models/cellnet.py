@@ -29,7 +29,8 @@ Three parts, as in Fig. 3 of the paper:
   step; both are written down in docs/models/count.md. ``puc=False`` is the ablation: one
   sub-pixel step from the pyramid straight to the input resolution (r = output stride).
 
-The head is a 3 x 3 convolution to one channel and a softplus (the density must be >= 0);
+The head is a 3 x 3 convolution to one channel and a softplus (the density must be >= 0;
+``output_activation="relu"`` gives exact zeros instead);
 the output is divided by ``output_scale`` so that the network works with values of order one
 while the returned map integrates to the count (each target dot sums to 1).
 """
@@ -78,6 +79,11 @@ class CellNetConfig(CardConfig):
         Multiplier of the PUC kernel schedule (4, 16, 64 ... x puc_width kernels).
     output_scale
         The network's raw output is ``output_scale`` x density (values of order one).
+    output_activation
+        The output non-linearity: ``"softplus"`` (smooth, never exactly 0) or ``"relu"``
+        (exact zeros on the background). A softplus floor integrates over the whole crop:
+        a raw 0.005 everywhere is 1.8 cells at 192 px, which the pixel loss barely sees
+        (docs/models/count.md, "Background floor").
     """
 
     working_size: int = 192
@@ -88,6 +94,7 @@ class CellNetConfig(CardConfig):
     puc: bool = True
     puc_width: int = 4
     output_scale: float = 100.0
+    output_activation: str = "softplus"
 
     config_error = CellNetConfigError
 
@@ -104,6 +111,9 @@ class CellNetConfig(CardConfig):
                                      f"stride {self.stride}, got {self.working_size!r}")
         if not float(self.output_scale) > 0:
             raise CellNetConfigError(f"output_scale must be > 0, got {self.output_scale!r}")
+        if self.output_activation not in ("softplus", "relu"):
+            raise CellNetConfigError(f"output_activation must be 'softplus' or 'relu', got "
+                                     f"{self.output_activation!r}")
 
     @property
     def stride(self) -> int:
@@ -221,9 +231,10 @@ class CellNet(nn.Module):
         self.decoder = ProgressiveUpsampling(c.pyramid_channels, c.stride, c.puc_width,
                                              progressive=c.puc)
         self.head = nn.Conv2d(self.decoder.out_channels, 1, 3, padding=1, padding_mode="reflect")
-        # start near an empty map (softplus(-5) * S^2 / output_scale ~ 2.5 cells at 192 px)
+        # start near an empty map (softplus(-5) * S^2 / output_scale ~ 2.5 cells at 192 px;
+        # relu(0.005) likewise ~ 1.8 cells, positive so that the gradient flows)
         nn.init.zeros_(self.head.weight)
-        nn.init.constant_(self.head.bias, -5.0)
+        nn.init.constant_(self.head.bias, -5.0 if c.output_activation == "softplus" else 0.005)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 1:
@@ -233,4 +244,5 @@ class CellNet(nn.Module):
         if h % s or w % s:
             raise ValueError(f"CellNet input sides must be multiples of {s}, got {h} x {w}")
         y = self.decoder(self.pyramid(self.encoder(x)))
-        return F.softplus(self.head(y)) / float(self.config.output_scale)
+        act = F.softplus if self.config.output_activation == "softplus" else F.relu
+        return act(self.head(y)) / float(self.config.output_scale)

@@ -367,3 +367,28 @@ def test_median_frequency_class_weights_known_answer_and_through_training(tiny_o
     off = torch.tensor(post["logit_offsets"])[:, None, None]
     expected = (pred.frame_scores(image) + off).argmax(0).numpy()
     assert np.array_equal(pred.predict(image).labels, expected)
+
+
+def test_calibrate_oocyte_cli_writes_offsets_and_refuses_unweighted_models(tiny_oocyte, tmp_path,
+                                                                            capsys):
+    """``blastoseg calibrate oocyte``: a user's class-weighted model gets offsets chosen on
+    their data (--write stores them); a model trained without weights is a clear error."""
+    from blastoseg.cli import main
+    from blastoseg.weights import get_model
+
+    cfg = tmp_path / "w.json"
+    cfg.write_text(json.dumps({**TINY_OOCYTE, "loss": {"class_weights": [1, 1, 1, 1, 9, 3, 3]},
+                               "hyper": {**TINY_OOCYTE["hyper"], "calibrate": False}}))
+    assert main(["train", "oocyte", "--data", str(tiny_oocyte), "--out", str(tmp_path / "job"),
+                 "--config", str(cfg), "--name", "tiny-weighted", "--quiet"]) == 0
+    assert "postprocess" not in get_model("tiny-weighted").card.config  # calibrate: False
+    capsys.readouterr()
+    assert main(["calibrate", "oocyte", "--data", str(tiny_oocyte), "--model", "tiny-weighted",
+                 "--device", "cpu", "--frames", "2", "--write"]) == 0
+    out = capsys.readouterr().out
+    assert "best: alpha" in out and "wrote" in out
+    post = get_model("tiny-weighted").card.config["postprocess"]
+    assert len(post["logit_offsets"]) == 7 and post["calibration"]["n_frames"] == 2
+    assert main(["calibrate", "oocyte", "--data", str(tiny_oocyte), "--model", "tiny-oocyte",
+                 "--device", "cpu"]) != 0
+    assert "without class weights" in capsys.readouterr().err

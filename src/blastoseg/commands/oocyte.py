@@ -1,9 +1,11 @@
-"""``blastoseg segment oocyte INPUT --out DIR`` and ``blastoseg eval oocyte --data DIR``
-(SMANet, S3: oocyte class maps and inclusion measurements)."""
+"""``blastoseg segment oocyte INPUT --out DIR``, ``blastoseg eval oocyte --data DIR`` and
+``blastoseg calibrate oocyte --data DIR`` (SMANet, S3: oocyte class maps and inclusion
+measurements; the calibration chooses the class-prior offsets of a class-weighted model)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from blastoseg.commands.options import (
     add_eval_data,
@@ -12,6 +14,7 @@ from blastoseg.commands.options import (
     check_frames,
     frames_at_plane,
     positive_float,
+    positive_int,
     print_eval_report,
 )
 from blastoseg.commands.progress import progress_printer
@@ -60,6 +63,32 @@ def _eval_oocyte(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_oocyte(args: argparse.Namespace) -> int:
+    from blastoseg.errors import BlastosegError
+    from blastoseg.predict.oocyte_calibrate import calibrate_oocyte_offsets, write_logit_offsets
+    from blastoseg.weights import resolve_model
+
+    entry = resolve_model(args.model, kind="oocyte")
+    weights = (entry.card.config.get("loss") or {}).get("class_weights")
+    if not isinstance(weights, list):
+        raise BlastosegError(f"{entry.name} was trained without class weights: its scores need "
+                             "no class-prior offsets, there is nothing to calibrate")
+    result = calibrate_oocyte_offsets(str(entry.weights_path), args.data, weights=weights,
+                                      device=args.device, max_frames=args.frames)
+    print(f"{'alpha':>6} {'mIoU':>7}")
+    for alpha, miou in result["mIoU_by_alpha"].items():
+        print(f"{float(alpha):>6.2f} {miou:>7.3f}")
+    print(f"best: alpha {result['alpha']} -> mIoU {result['mIoU']:.3f} on "
+          f"{result['n_frames']} frames; offsets {result['logit_offsets']}")
+    if args.write:
+        if entry.source == "bundled":
+            print("not written: bundled model cards are read-only; import the model first")
+            return 2
+        summary = {k: result[k] for k in ("alpha", "mIoU", "mIoU_by_alpha", "n_frames", "data")}
+        print(f"wrote {write_logit_offsets(entry.card_path, result['logit_offsets'], summary)}")
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     add_model_options(p, "oocyte")
 
@@ -81,3 +110,15 @@ def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
     add_eval_data(p)
     _common(p)
     p.set_defaults(func=_eval_oocyte)
+
+
+def add_calibrate_parser(ckinds: argparse._SubParsersAction) -> None:
+    p = ckinds.add_parser("oocyte", help="class-prior offsets of a class-weighted oocyte model "
+                                         "(best mean IoU on validation data)")
+    p.add_argument("--data", required=True, type=Path,
+                   help="validation dataset folder of oocytes (never the test set)")
+    p.add_argument("--frames", type=positive_int, default=64, help="use at most N frames")
+    p.add_argument("--write", action="store_true",
+                   help="store the chosen offsets in the model's card (a user model)")
+    _common(p)
+    p.set_defaults(func=_calibrate_oocyte)

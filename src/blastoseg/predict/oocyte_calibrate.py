@@ -51,6 +51,10 @@ def calibrate_oocyte_offsets(model: str, data: str | Path, *, weights: Sequence[
     n = min(len(ds), max(int(max_frames), 0))
     if n == 0:
         raise DatasetFormatError(f"{data}: no frames to calibrate the oocyte offsets on")
+    try:  # not an oocyte dataset: said before the model loads
+        class_map(ds.instances(0), ds.categories)
+    except ValueError as exc:
+        raise DatasetFormatError(f"{data}: {exc}") from None
     predictor = load_predictor(model, device, kind="oocyte")
     scores, truths = [], []
     for i in range(n):

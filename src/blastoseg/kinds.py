@@ -154,7 +154,7 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         card="blastoseg.predict.cards:OocyteCard",
         task="blastoseg.train.oocyte_task",
         predictor="blastoseg.predict.oocyte:OocytePredictor",
-        default_model=None,
+        default_model="oocyte-default",
         writer="blastoseg.results.oocyte:write_oocyte_results",
         cli="blastoseg.commands.oocyte", widget="blastoseg.oocyte_widget"),
     ModelKind(

@@ -60,7 +60,7 @@ def test_the_cli_offers_every_runnable_kind():
     for verb, extra in (("segment", set()), ("eval", {"timeline"})):
         offered = set(verbs[verb]._subparsers._group_actions[0].choices)
         assert offered == set(runnable_kinds()) | extra, (verb, offered)
-    assert set(verbs["calibrate"]._subparsers._group_actions[0].choices) == {"amodal"}
+    assert set(verbs["calibrate"]._subparsers._group_actions[0].choices) == {"amodal", "oocyte"}
 
 
 def test_training_and_the_models_list_use_the_table():

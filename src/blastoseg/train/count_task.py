@@ -89,7 +89,8 @@ class CountTask(TrainTask):
         model = CellNet(cellnet_config(config))
         source = (config.get("init") or {}).get("encoder")
         job = getattr(self, "job", None)
-        # a fine-tune (job.base) or a resumed run loads all weights afterwards: no need
+        # a fine-tune (job.base) loads all its weights afterwards: no need (a resumed run
+        # pays the small copy, then its checkpoint overwrites it)
         if source and not (job is not None and job.base):
             try:
                 init_encoder_from_amodal(model, source)

@@ -2,7 +2,9 @@
 
 Renders ``--frames`` synthetic 512 x 512 oocytes (seeds 730000+), runs the predictor frame by
 frame after one warm-up (class map back at 512 x 512 and the measurements included) with 1
-and 2 torch threads, and prints the median and the slowest frame.
+and 2 torch threads, without and with the "looks like an embryo" check (the blastomere
+detector run beside it, the default of ``segment oocyte``), and prints the median and the
+slowest frame.
 
     nice python benchmarks/oocyte_speed.py --model oocyte-default [--frames 10]
 """
@@ -26,20 +28,22 @@ def main() -> int:
 
     cfg = OocyteConfig(image_size=(512, 512))
     frames = [render_oocyte(730_000 + i, cfg).image for i in range(args.frames)]
-    pred = OocytePredictor(args.model, device="cpu", batch_size=1)
-    print(f"model {pred.entry.name} ({pred.card.network.architecture}), "
-          f"{args.frames} frames of 512 x 512")
-    print("| torch threads | median s / frame | slowest s |")
-    print("|---|---|---|")
+    print(f"model {args.model}, {args.frames} frames of 512 x 512")
+    print("| torch threads | embryo check | median s / frame | slowest s |")
+    print("|---|---|---|---|")
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        pred.predict(frames[0])
-        times = []
-        for f in frames:
-            t0 = time.perf_counter()
-            pred.predict(f)
-            times.append(time.perf_counter() - t0)
-        print(f"| {threads} | {statistics.median(times):.3f} | {max(times):.3f} |")
+        for check in (False, True):
+            pred = OocytePredictor(args.model, device="cpu", batch_size=1,
+                                   check_embryo=check)
+            pred.predict(frames[0])
+            times = []
+            for f in frames:
+                t0 = time.perf_counter()
+                pred.predict(f)
+                times.append(time.perf_counter() - t0)
+            print(f"| {threads} | {'on' if check else 'off'} | "
+                  f"{statistics.median(times):.3f} | {max(times):.3f} |")
     return 0
 
 

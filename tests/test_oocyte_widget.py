@@ -115,3 +115,34 @@ def test_widget_table_legend_and_export(make_napari_viewer, qtbot, fake, oocytes
     widget.start()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
     assert [la.name for la in viewer.layers] == ["ovum", "ovum: oocyte classes"]
+
+
+class EmbryoSayingPredictor(TruthPredictor):
+    """The stand-in whose embryo check fired (as the real predictor marks it)."""
+
+    def iter_predict(self, frames, on_result=None, pixel_size_um=None):
+        results = yield from super().iter_predict(frames, on_result, pixel_size_um)
+        for r in results:
+            r.meta["looks_like_embryo"] = True
+            r.measurements.warnings.append("this looks like an embryo, not an oocyte")
+        return results
+
+
+@pytest.mark.gui
+def test_widget_says_when_the_frame_looks_like_an_embryo(make_napari_viewer, qtbot,
+                                                         monkeypatch, tmp_path, oocytes):
+    from blastoseg.napari._oocyte_widget import TABLE_ROWS, OocyteWidget
+
+    monkeypatch.setenv("BLASTOSEG_HOME", str(tmp_path))
+    monkeypatch.setattr("blastoseg.predict.base.load_predictor",
+                        lambda name, device="auto", **o: EmbryoSayingPredictor(oocytes, name))
+    monkeypatch.setattr("blastoseg.napari._ui.model_names",
+                        lambda *kinds: ["fake-oocyte"] if "oocyte" in kinds else [])
+    viewer = make_napari_viewer()
+    viewer.add_image(oocytes[0].image, name="ovum")
+    widget = OocyteWidget(viewer)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert "this looks like an embryo, not an oocyte" in widget.status.value
+    keys = [k for k, _ in TABLE_ROWS]
+    assert "like an embryo" in widget.table_text()[keys.index("warnings")][0]

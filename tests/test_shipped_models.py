@@ -147,3 +147,27 @@ def test_oocyte_default_floor(synthetic, capsys):
     assert r["n_images"] == 8
     assert r["mIoU"] >= 0.55 and r["iou"]["ooplasm"] >= 0.85
     assert r["inclusion_detection"] >= 0.5
+
+
+def test_oocyte_embryo_check_floor(synthetic, tmp_path, capsys):
+    """docs/oocytes.md: the "looks like an embryo" warning fired on 1 of 64 synthetic
+    validation oocytes and 75 % of synthetic embryos of 2-8 cells; on these sets it must stay
+    quiet on most oocytes and speak on most embryos, in the CLI too, and
+    --no-embryo-check silences it."""
+    from blastoseg.io.dataset import read_dataset
+    from blastoseg.predict.oocyte_embryo_check import embryo_warnings
+
+    oocytes = read_dataset(synthetic / "oocytes")
+    said = embryo_warnings([oocytes.load_image(i) for i in range(len(oocytes))], "cpu")
+    assert sum(w is not None for w in said) <= 2, said
+    embryos = read_dataset(synthetic / "frames")
+    several = [i for i in range(len(embryos)) if embryos.images[i]["n_cells"] >= 2]
+    said = embryo_warnings([embryos.load_image(i) for i in several], "cpu")
+    assert sum(w is not None for w in said) >= len(several) // 2, said
+    i = several[[w is not None for w in said].index(True)]
+    image = embryos.root / embryos.images[i]["file_name"]
+    for extra, expected in (([], True), (["--no-embryo-check"], False)):
+        capsys.readouterr()
+        assert main(["segment", "oocyte", str(image), "--out", str(tmp_path / str(expected)),
+                     "--device", "cpu", *extra]) == 0
+        assert ("looks like an embryo" in capsys.readouterr().out) is expected

@@ -35,7 +35,8 @@ def _segment_oocyte(args: argparse.Namespace) -> int:
     data = frames_at_plane(read_images(args.input), args.plane)
     check_frames(data)  # a bad image must not wait for a model to load
     predictor = OocytePredictor(args.model, device=args.device,
-                                pixel_size_um=args.pixel_size_um)
+                                pixel_size_um=args.pixel_size_um,
+                                check_embryo=not args.no_embryo_check)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     results = predictor.predict(data, progress=progress_printer("segmenting"))
     for t, r in enumerate(results if isinstance(results, list) else [results]):
@@ -100,6 +101,9 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-size-um", type=positive_float, default=None,
                    help="micrometres per pixel (measurements in um; default: in pixels)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--no-embryo-check", action="store_true",
+                   help="do not run the blastomere detector to warn about embryo frames "
+                        "(saves about 0.2 s a frame)")
     _common(p)
     p.set_defaults(func=_segment_oocyte)
 

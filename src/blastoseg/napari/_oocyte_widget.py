@@ -38,7 +38,8 @@ TABLE_ROWS = (("inclusion_count", "inclusions"), ("inclusion_area", "inclusion a
 
 class OocyteWidget(ModelRunWidget):
     """Form: image, model, device, frames, pixel size; Run / Cancel; progress; legend;
-    measurement table; Export CSV."""
+    measurement table (with the warnings, "looks like an embryo" among them:
+    :mod:`blastoseg.predict.oocyte_embryo_check`); Export CSV."""
 
     kind = "oocyte"
     settings_file = "napari_oocyte_widget.json"
@@ -103,6 +104,10 @@ class OocyteWidget(ModelRunWidget):
         first = result.results[0].measurements
         n = len(result.results)
         warn = f"; {len(first.warnings)} warning(s)" if first.warnings else ""
+        embryos = sum(bool(r.meta.get("looks_like_embryo")) for r in result.results)
+        if embryos:  # the one warning that says the whole result means nothing
+            warn += (f"; {'this looks' if n == 1 else f'{embryos} of {n} frames look'} like "
+                     "an embryo, not an oocyte")
         self.status.value = (f"{first.inclusion_count} inclusions, {first.vacuole_count} "
                              f"vacuoles" + (f" in frame {result.first_frame}" if n == 1 else
                                             f" in the first of {n} frames") + warn)

@@ -55,7 +55,7 @@ def calibrate_oocyte_offsets(model: str, data: str | Path, *, weights: Sequence[
         class_map(ds.instances(0), ds.categories)
     except ValueError as exc:
         raise DatasetFormatError(f"{data}: {exc}") from None
-    predictor = load_predictor(model, device, kind="oocyte")
+    predictor = load_predictor(model, device, kind="oocyte", check_embryo=False)
     scores, truths = [], []
     for i in range(n):
         scores.append(predictor.frame_scores(ds.load_image(i)))

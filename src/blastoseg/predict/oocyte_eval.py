@@ -33,7 +33,7 @@ def evaluate_oocyte_model(model: str | None, data: str | Path, *, device: str = 
     n = len(ds) if max_images is None else min(len(ds), max(int(max_images), 0))
     if n == 0:
         raise DatasetFormatError(f"{data}: no images to evaluate")
-    predictor = load_predictor(model, device, kind="oocyte")
+    predictor = load_predictor(model, device, kind="oocyte", check_embryo=False)
     pairs, seconds = [], 0.0
     for i in range(n):
         image = ds.load_image(i)

@@ -4,7 +4,9 @@ Renders a synthetic oocyte with inclusions and a vacuole (``blastoseg.synth.oocy
 720003, 256 x 256, inverted-microscope contrast), docks "Oocyte inclusions", runs the model
 given (default ``oocyte-default``; a model name, a .safetensors or a job folder) at its pixel
 size and photographs the window: the class Labels layer over the image, the legend and the
-measurement table.
+measurement table. With ``OOCYTE_IMAGE=FILE`` it photographs that image instead, as
+``oocyte_widget_embryo.png`` (made with a real 4-cell embryo crop: the "looks like an embryo"
+warning in the status line and the table).
 
 Run under a (virtual) display::
 
@@ -32,13 +34,19 @@ def main() -> None:
     oo = render_oocyte(int(os.environ.get("OOCYTE_SEED", 720003)),
                        OocyteConfig(contrast=os.environ.get("OOCYTE_CONTRAST", "inverted"),
                                     vacuole_prob=1.0, inclusion_prob=1.0))
+    image_file = os.environ.get("OOCYTE_IMAGE")
     viewer = open_viewer(1400, 1000)
-    viewer.add_image(oo.image, name="oocyte")
+    if image_file:
+        from blastoseg.io.images import read_image
+
+        viewer.add_image(read_image(image_file), name="embryo")
+    else:
+        viewer.add_image(oo.image, name="oocyte")
     widget = OocyteWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Oocyte inclusions", area="right")
     widget.model.value = model if model in widget.model.choices else widget.model.value
     widget.device.value = "cpu"
-    widget.pixel_size.value = float(oo.meta["pixel_size_um"])
+    widget.pixel_size.value = 0.0 if image_file else float(oo.meta["pixel_size_um"])
     widget.start()
     wait(lambda: widget.worker is None, 600, "the run")
     print(widget.status.value)
@@ -46,7 +54,7 @@ def main() -> None:
                                               "ooplasm_diameter_um", "zona_thickness_um")})
     viewer.reset_view()  # the whole oocyte in the canvas beside the dock
     settle()
-    save_shot(viewer, "oocyte_widget.png")
+    save_shot(viewer, "oocyte_widget_embryo.png" if image_file else "oocyte_widget.png")
     viewer.close()
 
 

@@ -73,7 +73,8 @@ class OocytePredictor(PredictorBase):
         Micrometres per pixel of the frames (measurements in um; None: in pixels).
     check_embryo
         Also run the blastomere detector on each frame and warn when it looks like an embryo
-        (:mod:`blastoseg.predict.oocyte_embryo_check`; about 0.2 s a frame on a CPU).
+        (:mod:`blastoseg.predict.oocyte_embryo_check`; on a CPU it costs more than the oocyte
+        model itself: docs/benchmarks.md has the times).
     """
 
     kind = "oocyte"

@@ -19,6 +19,8 @@ Only rank 0 writes events, checkpoints and the model (the trainer asks :attr:`is
 
 from __future__ import annotations
 
+import gc
+
 import os
 import subprocess
 import sys
@@ -175,6 +177,10 @@ class DistContext:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            # a DDP reducer kept alive by a reference cycle would otherwise be freed at
+            # interpreter exit, with Gloo work still pending: the rank then aborts
+            # ("terminate called without an active exception")
+            gc.collect()
             if wait:
                 dist.barrier()
             dist.destroy_process_group()

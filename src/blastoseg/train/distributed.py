@@ -20,7 +20,6 @@ Only rank 0 writes events, checkpoints and the model (the trainer asks :attr:`is
 from __future__ import annotations
 
 import gc
-
 import os
 import subprocess
 import sys

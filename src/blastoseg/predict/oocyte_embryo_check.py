@@ -9,10 +9,10 @@ said to look like an embryo when the detector finds
 * at least ``min_cells`` cells scored >= ``score``,
 
 counting only cells of at least ``min_area_ratio`` of the largest one's area (a polar body or
-a fragment is not a blastomere). The numbers were chosen on synthetic frames only (64
-validation oocytes against the 131 synthetic embryos of 2-8 cells in a validation set: at
-most 1 false warning in 64 oocytes, the most embryos flagged; docs/oocytes.md has the table
-and the real sets). A 1-cell zygote is not told apart: it looks like an oocyte.
+a fragment is not a blastomere). The numbers were chosen by a criterion on synthetic
+validation frames (64 oocytes against 131 synthetic embryos of 2-8 cells: at most 1 false
+warning in 64 oocytes, then the most embryos flagged; the real sets' figures were in view;
+docs/oocytes.md has the tables). A 1-cell zygote is not told apart: it looks like an oocyte.
 
 The outcome is a warning added to the result, never a refusal: the class map is still made.
 """

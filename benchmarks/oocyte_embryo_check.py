@@ -37,8 +37,7 @@ def detections(files: list[Path]) -> list[dict]:
     out = []
     for f in files:
         r = segment_amodal(read_image(f))
-        out.append({"file": str(f), "scores": r.scores.tolist(),
-                    "areas": [int(m.sum()) for m in r.masks]})
+        out.append({"file": str(f), "scores": r.scores.tolist(), "areas": r.areas.tolist()})
     return out
 
 

@@ -67,9 +67,8 @@ def embryo_warnings(frames: Sequence[np.ndarray], device: str = "auto",
     out: list[str | None] = []
     for frame in frames:
         found = detector.predict(frame)
-        areas = found.masks.reshape(len(found), -1).sum(1) if len(found) else np.zeros(0)
-        if check.looks_like_embryo(found.scores, areas):
-            n = blastomere_count(found.scores, areas, check.score, check.min_area_ratio)
+        if check.looks_like_embryo(found.scores, found.areas):
+            n = blastomere_count(found.scores, found.areas, check.score, check.min_area_ratio)
             out.append(f"this looks like an embryo, not an oocyte ({check.model} finds {n} "
                        "cells): the oocyte classes and measurements mean nothing here")
         else:

@@ -129,7 +129,7 @@ class OocyteTask(TrainTask):
 
     def make_datasets(self, job: TrainJob):
         cfg = network_config(job.config)
-        class_weights(job.config)  # a bad weight list fails before any data is read
+        weights = class_weights(job.config)  # a bad weight list fails before any data is read
         try:
             train = OocyteDataset(
                 job.train_paths(), cfg.working_size, seed=job.seed,
@@ -140,8 +140,8 @@ class OocyteTask(TrainTask):
                    if job.val_paths() else None)
         except ValueError as exc:
             raise TrainingError(f"oocyte training data: {exc}") from None
-        self._weights = class_weights(job.config)
-        if self._weights == MEDIAN_FREQUENCY:
+        self._weights = weights
+        if weights == MEDIAN_FREQUENCY:
             n = len(train.index)
             picks = range(0, n, max(n // FREQUENCY_FRAMES, 1))
             self._weights = median_frequency_weights(train.labels(k) for k in picks)
@@ -223,7 +223,7 @@ class OocyteTask(TrainTask):
                        "classes": {str(k): v for k, v in CLASS_NAMES.items()},
                        "loss": {"name": "cross_entropy",
                                 "class_weights": self._class_weights(),
-                                "class_weights_from": class_weights(job.config)
+                                "class_weights_from": MEDIAN_FREQUENCY
                                 if class_weights(job.config) == MEDIAN_FREQUENCY
                                 else "config"}},
         }

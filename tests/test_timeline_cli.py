@@ -156,10 +156,11 @@ def test_count_stacked_reaches_an_amodal_predictor_only(tmp_path, monkeypatch, c
     path = tmp_path / "lapse.tif"
     tifffile.imwrite(path, _frames())
     assert main(["timeline", str(path), "--out", str(tmp_path / "a"), "--model",
-                 "amodal-default", "--count-stacked"]) == 0
+                 "amodal-default", "--count-stacked", "--no-fuse"]) == 0
     assert main(["timeline", str(path), "--out", str(tmp_path / "b"), "--model",
-                 "amodal-default"]) == 0
-    assert asked == [{"count_stacked": True}, {}]  # unset: the card decides
+                 "amodal-default", "--no-fuse"]) == 0
+    # unset: the card decides
+    assert asked == [{"kind": "amodal", "count_stacked": True}, {"kind": "amodal"}]
     capsys.readouterr()
     assert main(["timeline", str(path), "--out", str(tmp_path / "c"), "--model",
                  "brightfield-default", "--count-stacked"]) != 0

@@ -63,6 +63,12 @@ class FakeAmodal(FakeCount):
         return []
 
 
+class Loads(list):
+    """The model names loaded, and ``counters``: the (model, density model) of each run."""
+
+    counters: list
+
+
 def test_job_without_qt_count_and_amodal():
     from blastoseg.napari.timeline_job import (
         CENTROIDS_ROLE,
@@ -128,15 +134,30 @@ def test_frame_times_of_a_layer_without_qt():
 @pytest.fixture
 def fakes(monkeypatch, tmp_path):
     monkeypatch.setenv("BLASTOSEG_HOME", str(tmp_path))
-    loads = []
+    loads = Loads()
 
     def load_predictor(name, device="auto", **options):
         loads.append(name)
         return FakeAmodal(name) if "amodal" in name else FakeCount(name)
 
+    def load_counter(model, density_model=None, *, fuse=True, device="auto",
+                     count_stacked=None):
+        import blastoseg.predict.base as base  # a test may patch load_predictor again
+
+        counters.append((model, density_model))
+        options = {} if count_stacked is None else {"count_stacked": count_stacked}
+        return base.load_predictor(model, device, **options)
+
+    counters = []
     monkeypatch.setattr("blastoseg.predict.base.load_predictor", load_predictor)
+    monkeypatch.setattr("blastoseg.predict.fused_counter.load_counter", load_counter)
     monkeypatch.setattr("blastoseg.napari._ui.model_names",
-                        lambda *kinds: ["fake-count", "fake-amodal"] if "amodal" in kinds else [])
+                        lambda *kinds: ["fake-count", "fake-amodal"] if "amodal" in kinds else
+                        ["fake-count"] if kinds == ("count",) else [])
+    monkeypatch.setattr("blastoseg.napari._ui.model_kind",
+                        lambda model: None if not model else
+                        "amodal" if "amodal" in model else "count")
+    loads.counters = counters
     return loads
 
 
@@ -251,3 +272,28 @@ def test_count_stacked_box_follows_the_card_and_reaches_the_predictor(
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
     assert options_seen[-1] == {"count_stacked": True}
     assert widget.settings()["count_stacked"] is True
+
+
+@pytest.mark.gui
+def test_density_model_box_fuses_with_an_amodal_model_only(make_napari_viewer, qtbot, fakes):
+    from blastoseg.napari._timeline_widget import NO_DENSITY, TimelineWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_stack(), name="lapse", metadata={"blastoseg": {"hours": HOURS}})
+    widget = TimelineWidget(viewer)
+    assert list(widget.density_model.choices) == ["fake-count", NO_DENSITY]
+    widget.model.value = "fake-count"
+    assert not widget.density_model.enabled  # a count model counts alone
+    widget.model.value = "fake-amodal"
+    assert widget.density_model.enabled and widget.density_model.value == "fake-count"
+    for density, expected in (("fake-count", "fake-count"), (NO_DENSITY, None)):
+        widget.density_model.value = density
+        widget.start()
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+        assert fakes.counters[-1] == ("fake-amodal", expected)
+    widget.model.value = "fake-count"
+    widget.density_model.value = "fake-count"
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert fakes.counters[-1] == ("fake-count", None)
+    assert widget.settings()["density_model"] == "fake-count"

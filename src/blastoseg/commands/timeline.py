@@ -1,9 +1,10 @@
 """``blastoseg timeline INPUT --out DIR`` and ``blastoseg eval timeline --data DIR``: the
 morphokinetic timeline (t2 ... t8, cc2, s2) from per-frame cell counts.
 
-The counts come from a "count" model (the density integral) or an "amodal" model (instances
-at the calibrated threshold); :mod:`blastoseg.measure.timeline` decodes them into a
-non-decreasing stage sequence and the events.
+The counts come from an "amodal" model's instances fused with a "count" model's density
+(:mod:`blastoseg.predict.fused_counter`, the default when both are installed), or from one of
+them alone (``--no-fuse``, or a count ``--model``); :mod:`blastoseg.measure.timeline` decodes
+them into a non-decreasing stage sequence and the events.
 """
 
 from __future__ import annotations
@@ -18,49 +19,16 @@ from blastoseg.commands.options import output_folder
 from blastoseg.commands.progress import progress_printer
 from blastoseg.errors import BlastosegError
 
-#: the model kinds whose results the timeline can count, preferred first
-COUNT_KINDS = ("count", "amodal")
 MODEL_HELP = ("a 'count' or 'amodal' model: registered name, .safetensors file or training "
-              "job folder (default: count-default when installed, else amodal-default)")
+              "job folder (default: amodal-default, fused with count-default when installed)")
 
 
-def default_count_model() -> str:
-    """The shipped model the timeline counts with: the count kind's when installed, else the
-    amodal kind's."""
-    from blastoseg.kinds import KINDS
-    from blastoseg.weights.registry import resolve_model
+def load_count_predictor(args: argparse.Namespace):
+    """The counter the options ask for (:func:`blastoseg.predict.fused_counter.load_counter`)."""
+    from blastoseg.predict.fused_counter import load_counter
 
-    for kind in COUNT_KINDS:
-        name = KINDS[kind].default_model if kind in KINDS else None
-        if name is None:
-            continue
-        try:
-            resolve_model(name, kind=kind)
-        except BlastosegError:
-            continue
-        return name
-    raise BlastosegError("no count or amodal model is installed; name one with --model")
-
-
-def load_count_predictor(model: str | None, device: str = "auto",
-                         count_stacked: bool | None = None):
-    """A loaded predictor whose results can be counted (kind "count" or "amodal");
-    ``count_stacked`` switches an amodal model's layer rule on or off (None: its card's)."""
-    from blastoseg.predict.base import load_predictor
-    from blastoseg.weights.registry import resolve_model
-
-    name = model or default_count_model()
-    options = {}
-    if count_stacked is not None:
-        if resolve_model(name).kind != "amodal":
-            raise BlastosegError("--count-stacked / --no-count-stacked apply to amodal models "
-                                 f"only; {name!r} is not one")
-        options["count_stacked"] = count_stacked
-    predictor = load_predictor(name, device, **options)
-    if predictor.kind not in COUNT_KINDS:
-        raise BlastosegError(f"model {predictor.entry.name!r} is of kind {predictor.kind!r}; "
-                             "the timeline counts cells with a 'count' or 'amodal' model")
-    return predictor
+    return load_counter(args.model, args.density_model, fuse=args.fuse, device=args.device,
+                        count_stacked=args.count_stacked)
 
 
 def count_timelapse(predictor, frames, label: str | None = None) -> list:
@@ -128,7 +96,7 @@ def _timeline(args: argparse.Namespace) -> int:
               for lapse in read_timelapses(args.input)]
     for lapse in lapses:
         check_timelapse(lapse)
-    predictor = load_count_predictor(args.model, args.device, args.count_stacked)
+    predictor = load_count_predictor(args)
     docs = []
     for lapse in lapses:
         if lapse.hours is None:
@@ -150,11 +118,11 @@ def _timeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_timelines(data: Path, model: str | None, device: str = "auto",
-                       quiet: bool = False, count_stacked: bool | None = None) -> dict:
+def evaluate_timelines(data: Path, predictor, quiet: bool = False) -> dict:
     """Predicted against true timelines of every video of a dataset (see
     :func:`blastoseg.metrics.timeline.timeline_metrics`); the truth is the dataset's per-frame
-    cell count (``n_cells``, else the number of annotated instances) decoded the same way."""
+    cell count (``n_cells``, else the number of annotated instances) decoded the same way;
+    ``predictor`` counts (:func:`load_count_predictor`)."""
     from blastoseg.io.timelapses import read_timelapses
     from blastoseg.measure.timeline import build_timeline
     from blastoseg.metrics.timeline import timeline_metrics
@@ -163,7 +131,6 @@ def evaluate_timelines(data: Path, model: str | None, device: str = "auto",
     if not lapses:
         raise BlastosegError(f"{data}: no time-lapse of 2 frames or more (image entries need "
                              "video_id and frame_index)")
-    predictor = load_count_predictor(model, device, count_stacked)
     predicted, truth = [], []
     start = time.perf_counter()
     for lapse in lapses:
@@ -180,8 +147,7 @@ def evaluate_timelines(data: Path, model: str | None, device: str = "auto",
 
 
 def _eval_timeline(args: argparse.Namespace) -> int:
-    report = evaluate_timelines(args.data, args.model, args.device, quiet=args.json,
-                                count_stacked=args.count_stacked)
+    report = evaluate_timelines(args.data, load_count_predictor(args), quiet=args.json)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -200,6 +166,13 @@ def _eval_timeline(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.add_argument("--density-model", default=None, metavar="COUNT_MODEL",
+                   help="the count model fused with an amodal --model's instances (default: "
+                        "count-default when installed)")
+    p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
+                   help="count with the amodal instances and the density map together "
+                        "(docs/models/count.md#fusion-with-the-amodal-detector-issue-15-item-4);"
+                        " --no-fuse counts with one model")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--count-stacked", action=argparse.BooleanOptionalAction, default=None,

@@ -8,7 +8,10 @@ Duck-typed, so this module imports neither torch nor the predictors:
   count, a float; better evidence for the timeline than its rounding);
 - **amodal** instances (:class:`blastoseg.instances.FrameInstances`: ``scores``,
   ``centroids``): the estimate is the number of instances scoring at least the predictor's
-  calibrated count threshold (``calibrated_threshold``), their centroids the centroids.
+  calibrated count threshold (``calibrated_threshold``), their centroids the centroids;
+- a **fused** count (:class:`blastoseg.predict.count_fusion.FusedCount`: ``count``,
+  ``density_count``, ``instances``): the estimate is the fused count, the centroids those of
+  the instances kept, the density map Cell-Net's.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ import numpy as np
 
 from blastoseg.errors import BlastosegError
 
-__all__ = ["FrameCount", "count_threshold_of", "frame_count", "iter_frame_counts"]
+__all__ = ["COUNT_KINDS", "COUNTER_KINDS", "FrameCount", "count_threshold_of", "frame_count",
+           "iter_frame_counts"]
+
+#: the model kinds whose results can be counted, preferred first when no model is named
+COUNT_KINDS = ("count", "amodal")
+#: what a counter may be: one of those models, or both fused ("fused")
+COUNTER_KINDS = (*COUNT_KINDS, "fused")
 
 
 @dataclass
@@ -56,6 +65,11 @@ def count_threshold_of(predictor) -> float | None:
 def frame_count(result, threshold: float | None = None) -> FrameCount:
     """A :class:`FrameCount` from a count result or from frame instances (``threshold``: the
     instance score that counts; None counts every instance)."""
+    if hasattr(result, "density_count") and hasattr(result, "instances"):
+        cents = np.asarray(result.instances.centroids, dtype=float).reshape(-1, 2)
+        dens = getattr(result.density, "density", None)
+        return FrameCount(float(result.count), cents[np.all(np.isfinite(cents), axis=1)],
+                          None if dens is None else np.asarray(dens, dtype=np.float32))
     if hasattr(result, "integral") and hasattr(result, "density"):
         cents = np.asarray(result.centroids, dtype=float).reshape(-1, 2)
         return FrameCount(float(result.integral), cents,
@@ -68,7 +82,7 @@ def frame_count(result, threshold: float | None = None) -> FrameCount:
         cents = np.asarray(result.centroids, dtype=float).reshape(-1, 2)[keep]
         return FrameCount(float(keep.sum()), cents[np.all(np.isfinite(cents), axis=1)])
     raise BlastosegError(f"cannot count cells from a {type(result).__name__}: the timeline "
-                         "takes 'count' or 'amodal' model results")
+                         "takes 'count', 'amodal' or fused results")
 
 
 def iter_frame_counts(predictor, frames: Sequence,

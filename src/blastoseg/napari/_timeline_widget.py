@@ -1,7 +1,8 @@
 """Dock widget "Count and timeline": a :class:`~.model_run_widget.ModelRunWidget` that counts
-the blastomeres of every frame with a "count" model (density regression, S2) or an "amodal"
-model (instances at the calibrated threshold) and decodes a time-lapse into its division
-times (CLI twin: ``blastoseg timeline``).
+the blastomeres of every frame with an "amodal" model's instances fused with a "count"
+model's density map (:mod:`blastoseg.predict.fused_counter`; the "density model" box, on by
+default when ``count-default`` is installed), or with one of them alone, and decodes a
+time-lapse into its division times (CLI twin: ``blastoseg timeline``).
 
 The work runs in a napari thread worker over
 :func:`~blastoseg.napari.timeline_job.timeline_job` (Qt-free) with progress and Cancel. The
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import Container, FloatSpinBox, PushButton
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
 
 from blastoseg.errors import BlastosegError
 from blastoseg.measure.timeline import EVENTS, INTERVALS
@@ -37,6 +38,8 @@ from blastoseg.napari.timeline_job import (
 )
 
 ROWS = list(EVENTS) + list(INTERVALS)
+#: the density-model choice that counts with the amodal model alone
+NO_DENSITY = "none"
 
 
 def time_status(time_source: str, note: str) -> str:
@@ -66,8 +69,9 @@ class TimelineWidget(ModelRunWidget):
     progress_title = "Count and timeline"
     image_hint = "an embryo time-lapse"
     default_mode = _ui.MODES[1]
-    model_tooltip = ("a 'count' model (density map; count-default) or an 'amodal' model "
-                     "(instances at the calibrated threshold; amodal-default)")
+    model_tooltip = ("an 'amodal' model (instances at the calibrated threshold; "
+                     "amodal-default), fused with the density model below, or a 'count' model "
+                     "alone (density map)")
     _cancel_message = "cancelling (stops after the current frame)..."
 
     def _add_fields(self, saved: dict) -> None:
@@ -84,6 +88,12 @@ class TimelineWidget(ModelRunWidget):
         self.start_h.tooltip = ("hours post insemination at the stack's first frame (with the "
                                 "frame interval)")
         self.stacked = _ui.count_stacked_box()
+        self.density_model = ComboBox(label="density model", choices=self._density_choices)
+        self.density_model.tooltip = (
+            "a 'count' model fused with the amodal model's instances: where the density map "
+            "finds a cell no instance counted, a lower-scored instance there is counted, and "
+            "counted instances it does not support are dropped (docs/models/count.md); "
+            "'none' counts with the amodal model alone")
         self.plot_box = Container(labels=False)
         self.plot_box.visible = False
         self.table = QTableWidget(len(ROWS), 2)
@@ -107,7 +117,8 @@ class TimelineWidget(ModelRunWidget):
         self._filling = False
 
     def _form_rows(self) -> list:
-        return [self.image, self.model, self.device, self.mode, self.stacked, self.interval,
+        return [self.image, self.model, self.density_model, self.device, self.mode,
+                self.stacked, self.interval,
                 self.start_h, self._run_row(),
                 self.progress, self.device_used, self.status, self.plot_box, self.table_box,
                 self.export_button]
@@ -122,32 +133,44 @@ class TimelineWidget(ModelRunWidget):
         self.viewer.dims.events.current_step.connect(self._mark_frame)
         self.interval.changed.connect(self._interval_changed)
         self._interval_changed()
-        self.model.changed.connect(lambda *_: _ui.follow_layer_rule(self.stacked,
-                                                                    self.model.value))
+        self.model.changed.connect(self._model_changed)
         _ui.follow_layer_rule(self.stacked, self.model.value, saved.get("count_stacked"))
+        if saved.get("density_model") in self.density_model.choices:
+            self.density_model.value = saved["density_model"]
+        self._model_changed(follow=False)
+
+    def _density_choices(self, _widget=None) -> list[str]:
+        return [*_ui.model_names("count"), NO_DENSITY]
+
+    def _model_changed(self, *_args, follow: bool = True) -> None:
+        """A density model is fused with an amodal model only."""
+        if follow:
+            _ui.follow_layer_rule(self.stacked, self.model.value)
+        self.density_model.enabled = _ui.model_kind(self.model.value) == "amodal"
 
     def _interval_changed(self, *_args) -> None:
         self.start_h.enabled = self.interval.value > 0  # a start time alone places no frame
 
     def _extra_settings(self) -> dict:
         return {"interval_min": self.interval.value, "start_h": self.start_h.value,
-                "count_stacked": bool(self.stacked.value)}
+                "count_stacked": bool(self.stacked.value),
+                "density_model": self.density_model.value}
 
     def _predictor_options(self) -> dict:
-        return _ui.count_stacked_option(self.stacked)
+        density = self.density_model.value if self.density_model.enabled else NO_DENSITY
+        return {**_ui.count_stacked_option(self.stacked),
+                "density_model": None if density in (None, NO_DENSITY) else density}
 
     # --- the models: both counting kinds --------------------------------------------------------
     def _models(self, _widget=None) -> list[str]:
         return _ui.model_names(*_installed_kinds())
 
-    def _load_predictor(self, model: str, device: str, **options):
-        from blastoseg.predict.base import load_predictor
+    def _load_predictor(self, model: str, device: str, *, density_model: str | None = None,
+                        count_stacked: bool | None = None):
+        from blastoseg.predict.fused_counter import load_counter
 
-        predictor = load_predictor(model, device, **options)
-        if predictor.kind not in COUNT_KINDS:
-            raise BlastosegError(f"model {model!r} is of kind {predictor.kind!r}; counting takes "
-                                 "a 'count' or 'amodal' model")
-        return predictor
+        return load_counter(model, density_model, fuse=density_model is not None,
+                            device=device, count_stacked=count_stacked)
 
     def _import_predictor(self) -> None:
         from blastoseg.kinds import get_kind

@@ -206,6 +206,17 @@ def card_number(model: str, kind: str, section: str, key: str, default: float) -
     return value if 0.0 <= value <= 1.0 else default
 
 
+def model_kind(model: str | None) -> str | None:
+    """A registered model's kind; None when there is no model or it cannot be read (the
+    error comes when the model is used)."""
+    from blastoseg.weights.registry import resolve_model
+
+    try:
+        return resolve_model(model).kind if model else None
+    except Exception:
+        return None
+
+
 def card_layer_rule(model: str) -> tuple[dict, bool] | None:
     """An amodal model card's layer rule and whether the card switches it on
     (``postprocess.layer_rule``, ``use_layer_rule``); None without one or on any error."""

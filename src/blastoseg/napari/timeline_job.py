@@ -1,13 +1,14 @@
 """The work behind the "Count and timeline" dock widget, without Qt.
 
 :func:`timeline_job` is a generator yielding ``(message, done, total)``: it loads the model
-(a "count" or an "amodal" model) in the worker thread, counts every frame of the image
+(a "count" or an "amodal" model, or both fused) in the worker thread, counts every frame of the image
 layer (:func:`blastoseg.measure.frame_counts.iter_frame_counts`: only the counts, centroids
 and density maps are kept), decodes a whole time-lapse into a
 :class:`~blastoseg.measure.timeline.Timeline` and returns a :class:`TimelineRun` with the
 layers to add:
 
-- ``"<image>: count density"`` (count models only): the density maps, inferno, additive;
+- ``"<image>: count density"`` (a count model, alone or fused): the density maps, inferno,
+  additive;
 - ``"<image>: count centroids"``: a Points layer, one point per cell found.
 
 Both are tagged ``metadata["blastoseg"] = {"group": <image>, "role": ...}`` with their own
@@ -26,7 +27,7 @@ import numpy as np
 
 from blastoseg.errors import BlastosegError
 from blastoseg.io.frames import as_frames, frame_range_of
-from blastoseg.measure.frame_counts import FrameCount, iter_frame_counts
+from blastoseg.measure.frame_counts import COUNT_KINDS, COUNTER_KINDS, FrameCount, iter_frame_counts
 from blastoseg.measure.timeline import (
     EVENTS,
     FrameTimes,
@@ -43,8 +44,6 @@ __all__ = ["CENTROIDS_ROLE", "COUNT_KINDS", "DENSITY_ROLE", "EventTimes", "Timel
 
 DENSITY_ROLE = "count_density"
 CENTROIDS_ROLE = "count_centroids"
-#: the kinds whose results can be counted, preferred first
-COUNT_KINDS = ("count", "amodal")
 
 
 @dataclass
@@ -149,7 +148,7 @@ def timeline_job(data, axes: str, frame_range: tuple[int, int],
     yield "loading the model", 0, n
     predictor = get_predictor()
     kind = getattr(predictor, "kind", "")
-    if kind not in COUNT_KINDS:
+    if kind not in COUNTER_KINDS:
         raise BlastosegError(f"model {predictor.entry.name!r} is of kind {kind!r}; counting "
                              "takes a 'count' or 'amodal' model")
     message = f"counting cells on {predictor.device_name}" + (f" ({n} frames)" if n > 1 else "")

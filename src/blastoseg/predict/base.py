@@ -44,8 +44,8 @@ from blastoseg.predict.device import describe_device, resolve_device
 from blastoseg.progress import run_with_progress
 from blastoseg.weights import ModelEntry, load_into_model, resolve_model
 
-__all__ = ["Predictor", "check_model_loads", "PredictorBase", "clear_predictor_cache",
-           "inference_context", "load_predictor"]
+__all__ = ["Predictor", "check_model_loads", "PredictorBase", "StreamingPredictor",
+           "clear_predictor_cache", "inference_context", "load_predictor"]
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
@@ -105,7 +105,51 @@ def _deliver(steps: Iterator[Step], on_result: OnResult | None
     return results
 
 
-class PredictorBase:
+class StreamingPredictor:
+    """``iter_predict`` and ``predict`` of the contract over :meth:`run_frames` (the kind's
+    work): shared by the predictors of one model (:class:`PredictorBase`) and the ones that
+    run several (:class:`~blastoseg.predict.fused_counter.FusedCounter`)."""
+
+    def run_frames(self, frames: Sequence, **kind_options: Any) -> Iterator[Step]:
+        """The kind's work on a sequence of frames: an iterator of ``(done, total,
+        finished)`` with ``finished`` the ``(index, result)`` pairs completed in that step.
+        Check ``kind_options`` before returning it (they must fail before any frame runs)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def iter_predict(self, frames: Sequence, on_result: OnResult | None = None,
+                     **kind_options: Any) -> Generator[tuple[int, int], None, list]:
+        """Run the frames, yielding ``(done, total)``; returns one result per frame, or ``[]``
+        when each result went to ``on_result(index, result)`` as soon as it was ready."""
+        steps = self.run_frames(_frame_sequence(frames), **kind_options)
+        return _deliver(steps, on_result)
+
+    def predict(self, image, progress: Progress | None = None, cancel: Cancel | None = None,
+                **kind_options: Any):
+        """A 2D frame -> one result; a (T, Y, X) stack -> a list, one per frame (its
+        ``meta["frame"]`` is the frame's index).
+
+        ``kind_options`` are the kind's own (e.g. the amodal ``embryo=``); they go to
+        :meth:`iter_predict`. ``cancel()`` returning True stops between steps
+        (:class:`blastoseg.progress.Cancelled`).
+
+        Raises
+        ------
+        InvalidImageError
+            An image that is not a frame or a stack of frames (see
+            :func:`blastoseg.io.frames.as_frames`).
+        """
+        from blastoseg.io.frames import as_frames
+
+        frames, stack = as_frames(image)
+        results = run_with_progress(self.iter_predict(frames, **kind_options), progress, cancel)
+        if not stack:
+            return results[0]
+        for t, result in enumerate(results):
+            result.meta["frame"] = t
+        return results
+
+
+class PredictorBase(StreamingPredictor):
     """The part every predictor shares: resolve the model, read its card once, load it, run
     the contract.
 
@@ -141,47 +185,9 @@ class PredictorBase:
         """The kind's network for :attr:`card` (weights are loaded into it afterwards)."""
         raise NotImplementedError
 
-    def run_frames(self, frames: Sequence, **kind_options: Any) -> Iterator[Step]:
-        """The kind's work on a sequence of frames: an iterator of ``(done, total,
-        finished)`` with ``finished`` the ``(index, result)`` pairs completed in that step.
-        Check ``kind_options`` before returning it (they must fail before any frame runs)."""
-        raise NotImplementedError  # pragma: no cover - abstract
-
     def inference(self):
         """``with self.inference(): ...`` around every forward pass."""
         return inference_context(self.device)
-
-    def iter_predict(self, frames: Sequence, on_result: OnResult | None = None,
-                     **kind_options: Any) -> Generator[tuple[int, int], None, list]:
-        """Run the frames, yielding ``(done, total)``; returns one result per frame, or ``[]``
-        when each result went to ``on_result(index, result)`` as soon as it was ready."""
-        steps = self.run_frames(_frame_sequence(frames), **kind_options)
-        return _deliver(steps, on_result)
-
-    def predict(self, image, progress: Progress | None = None, cancel: Cancel | None = None,
-                **kind_options: Any):
-        """A 2D frame -> one result; a (T, Y, X) stack -> a list, one per frame (its
-        ``meta["frame"]`` is the frame's index).
-
-        ``kind_options`` are the kind's own (e.g. the amodal ``embryo=``); they go to
-        :meth:`iter_predict`. ``cancel()`` returning True stops between steps
-        (:class:`blastoseg.progress.Cancelled`).
-
-        Raises
-        ------
-        InvalidImageError
-            An image that is not a frame or a stack of frames (see
-            :func:`blastoseg.io.frames.as_frames`).
-        """
-        from blastoseg.io.frames import as_frames
-
-        frames, stack = as_frames(image)
-        results = run_with_progress(self.iter_predict(frames, **kind_options), progress, cancel)
-        if not stack:
-            return results[0]
-        for t, result in enumerate(results):
-            result.meta["frame"] = t
-        return results
 
 
 # --- a bounded cache of loaded predictors ------------------------------------------------------

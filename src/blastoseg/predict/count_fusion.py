@@ -39,7 +39,8 @@ FALLBACK_MATCH_PX = 10.0
 class FusedCount:
     """One frame's fused count: ``count`` (fused), ``density_count``, ``instance_count`` (the
     detector alone), ``instances`` (the kept ones, an outline per counted cell), ``added`` and
-    ``dropped`` (indices into the detector's instances)."""
+    ``dropped`` (indices into the detector's instances), ``density`` (the Cell-Net result
+    fused: its map and peaks) and ``meta`` (the instances' framing and both model names)."""
 
     count: int
     density_count: int
@@ -47,6 +48,13 @@ class FusedCount:
     instances: FrameInstances
     added: list[int] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
+    density: object = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def centroids(self) -> np.ndarray:
+        """(count, 2) (y, x) centroids of the counted cells."""
+        return self.instances.centroids
 
 
 def _match(peaks: np.ndarray, points: np.ndarray, max_px: float) -> dict[int, int]:
@@ -104,6 +112,7 @@ def fuse_counts(density, instances: FrameInstances, *, count_threshold: float,
             dropped.append(int(c))
     mask = np.zeros(len(instances), bool)
     mask[keep] = True
+    meta = {**instances.meta, "density_model": density.meta.get("model")}
     return FusedCount(count=len(keep), density_count=int(density.count),
                       instance_count=int(len(counted)), instances=instances.select(mask),
-                      added=added, dropped=dropped)
+                      added=added, dropped=dropped, density=density, meta=meta)

@@ -110,6 +110,12 @@ class EmbryoBox:
         d["image_shape"] = None if self.image_shape is None else list(self.image_shape)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> EmbryoBox:
+        """The box :meth:`to_dict` wrote (e.g. a result's ``meta["embryo"]``)."""
+        shape = d.get("image_shape")
+        return cls(**{**d, "image_shape": None if shape is None else tuple(shape)})
+
 
 def parse_circle(text: str) -> tuple[float, float, float]:
     """``"CX,CY,R"`` (pixels; x = column, y = row) -> (cx, cy, r); ValueError with a usable

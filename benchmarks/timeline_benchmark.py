@@ -2,7 +2,8 @@
 
 Renders ``--videos`` time-lapses of ``--frames`` frames (500 x 500, seeds 900000 + i, so the
 same embryos every run and none of the training seeds), counts every frame with ``--model``
-(a "count" or "amodal" model), decodes the counts into stages and events
+(a "count" or "amodal" model; an amodal one fused with ``--density-model`` when given, as
+``blastoseg timeline`` does by default), decodes the counts into stages and events
 (:mod:`blastoseg.measure.timeline`) and compares them with the truth: the generator's cell
 count per frame decoded the same way (t<k> = the first frame with k cells or more, so a
 perfect counter scores 0 h whatever the frame spacing).
@@ -15,7 +16,7 @@ accuracy after decoding >= 95 %, 500 frames of 500 x 500 in under a minute.
 Usage::
 
     nice python benchmarks/timeline_benchmark.py --model amodal-default --videos 4 \\
-        --frames 80 [--device cpu] [--count-stacked] [--json OUT]
+        --frames 80 [--device cpu] [--count-stacked] [--density-model M] [--json OUT]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 from blastoseg.measure.frame_counts import iter_frame_counts
 from blastoseg.measure.timeline import build_timeline
 from blastoseg.metrics.timeline import timeline_metrics
-from blastoseg.predict.base import load_predictor
+from blastoseg.predict.fused_counter import load_counter
 from blastoseg.progress import run_with_progress
 from blastoseg.synth import render_timelapse
 
@@ -45,10 +46,12 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the results to this file")
     ap.add_argument("--count-stacked", action="store_true",
                     help="an amodal model counts with its card's layer rule switched on")
+    ap.add_argument("--density-model", default=None,
+                    help="a count model fused with the amodal --model (predict/fused_counter.py)")
     args = ap.parse_args()
 
-    options = {"count_stacked": True} if args.count_stacked else {}
-    predictor = load_predictor(args.model, args.device, **options)
+    predictor = load_counter(args.model, args.density_model, fuse=args.density_model is not None,
+                             device=args.device, count_stacked=True if args.count_stacked else None)
     predicted, truth, spacing = [], [], []
     count_seconds = 0.0
     for v in range(args.videos):
@@ -69,12 +72,12 @@ def main() -> None:
               flush=True)
     metrics = timeline_metrics(predicted, truth)
     per_frame = count_seconds / metrics["n_frames"]
-    result = {**metrics, "model": args.model, "kind": predictor.kind,
+    result = {**metrics, "model": predictor.entry.name, "kind": predictor.kind,
               "count_stacked": bool(args.count_stacked),
               "device": predictor.device_name, "frames_per_video": args.frames,
               "median_frame_spacing_h": float(np.median(spacing)),
               "seconds_per_frame": per_frame, "seconds_for_500_frames": 500 * per_frame}
-    print(f"\n{args.model} ({predictor.kind}) on {predictor.device_name}: {args.videos} videos x "
+    print(f"\n{predictor.entry.name} ({predictor.kind}) on {predictor.device_name}: {args.videos} videos x "
           f"{args.frames} frames, frames every {result['median_frame_spacing_h']:.2f} h")
     print("| event | MAE (h) |\n|---|---|")
     for k, v in metrics["event_mae_h_by_event"].items():

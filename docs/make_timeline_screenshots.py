@@ -2,7 +2,8 @@
 
 Opens the sample time-lapse (``blastoseg.napari._sample_data.sample_timelapse``: 32 frames,
 1 -> 8 cells, hours in its metadata), docks "Count and timeline", runs it on the whole stack
-with the model given (default: ``count-default`` when installed, else ``amodal-default``),
+with the model given (default: ``amodal-default``, fused with the density model the widget
+proposes: ``count-default`` when installed),
 jumps to the frame after t4 through the plot and photographs the window.
 
 Run under a (virtual) display::
@@ -20,11 +21,10 @@ throwaway_home("blastoseg-timeline-shots-")  # bundled models stay
 
 
 def main() -> None:
-    from blastoseg.commands.timeline import default_count_model
     from blastoseg.napari._sample_data import sample_timelapse
     from blastoseg.napari._timeline_widget import TimelineWidget
 
-    model = sys.argv[1] if len(sys.argv) > 1 else default_count_model()
+    model = sys.argv[1] if len(sys.argv) > 1 else "amodal-default"
     viewer = open_viewer(1400, 1000)
     (data, kwargs, _), = sample_timelapse()
     viewer.add_image(data, **kwargs)

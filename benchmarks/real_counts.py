@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             _fail("--fuse needs an amodal --model (the instances to fuse with the density)")
         from blastoseg.predict.count import CountPredictor
         from blastoseg.predict.count_fusion import fuse_counts
+        from blastoseg.predict.embryo_box import EmbryoBox
 
         try:
             fuser = CountPredictor(args.fuse, device=args.device, batch_size=1)
@@ -204,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                "mean_score": float(counted.mean()) if len(counted) else None,
                "next_scores": [round(float(s), 3) for s in below[:3]], "ms": ms}
         if fuser is not None:  # the fused count replaces the detector's own
-            fused = fuse_counts(fuser.predict(image), inst, count_threshold=args.threshold)
+            # the detector's circle: the frame is localised once, as FusedCounter does
+            dens = fuser.predict(image, embryo=EmbryoBox.from_dict(inst.meta["embryo"]))
+            fused = fuse_counts(dens, inst, count_threshold=args.threshold)
             row.update(pred=fused.count, pred_instances=fused.instance_count,
                        pred_density=fused.density_count)
         rows.append(row)

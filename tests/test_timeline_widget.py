@@ -291,9 +291,18 @@ def test_density_model_box_fuses_with_an_amodal_model_only(make_napari_viewer, q
         widget.start()
         qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
         assert fakes.counters[-1] == ("fake-amodal", expected)
+    assert "amodal model" in widget.status.value  # the fakes do not fuse: the kind says so
     widget.model.value = "fake-count"
     widget.density_model.value = "fake-count"
     widget.start()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
     assert fakes.counters[-1] == ("fake-count", None)
     assert widget.settings()["density_model"] == "fake-count"
+
+
+def test_the_status_line_says_which_models_counted():
+    from blastoseg.napari._timeline_widget import counted_with
+    from blastoseg.napari.timeline_job import TimelineRun
+
+    assert counted_with(TimelineRun([], 0, None, kind="fused")) == "amodal + count models fused"
+    assert counted_with(TimelineRun([], 0, None, kind="count")) == "count model"

@@ -53,6 +53,12 @@ def time_status(time_source: str, note: str) -> str:
     return f"times from the {time_source}"
 
 
+def counted_with(run: TimelineRun) -> str:
+    """Which model counted, for the status line: "count model", "amodal model" or "amodal +
+    count models fused"."""
+    return "amodal + count models fused" if run.kind == "fused" else f"{run.kind} model"
+
+
 def _installed_kinds() -> list[str]:
     from blastoseg.kinds import KINDS
 
@@ -217,7 +223,8 @@ class TimelineWidget(ModelRunWidget):
             self._plot.draw(frames, np.asarray(counts), None, {}, result.first_frame)
             self.plot_box.visible = len(counts) > 1
             self.status.value = (f"frame {result.first_frame}: {counts[0]:.1f} cells "
-                                 f"({result.kind} model); run on the whole stack for a timeline")
+                                 f"({counted_with(result)}); run on the whole stack for a "
+                                 "timeline")
             return
         self.events = EventTimes(tl, result.first_frame)
         self._plot.draw(frames, np.asarray(counts), tl.stages,
@@ -227,7 +234,7 @@ class TimelineWidget(ModelRunWidget):
         self.export_button.enabled = True
         reached = [k for k in EVENTS if self.events.hours[k] is not None]
         times = time_status(tl.time_source, pending["time_note"])
-        self.status.value = (f"{len(counts)} frames, {result.kind} model: "
+        self.status.value = (f"{len(counts)} frames, {counted_with(result)}: "
                              f"{', '.join(reached) or 'no division'} found; {times}")
 
     # --- events table ---------------------------------------------------------------------------

@@ -309,8 +309,10 @@ WEIGHTS_VERBS = {
 WEIGHTS_EXPECT = {
     "missing .safetensors": "weights file not found|no model named",
     "text file named .safetensors": "has no model card|no model named",
+    # the timeline refuses the card's kind (overlap) before it reads the weights
     "text .safetensors beside a real card": "is not a valid safetensors file|holds a 'overlap' "
-                                            "model|cannot mix|no model named",
+                                            "model|cannot mix|no model named|"
+                                            "is of kind 'overlap'; the timeline",
     "empty .safetensors": "has no model card|no model named",
     "unknown model name": "no model named 'no-such-model-name'",
     "folder that is not a job": "not a training job folder|holds no finished model|"

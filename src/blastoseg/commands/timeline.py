@@ -118,11 +118,11 @@ def _timeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_timelines(data: Path, predictor, quiet: bool = False) -> dict:
+def evaluate_timelines(data: Path, load_predictor, quiet: bool = False) -> dict:
     """Predicted against true timelines of every video of a dataset (see
     :func:`blastoseg.metrics.timeline.timeline_metrics`); the truth is the dataset's per-frame
     cell count (``n_cells``, else the number of annotated instances) decoded the same way;
-    ``predictor`` counts (:func:`load_count_predictor`)."""
+    ``load_predictor()`` gives the counter, loaded once the data is known to be usable."""
     from blastoseg.io.timelapses import read_timelapses
     from blastoseg.measure.timeline import build_timeline
     from blastoseg.metrics.timeline import timeline_metrics
@@ -131,6 +131,7 @@ def evaluate_timelines(data: Path, predictor, quiet: bool = False) -> dict:
     if not lapses:
         raise BlastosegError(f"{data}: no time-lapse of 2 frames or more (image entries need "
                              "video_id and frame_index)")
+    predictor = load_predictor()
     predicted, truth = [], []
     start = time.perf_counter()
     for lapse in lapses:
@@ -147,7 +148,7 @@ def evaluate_timelines(data: Path, predictor, quiet: bool = False) -> dict:
 
 
 def _eval_timeline(args: argparse.Namespace) -> int:
-    report = evaluate_timelines(args.data, load_count_predictor(args), quiet=args.json)
+    report = evaluate_timelines(args.data, lambda: load_count_predictor(args), quiet=args.json)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -149,8 +149,8 @@ def load_counter(model: str | None = None, density_model: str | None = None, *,
         raise BlastosegError("counting stacked cells (--count-stacked) applies to amodal "
                              f"models only; {model!r} is not one")
     if kind not in COUNT_KINDS:
-        raise BlastosegError(f"model {model!r} is of kind {kind!r}; cells are counted with a "
-                             "'count' or 'amodal' model")
+        raise BlastosegError(f"model {model!r} is of kind {kind!r}; the timeline counts cells "
+                             "with a 'count' or 'amodal' model")
     if kind == "count":
         if density_model is not None:
             raise BlastosegError(f"{model!r} is a count model; a density model is fused with "

@@ -137,8 +137,7 @@ KINDS: dict[str, ModelKind] = {k.name: k for k in (
         card="blastoseg.predict.cards:CountCard",
         task="blastoseg.train.count_task",
         predictor="blastoseg.predict.count:CountPredictor",
-        # None until a count-default trains to something useful (docs/models/count.md)
-        default_model=None,
+        default_model="count-default",
         writer="blastoseg.results.count:write_count_results",
         cli="blastoseg.commands.count", widget="blastoseg.timeline_widget", proposes_cells=False),
     ModelKind(

@@ -232,11 +232,21 @@ def test_an_existing_scheduler_and_one_model_load_per_worker(tiny_count, embryos
     assert (out / "E01" / "count" / "counts.csv").is_file()
 
 
-def test_bad_batch_options_are_refused_before_any_embryo(embryos, tmp_path):
+def test_bad_batch_options_are_refused_before_any_embryo(embryos, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from blastoseg import kinds
     from blastoseg.batch import run_batch
 
+    # every batch task's kind ships a model now; a kind without one needs --model
+    from blastoseg.batch.tasks import _parser
+
+    monkeypatch.setitem(kinds.KINDS, "count", replace(kinds.KINDS["count"], default_model=None))
+    _parser.cache_clear()  # the CLI parser reads the defaults when it is built
     with pytest.raises(BlastosegError, match="no default model"):
         run_batch(embryos, tmp_path / "o", ["count"])
+    monkeypatch.undo()
+    _parser.cache_clear()
     with pytest.raises(BlastosegError, match="unknown batch task"):
         run_batch(embryos, tmp_path / "o", ["segment"])
     with pytest.raises(BlastosegError, match="not among the tasks"):

@@ -35,8 +35,10 @@ class FakeCount:
 
 @pytest.fixture
 def fake(monkeypatch):
-    monkeypatch.setattr("blastoseg.predict.base.load_predictor",
-                        lambda name, device="auto", **kw: FakeCount())
+    """The stand-in counts, whatever counter the options ask for (test_fused_counter.py
+    tests that choice)."""
+    monkeypatch.setattr("blastoseg.predict.fused_counter.load_counter",
+                        lambda *a, **kw: FakeCount())
 
 
 def _frames(counts=COUNTS) -> np.ndarray:

@@ -75,7 +75,7 @@ def test_ablation_configs_train_through_the_task(tmp_path):
 
 def test_streaming_cancel_and_bad_frames(tiny_count):
     """The rest of the predictor contract (tests/test_predictor_contract.py runs it only on
-    kinds with a shipped model, and no count model is shipped yet)."""
+    kinds with a shipped model, on the shipped one; here on the tiny model)."""
     from blastoseg.errors import InvalidImageError
     from blastoseg.io.dataset import read_dataset
     from blastoseg.predict.count import CountPredictor

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from blastoseg.errors import BlastosegError
-from blastoseg.kinds import get_kind
 from blastoseg.metrics.counting_density import count_from_density, density_peaks, peak_radius
 from blastoseg.models.cellnet import CellNet, CellNetConfig
 from blastoseg.predict.base import PredictorBase, Step, load_predictor
@@ -79,8 +77,8 @@ class CountPredictor(EmbryoFramed, PredictorBase):
     Parameters
     ----------
     model
-        Registered model name, ``.safetensors`` path or training job folder; None: the
-        kind's shipped default (none is shipped yet: a clear error).
+        Registered model name, ``.safetensors`` path or training job folder; None:
+        ``count-default``.
     device
         "auto", "cpu", "cuda", "cuda:N" or "mps".
     batch_size
@@ -96,9 +94,6 @@ class CountPredictor(EmbryoFramed, PredictorBase):
 
     def __init__(self, model: str | None = None, device: str = "auto",
                  batch_size: int = 8) -> None:
-        if model is None and get_kind(self.kind).default_model is None:
-            raise BlastosegError("no count model is shipped yet (docs/models/count.md); name "
-                                 "one: a registered name, a .safetensors or a training job")
         super().__init__(model, device)
         self.batch_size = max(int(batch_size), 1)
 

@@ -16,7 +16,8 @@ accuracy after decoding >= 95 %, 500 frames of 500 x 500 in under a minute.
 Usage::
 
     nice python benchmarks/timeline_benchmark.py --model amodal-default --videos 4 \\
-        --frames 80 [--device cpu] [--count-stacked] [--density-model M] [--json OUT]
+        --frames 80 [--device cpu] [--count-stacked] [--density-model M] [--steady N]
+        [--json OUT]
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def main() -> None:
                     help="an amodal model counts with its card's layer rule switched on")
     ap.add_argument("--density-model", default=None,
                     help="a count model fused with the amodal --model (predict/fused_counter.py)")
+    ap.add_argument("--steady", type=int, default=0,
+                    help="steady framing: the running median of the localiser's circles over "
+                         "this many frames (0: every frame localised alone)")
     args = ap.parse_args()
 
     predictor = load_counter(args.model, args.density_model, fuse=args.density_model is not None,
@@ -59,7 +63,8 @@ def main() -> None:
         hours = np.asarray(lapse.meta["hours"], float)
         spacing.append(float(np.median(np.diff(hours))))
         start = time.perf_counter()
-        counts = run_with_progress(iter_frame_counts(predictor, lapse.images))
+        counts = run_with_progress(iter_frame_counts(predictor, lapse.images,
+                                                      steady=args.steady))
         count_seconds += time.perf_counter() - start
         pred = build_timeline([c.estimate for c in counts], hours, time_source="synthetic")
         true = build_timeline(lapse.meta["counts"], hours, time_source="synthetic")
@@ -73,7 +78,7 @@ def main() -> None:
     metrics = timeline_metrics(predicted, truth)
     per_frame = count_seconds / metrics["n_frames"]
     result = {**metrics, "model": predictor.entry.name, "kind": predictor.kind,
-              "count_stacked": bool(args.count_stacked),
+              "count_stacked": bool(args.count_stacked), "steady": args.steady,
               "device": predictor.device_name, "frames_per_video": args.frames,
               "median_frame_spacing_h": float(np.median(spacing)),
               "seconds_per_frame": per_frame, "seconds_for_500_frames": 500 * per_frame}

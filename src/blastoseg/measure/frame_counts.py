@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -86,12 +87,13 @@ def frame_count(result, threshold: float | None = None) -> FrameCount:
 
 
 def iter_frame_counts(predictor, frames: Sequence,
-                      on_count: Callable[[int, FrameCount], None] | None = None
-                      ) -> Generator[tuple[int, int], None, list[FrameCount]]:
+                      on_count: Callable[[int, FrameCount], None] | None = None,
+                      **framing: Any) -> Generator[tuple[int, int], None, list[FrameCount]]:
     """Run ``predictor`` over ``frames`` and turn each result into a :class:`FrameCount` as
     soon as it is ready (the full result is not kept: a 500-frame time-lapse of instance
     masks would not fit in memory). Yields the predictor's ``(done, total)``; returns the
-    counts in frame order (also given to ``on_count(index, count)`` when set)."""
+    counts in frame order (also given to ``on_count(index, count)`` when set). ``framing``
+    goes to the predictor (e.g. ``steady=9`` for a time-lapse, ``diameter_px=``)."""
     threshold = count_threshold_of(predictor)
     counts: dict[int, FrameCount] = {}
 
@@ -100,6 +102,6 @@ def iter_frame_counts(predictor, frames: Sequence,
         if on_count is not None:
             on_count(index, fc)
 
-    work = predictor.iter_predict(frames, on_result=keep)
+    work = predictor.iter_predict(frames, on_result=keep, **framing)
     yield from work
     return [counts[i] for i in sorted(counts)]

@@ -40,6 +40,7 @@ from blastoseg.predict.embryo_spec import (
     per_frame_embryos,
 )
 from blastoseg.predict.framing import Framing, frame_for_model, to_grey
+from blastoseg.predict.steady_framing import SteadyLocaliser
 
 __all__ = ["AmodalPredictor", "segment_amodal", "visible_from_amodal"]
 
@@ -170,10 +171,10 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
 
     def _frame_batch(self, chunk: Sequence[np.ndarray], names: Sequence[int | None],
                      specs: Sequence[EmbryoSpec] | None = None, diameter_px: float | None = None,
-                     localise: bool | None = None
+                     localise: bool | None = None, steady: SteadyLocaliser | None = None
                      ) -> tuple[list[dict], list[Framing], list[dict]]:
         """A batch of frames framed and run: (outputs, framings, infos). ``names``: each
-        frame's index in errors (None: it is the only frame)."""
+        frame's index in errors and in ``steady`` (None: it is the only frame)."""
         crops, framings, infos = [], [], []
         specs = [None] * len(chunk) if specs is None else specs
         for frame, name, spec in zip(chunk, names, specs, strict=True):
@@ -181,7 +182,7 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
             # frame_for_model raises for a constant frame
             grey = to_grey(frame, name)
             # exactly the framing training used (train/amodal_data.py), unless told otherwise
-            box, unsure, guess = self._choose(grey, spec, diameter_px, localise)
+            box, unsure, guess = self._choose(grey, spec, diameter_px, localise, steady, name)
             crop, framing = frame_for_model(grey, box, self.config.working_size,
                                             margin=self.margin)
             info = {"embryo": box.to_dict(), "embryo_unsure": bool(unsure)}
@@ -201,24 +202,27 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
             yield from outputs
 
     def run_frames(self, frames: Sequence[np.ndarray], *, embryo: object = None,
-                   diameter_px: float | None = None, localise: bool | None = None
-                   ) -> Iterator[Step]:
+                   diameter_px: float | None = None, localise: bool | None = None,
+                   steady: int | None = None) -> Iterator[Step]:
         """Frames in batches of :attr:`batch_size`, one step per batch (``done``/``total``
         count frames).
 
-        ``embryo``, ``diameter_px`` and ``localise`` choose the framing (see :meth:`predict`);
-        they are checked here, before any frame is processed (:class:`FramingError`).
+        ``embryo``, ``diameter_px``, ``localise`` and ``steady`` choose the framing (see
+        :meth:`predict`); they are checked here, before any frame is processed
+        (:class:`FramingError`).
         """
         specs = per_frame_embryos(embryo, len(frames))
-        return self._batches(frames, specs, check_diameter(diameter_px), localise)
+        diameter_px = check_diameter(diameter_px)
+        steadied = self._steady(frames, specs, diameter_px, localise, steady)
+        return self._batches(frames, specs, diameter_px, localise, steadied)
 
-    def _batches(self, frames, specs, diameter_px, localise) -> Iterator[Step]:
+    def _batches(self, frames, specs, diameter_px, localise, steady) -> Iterator[Step]:
         total = len(frames)
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
             names = range(start, stop) if total > 1 else [None]
             outputs, framings, infos = self._frame_batch(
-                frames[start:stop], names, specs[start:stop], diameter_px, localise)
+                frames[start:stop], names, specs[start:stop], diameter_px, localise, steady)
             finished = [(start + k, self._to_instances(out, framing, info))
                         for k, (out, framing, info)
                         in enumerate(zip(outputs, framings, infos, strict=True))]
@@ -226,8 +230,8 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
 
     def predict(self, image: np.ndarray, progress: Callable[[int, int], None] | None = None,
                 cancel: Callable[[], bool] | None = None, *, embryo: object = None,
-                diameter_px: float | None = None, localise: bool | None = None
-                ) -> FrameInstances | list[FrameInstances]:
+                diameter_px: float | None = None, localise: bool | None = None,
+                steady: int | None = None) -> FrameInstances | list[FrameInstances]:
         """Segment a 2D frame (returns FrameInstances) or a (T, Y, X) stack (returns a list).
 
         Parameters
@@ -248,6 +252,11 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
         localise
             False frames the whole image (frames that are already crops around the embryo);
             True localises; None takes the model card's ``framing.use_localisation``.
+        steady
+            For a time-lapse of one embryo: each frame is framed with the median of the
+            localiser's circles over this many neighbouring frames (a running median,
+            :mod:`blastoseg.predict.steady_framing`); None, 0 or 1 localises every frame
+            alone. Never for a stack of different embryos.
 
         Each result's ``meta`` has ``"embryo_box"`` (the crop square, :meth:`Framing.describe`),
         ``"embryo"`` (the :class:`EmbryoBox` used, as a dict, with its ``source`` and
@@ -263,25 +272,25 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
             A frame the model cannot use.
         """
         return super().predict(image, progress, cancel, embryo=embryo,
-                               diameter_px=diameter_px, localise=localise)
+                               diameter_px=diameter_px, localise=localise, steady=steady)
 
 
 def segment_amodal(image: np.ndarray, model: str | None = None, device: str = "auto",
                    score_threshold: float | None = None, batch_size: int = 4,
                    progress: Callable[[int, int], None] | None = None, *,
                    embryo: object = None, diameter_px: float | None = None,
-                   localise: bool | None = None
+                   localise: bool | None = None, steady: int | None = None
                    ) -> FrameInstances | list[FrameInstances]:
     """Amodal blastomere masks of a frame or a (T, Y, X) stack (any dtype, grey RGB accepted).
 
     Returns FrameInstances (amodal masks, visible masks, scores, occlusion map; centroids via
     ``.centroids``) for a 2D frame, or a list of them for a stack. ``model`` None is
-    ``amodal-default``. ``embryo``, ``diameter_px`` and ``localise`` choose the framing
-    (:meth:`AmodalPredictor.predict`). The loaded model is kept between calls
+    ``amodal-default``. ``embryo``, ``diameter_px``, ``localise`` and ``steady`` choose the
+    framing (:meth:`AmodalPredictor.predict`). The loaded model is kept between calls
     (:func:`blastoseg.predict.base.load_predictor`), so calling this in a loop over frames
     loads the weights once.
     """
     predictor = load_predictor(model, device, kind="amodal", score_threshold=score_threshold,
                                batch_size=batch_size)
     return predictor.predict(image, progress=progress, embryo=embryo, diameter_px=diameter_px,
-                             localise=localise)
+                             localise=localise, steady=steady)

@@ -104,9 +104,9 @@ class CountPredictor(EmbryoFramed, PredictorBase):
     def config(self) -> CellNetConfig:
         return self.card.model
 
-    def _frame(self, frame, name, spec, diameter_px, localise):
+    def _frame(self, frame, name, spec, diameter_px, localise, steady=None):
         grey = to_grey(frame, name)
-        box, unsure, guess = self._choose(grey, spec, diameter_px, localise)
+        box, unsure, guess = self._choose(grey, spec, diameter_px, localise, steady, name)
         crop, framing = frame_for_model(grey, box, self.config.working_size, margin=self.margin)
         info = {"embryo": box.to_dict(), "embryo_unsure": bool(unsure),
                 "embryo_box": framing.describe(), "model": self.entry.name}
@@ -127,19 +127,21 @@ class CountPredictor(EmbryoFramed, PredictorBase):
                            centroids=framing.points_to_original(peaks), meta=info)
 
     def run_frames(self, frames: Sequence[np.ndarray], *, embryo: object = None,
-                   diameter_px: float | None = None, localise: bool | None = None
-                   ) -> Iterator[Step]:
+                   diameter_px: float | None = None, localise: bool | None = None,
+                   steady: int | None = None) -> Iterator[Step]:
         """Frames in batches of :attr:`batch_size` (``done``/``total`` count frames); the
         framing options are checked here, before any frame runs."""
         specs = per_frame_embryos(embryo, len(frames))
-        return self._batches(frames, specs, check_diameter(diameter_px), localise)
+        diameter_px = check_diameter(diameter_px)
+        steadied = self._steady(frames, specs, diameter_px, localise, steady)
+        return self._batches(frames, specs, diameter_px, localise, steadied)
 
-    def _batches(self, frames, specs, diameter_px, localise) -> Iterator[Step]:
+    def _batches(self, frames, specs, diameter_px, localise, steady) -> Iterator[Step]:
         total = len(frames)
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
             framed = [self._frame(frames[k], k if total > 1 else None, specs[k], diameter_px,
-                                  localise) for k in range(start, stop)]
+                                  localise, steady) for k in range(start, stop)]
             densities = self._densities([c for c, _, _ in framed])
             finished = [(start + j, self._result(d, framing, info))
                         for j, (d, (_, framing, info)) in enumerate(zip(densities, framed,
@@ -148,23 +150,23 @@ class CountPredictor(EmbryoFramed, PredictorBase):
 
     def predict(self, image: np.ndarray, progress: Callable[[int, int], None] | None = None,
                 cancel: Callable[[], bool] | None = None, *, embryo: object = None,
-                diameter_px: float | None = None, localise: bool | None = None
-                ) -> CountResult | list[CountResult]:
+                diameter_px: float | None = None, localise: bool | None = None,
+                steady: int | None = None) -> CountResult | list[CountResult]:
         """Count a 2D frame (a :class:`CountResult`) or a (T, Y, X) stack (a list).
 
-        ``embryo``, ``diameter_px`` and ``localise`` choose the framing as in
+        ``embryo``, ``diameter_px``, ``localise`` and ``steady`` choose the framing as in
         :meth:`blastoseg.predict.amodal.AmodalPredictor.predict`.
         """
         return super().predict(image, progress, cancel, embryo=embryo,
-                               diameter_px=diameter_px, localise=localise)
+                               diameter_px=diameter_px, localise=localise, steady=steady)
 
 
 def count_cells(image: np.ndarray, model: str | None = None, device: str = "auto", *,
                 progress: Callable[[int, int], None] | None = None, embryo: object = None,
-                diameter_px: float | None = None, localise: bool | None = None
-                ) -> CountResult | list[CountResult]:
+                diameter_px: float | None = None, localise: bool | None = None,
+                steady: int | None = None) -> CountResult | list[CountResult]:
     """Blastomere counts of a frame (a CountResult) or a (T, Y, X) stack (a list); ``model``
     None is ``count-default``. The loaded model is kept between calls."""
     predictor = load_predictor(model, device, kind="count")
     return predictor.predict(image, progress=progress, embryo=embryo, diameter_px=diameter_px,
-                             localise=localise)
+                             localise=localise, steady=steady)

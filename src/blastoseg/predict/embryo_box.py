@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["CUT_BY_EDGE", "DISAGREE", "MANY_EMBRYOS", "NO_EMBRYO", "UNSURE_CONFIDENCE",
-           "EmbryoBox", "parse_circle"]
+__all__ = ["CUT_BY_EDGE", "DISAGREE", "MANY_EMBRYOS", "NO_EMBRYO", "UNSTEADY",
+           "UNSURE_CONFIDENCE", "EmbryoBox", "parse_circle"]
 
 #: below this confidence the localiser's guess is shown to the user as unsure (checked on the
 #: real sets in benchmarks/localise_benchmark.py)
@@ -23,6 +23,8 @@ MANY_EMBRYOS = "embryos in view"
 #: the "auto" localiser's two halves found different circles: shown to the user as unsure
 DISAGREE = "the learned and classical localisers disagree"
 CUT_BY_EDGE = "embryo cut by the frame edge"
+#: steady framing (predict/steady_framing.py): the neighbouring frames' circles do not agree
+UNSTEADY = "the circles of neighbouring frames do not agree"
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,11 @@ class EmbryoBox:
     def unsure(self) -> bool:
         """A localised box whose confidence is below :data:`UNSURE_CONFIDENCE`, or one chosen
         among several embryos in view, or one on which the "auto" localiser's two halves
-        disagreed (show the guess to the user; do not trust it silently)."""
+        disagreed, or one steadied over frames whose circles do not agree (show the guess to the
+        user; do not trust it silently)."""
         return self.source in ("localised", "diameter") and (
             self.confidence < UNSURE_CONFIDENCE or MANY_EMBRYOS in self.note
-            or DISAGREE in self.note)
+            or DISAGREE in self.note or UNSTEADY in self.note)
 
     def xyxy(self, margin: float = 0.0) -> tuple[float, float, float, float]:
         """Square (x1, y1, x2, y2) in pixel edges around the circle, grown by ``margin`` x radius."""

@@ -5,7 +5,8 @@ A predictor that mixes in :class:`EmbryoFramed` has a typed card with ``use_loca
 ``min_confidence`` and ``margin`` (see ``predict/cards.py``) and gets the same framing as
 training used: the user's circle when given, else the localiser's box (the whole frame when its
 confidence is too low, with its guess kept to show the user), and :meth:`locate` /
-:meth:`locate_guess` for the napari framing circle.
+:meth:`locate_guess` for the napari framing circle. In a time-lapse the localiser's boxes can
+be steadied over neighbouring frames (``steady=``, :mod:`blastoseg.predict.steady_framing`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from blastoseg.predict import localise as _localise
 from blastoseg.predict.embryo_box import EmbryoBox
 from blastoseg.predict.embryo_spec import EmbryoSpec, FramingError, check_diameter
 from blastoseg.predict.framing import to_grey
+from blastoseg.predict.steady_framing import SteadyLocaliser, check_window
 
 __all__ = ["EmbryoFramed"]
 
@@ -40,9 +42,33 @@ class EmbryoFramed:
         """Margin around the embryo circle in the crop, as a fraction of its diameter."""
         return self.card.margin
 
+    def _steady(self, frames, specs: list[EmbryoSpec], diameter_px: float | None,
+                localise: bool | None, window: int | None) -> SteadyLocaliser | None:
+        """The steadied localiser of a time-lapse (``window`` frames), or None when there is
+        nothing to steady (one frame, window 0 or 1, localisation off). Frames with a user's
+        circle keep it and do not vote."""
+        try:
+            window = check_window(window)
+        except ValueError as exc:
+            raise FramingError(str(exc)) from None
+        use_loc = self.use_localisation if localise is None else bool(localise)
+        if window <= 1 or len(frames) < 2 or not use_loc:
+            return None
+        radius = None if diameter_px is None else diameter_px / 2.0
+
+        def locate(k: int) -> EmbryoBox:
+            grey = to_grey(frames[k], k)
+            if specs[k] is not None:
+                return EmbryoBox.full_frame(grey.shape)
+            return _localise.locate_embryo(grey, radius_px=radius)
+
+        return SteadyLocaliser(len(frames), locate, window, min_confidence=self.min_confidence)
+
     def _choose(self, grey: np.ndarray, spec: EmbryoSpec, diameter_px: float | None,
-                localise: bool | None) -> tuple[EmbryoBox, bool, EmbryoBox | None]:
-        """(box used, unsure, the localiser's guess when unsure) for one grey frame."""
+                localise: bool | None, steady: SteadyLocaliser | None = None,
+                index: int | None = None) -> tuple[EmbryoBox, bool, EmbryoBox | None]:
+        """(box used, unsure, the localiser's guess when unsure) for one grey frame
+        (``index`` its place in the time-lapse ``steady`` steadies)."""
         shape = tuple(grey.shape[:2])
         if spec is not None:
             if isinstance(spec, EmbryoBox) and spec.image_shape is not None \
@@ -55,9 +81,12 @@ class EmbryoFramed:
             except ValueError as exc:
                 raise FramingError(str(exc)) from None
         use_loc = self.use_localisation if localise is None else bool(localise)
-        box, raw = _localise.choose_embryo_box_and_guess(
-            grey, use_localisation=use_loc, min_confidence=self.min_confidence,
-            diameter_px=diameter_px)
+        if use_loc and steady is not None and index is not None:
+            box, raw = _localise.accept_box(steady.box(index), shape, self.min_confidence)
+        else:
+            box, raw = _localise.choose_embryo_box_and_guess(
+                grey, use_localisation=use_loc, min_confidence=self.min_confidence,
+                diameter_px=diameter_px)
         if not use_loc:
             return box, False, None
         if box.source == "whole frame":  # low confidence: show the guess, do not hide it

@@ -73,10 +73,10 @@ class FusedCounter(StreamingPredictor):
         return self.amodal.calibrated_threshold
 
     def run_frames(self, frames: Sequence, *, embryo: object = None,
-                   diameter_px: float | None = None, localise: bool | None = None
-                   ) -> Iterator[Step]:
+                   diameter_px: float | None = None, localise: bool | None = None,
+                   steady: int | None = None) -> Iterator[Step]:
         steps = self.amodal.run_frames(frames, embryo=embryo, diameter_px=diameter_px,
-                                       localise=localise)  # checks the options now
+                                       localise=localise, steady=steady)  # checks them now
         return self._fused(frames, steps)
 
     def _fused(self, frames: Sequence, steps: Iterator[Step]) -> Iterator[Step]:

@@ -62,8 +62,8 @@ from blastoseg.predict.embryo_box import (
 from blastoseg.predict.well import usable_region
 from blastoseg.predict.zona_edge import outer_face_circle
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "choose_embryo_box", "choose_embryo_box_and_guess",
-           "locate_embryo"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "accept_box", "choose_embryo_box",
+           "choose_embryo_box_and_guess", "locate_embryo"]
 
 #: default tolerated radius range, as fractions of the frame's short side
 MIN_RADIUS_FRAC = 0.15
@@ -459,6 +459,13 @@ def choose_embryo_box_and_guess(image: np.ndarray, *, use_localisation: bool = T
         return EmbryoBox.full_frame(shape), None
     box = locate_embryo(a, radius_px=None if diameter_px is None else diameter_px / 2.0,
                         method=method, model=model)
+    return accept_box(box, shape, min_confidence)
+
+
+def accept_box(box: EmbryoBox, shape: tuple[int, int], min_confidence: float
+               ) -> tuple[EmbryoBox, EmbryoBox]:
+    """(the box to frame with, the localiser's box): the whole frame ("no embryo found") when
+    the localiser's ``box`` is below ``min_confidence``, else ``box`` itself."""
     if box.confidence < min_confidence:
-        return EmbryoBox.full_frame(shape, note=NO_EMBRYO), box
+        return EmbryoBox.full_frame(tuple(shape[:2]), note=NO_EMBRYO), box
     return box, box

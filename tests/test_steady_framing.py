@@ -147,3 +147,43 @@ def test_count_and_fused_counters_steady_too(tiny_models, tiny_count, jumpy_loca
                          counter)
     res = fused.predict(stack, steady=5)
     assert [r.meta["embryo"]["cx"] for r in res] == [60] * 5
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def _write(path, data):
+    import tifffile
+
+    tifffile.imwrite(path, data, photometric="minisblack")
+    return path
+
+
+def test_segment_amodal_and_count_take_steady(tiny_models, tiny_count, jumpy_localiser,
+                                              tmp_path, capsys):
+    from blastoseg.cli import main
+
+    stack = _write(tmp_path / "lapse.tif", _stack())
+    assert main(["segment", "amodal", str(stack), "--out", str(tmp_path / "a"), "--model",
+                 "tiny-amodal", "--device", "cpu", "--steady", "5"]) == 0
+    assert "framing: localised in each frame, steadied over 5 frames" in capsys.readouterr().out
+    lines = (tmp_path / "a" / "framing.csv").read_text().strip().splitlines()
+    head = lines[0].split(",")
+    assert {dict(zip(head, r.split(","), strict=True))["cx"] for r in lines[1:]} == {"60.0"}
+    assert main(["segment", "count", str(stack), "--out", str(tmp_path / "c"), "--model",
+                 "tiny-count", "--device", "cpu", "--steady", "5"]) == 0
+    assert main(["segment", "amodal", str(stack), "--out", str(tmp_path / "b"), "--model",
+                 "tiny-amodal", "--device", "cpu"]) == 0
+    lines = (tmp_path / "b" / "framing.csv").read_text().strip().splitlines()
+    assert sorted({dict(zip(head, r.split(","), strict=True))["cx"] for r in lines[1:]}) == [
+        "120.0", "60.0"]
+    # separate pictures are framed each on its own, and the user is told
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    import imageio.v3 as iio
+
+    for name, k in (("embryo_a.png", 0), ("other_b.png", 2)):
+        iio.imwrite(folder / name, _stack()[k])
+    capsys.readouterr()
+    assert main(["segment", "amodal", str(folder), "--out", str(tmp_path / "p"), "--model",
+                 "tiny-amodal", "--device", "cpu", "--steady", "5"]) == 0
+    assert "--steady is for a time-lapse" in capsys.readouterr().err

@@ -23,7 +23,10 @@ class FakeCount:
     entry = SimpleNamespace(name="fake-count")
     device_name = "CPU (fake)"
 
-    def iter_predict(self, frames, on_result=None):
+    framing: list = []  # the framing options of every run
+
+    def iter_predict(self, frames, on_result=None, **framing):
+        self.framing.append(framing)
         for i, frame in enumerate(frames):
             value = float(np.asarray(frame, float).mean()) / 10
             on_result(i, SimpleNamespace(count=round(value), integral=value, meta={},
@@ -167,3 +170,21 @@ def test_count_stacked_reaches_an_amodal_predictor_only(tmp_path, monkeypatch, c
     assert main(["timeline", str(path), "--out", str(tmp_path / "c"), "--model",
                  "brightfield-default", "--count-stacked"]) != 0
     assert "amodal models only" in capsys.readouterr().err
+
+
+def test_steady_framing_reaches_the_counter(tmp_path, fake, capsys):
+    import tifffile
+
+    from blastoseg.commands.timeline import TIMELINE_STEADY
+
+    path = tmp_path / "lapse.tif"
+    tifffile.imwrite(path, _frames())
+    FakeCount.framing.clear()
+    assert main(["timeline", str(path), "--out", str(tmp_path / "a"), "--steady", "5"]) == 0
+    assert main(["timeline", str(path), "--out", str(tmp_path / "b"), "--steady", "0"]) == 0
+    assert main(["timeline", str(path), "--out", str(tmp_path / "c")]) == 0
+    default = {"steady": TIMELINE_STEADY} if TIMELINE_STEADY > 1 else {}
+    assert FakeCount.framing == [{"steady": 5}, {}, default]
+    with pytest.raises(SystemExit):
+        main(["timeline", str(path), "--out", str(tmp_path / "d"), "--steady", "-1"])
+    assert "--steady" in capsys.readouterr().err

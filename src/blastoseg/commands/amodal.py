@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from blastoseg.commands.options import (
+    add_steady_option,
     check_frames,
     frames_at_plane,
     non_negative_int,
@@ -119,10 +120,12 @@ def _requested_framing(embryo, diameter_px, localise, args, model_localises=True
         return "the whole frame (--no-localise)"
     if not model_localises:
         return "the whole frame (the model card's framing.use_localisation is false)"
+    steady = (f", steadied over {args.steady} frames"
+              if getattr(args, "steady", 0) > 1 else "")
     if diameter_px is not None:
         unit = "" if args.diameter_unit == "px" else f" ({args.diameter:g} um)"
-        return f"localised, embryo diameter {diameter_px:.0f} px{unit}"
-    return "localised in each frame"
+        return f"localised, embryo diameter {diameter_px:.0f} px{unit}{steady}"
+    return f"localised in each frame{steady}"
 
 
 class _Seen:
@@ -172,7 +175,8 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     # streamed: each frame's result is written and dropped before the next batch runs,
     # so memory stays flat with the stack's length (issue 18 item 24)
     results = stream_predictions(predictor, images, progress_printer("segmenting"),
-                                 embryo=embryo, diameter_px=diameter_px, localise=localise)
+                                 embryo=embryo, diameter_px=diameter_px, localise=localise,
+                                 steady=args.steady)
     frames: list[_Seen] = []
     _, is_stack = as_frames(images)
     paths = write_amodal_results(_keep_seen(results, frames), args.out,
@@ -206,6 +210,9 @@ def _segment_separate(args: argparse.Namespace, layout) -> int:
     from blastoseg.results.amodal import write_amodal_results
 
     stacks = read_separate_images(layout)
+    if args.steady > 1:
+        print("blastoseg: warning: --steady is for a time-lapse of one embryo; these pictures "
+              "are framed each on its own", file=sys.stderr)
     if args.embryo is not None:
         print("blastoseg: warning: --embryo gives one circle for every picture of the folder",
               file=sys.stderr)
@@ -337,6 +344,7 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
                     help="replace an existing output (previous annotations kept as a backup)")
     _common(am)
     _framing_options(am, circle=True)
+    add_steady_option(am)
     am.set_defaults(func=_segment_amodal)
 
 

@@ -9,6 +9,7 @@ from blastoseg.commands.options import (
     add_eval_data,
     add_frames_input,
     add_model_options,
+    add_steady_option,
     check_frames,
     frames_at_plane,
     positive_float,
@@ -37,6 +38,8 @@ def _segment_count(args: argparse.Namespace) -> int:
     options = {"localise": False} if args.no_localise else {}
     if args.diameter_px is not None:
         options["diameter_px"] = args.diameter_px
+    if args.steady > 1:
+        options["steady"] = args.steady
     results = predictor.predict(data, progress=progress_printer("counting"), **options)
     items = results if isinstance(results, list) else [results]
     for t, r in enumerate(items):
@@ -70,6 +73,7 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
                    help="the embryo's diameter in pixels, when known (helps the localiser)")
     p.add_argument("--no-localise", action="store_true",
                    help="frames are already crops around the embryo: use the whole frame")
+    add_steady_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _common(p)
     p.set_defaults(func=_segment_count)

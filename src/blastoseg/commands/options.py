@@ -197,3 +197,13 @@ def print_eval_report(result: dict, keys: tuple[str, ...], as_json: bool, headin
     print(heading)
     for key in keys:
         print(f"{key}: {result.get(key)}")
+
+
+def add_steady_option(p, default: int = 0) -> None:
+    """``--steady N``: frame a time-lapse with the running median of the localiser's circles
+    over N frames (:mod:`blastoseg.predict.steady_framing`); 0 localises each frame alone."""
+    state = f"default {default}" if default else "default 0: each frame alone"
+    p.add_argument("--steady", type=non_negative_int, default=default, metavar="N",
+                   help="for a time-lapse of one embryo: frame each frame with the median of "
+                        f"the embryo circles found in the N frames around it ({state}; 0 or "
+                        "1: each frame localised alone). Never for separate pictures")

@@ -15,9 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from blastoseg.commands.options import output_folder
+from blastoseg.commands.options import add_steady_option, output_folder
 from blastoseg.commands.progress import progress_printer
 from blastoseg.errors import BlastosegError
+
+#: frames of the steady framing a timeline uses by default (a time-lapse of one embryo;
+#: docs/localisation.md#steady-framing-over-a-time-lapse)
+TIMELINE_STEADY = 0
 
 MODEL_HELP = ("a 'count' or 'amodal' model: registered name, .safetensors file or training "
               "job folder (default: amodal-default, fused with count-default when installed)")
@@ -31,13 +35,15 @@ def load_count_predictor(args: argparse.Namespace):
                         count_stacked=args.count_stacked)
 
 
-def count_timelapse(predictor, frames, label: str | None = None) -> list:
-    """The :class:`~blastoseg.measure.frame_counts.FrameCount` of every frame."""
+def count_timelapse(predictor, frames, label: str | None = None, steady: int = 0) -> list:
+    """The :class:`~blastoseg.measure.frame_counts.FrameCount` of every frame (framed with
+    the localiser's circles steadied over ``steady`` frames when > 1)."""
     from blastoseg.measure.frame_counts import iter_frame_counts
     from blastoseg.progress import run_with_progress
 
     report = progress_printer(label) if label else None
-    return run_with_progress(iter_frame_counts(predictor, frames), report, None)
+    framing = {"steady": steady} if steady > 1 else {}
+    return run_with_progress(iter_frame_counts(predictor, frames, **framing), report, None)
 
 
 def check_timelapse(lapse) -> None:
@@ -105,7 +111,7 @@ def _timeline(args: argparse.Namespace) -> int:
         elif lapse.time_note:
             print(f"blastoseg: note: {lapse.name}: {lapse.time_note}", file=sys.stderr)
         counts = count_timelapse(predictor, lapse.frames,
-                                 None if args.json else f"counting {lapse.name}")
+                                 None if args.json else f"counting {lapse.name}", args.steady)
         timeline = timeline_of(lapse, counts)
         out = Path(args.out) if len(lapses) == 1 else Path(args.out) / lapse.name
         write_timeline_files(out, timeline)
@@ -118,11 +124,13 @@ def _timeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_timelines(data: Path, load_predictor, quiet: bool = False) -> dict:
+def evaluate_timelines(data: Path, load_predictor, quiet: bool = False, steady: int = 0
+                       ) -> dict:
     """Predicted against true timelines of every video of a dataset (see
     :func:`blastoseg.metrics.timeline.timeline_metrics`); the truth is the dataset's per-frame
     cell count (``n_cells``, else the number of annotated instances) decoded the same way;
-    ``load_predictor()`` gives the counter, loaded once the data is known to be usable."""
+    ``load_predictor()`` gives the counter, loaded once the data is known to be usable;
+    ``steady`` as in :func:`count_timelapse`."""
     from blastoseg.io.timelapses import read_timelapses
     from blastoseg.measure.timeline import build_timeline
     from blastoseg.metrics.timeline import timeline_metrics
@@ -136,7 +144,7 @@ def evaluate_timelines(data: Path, load_predictor, quiet: bool = False) -> dict:
     start = time.perf_counter()
     for lapse in lapses:
         counts = count_timelapse(predictor, lapse.frames,
-                                 None if quiet else f"counting {lapse.name}")
+                                 None if quiet else f"counting {lapse.name}", steady)
         predicted.append(timeline_of(lapse, counts))
         truth.append(build_timeline(lapse.true_counts, lapse.hours,
                                     time_source=lapse.time_source))
@@ -148,7 +156,8 @@ def evaluate_timelines(data: Path, load_predictor, quiet: bool = False) -> dict:
 
 
 def _eval_timeline(args: argparse.Namespace) -> int:
-    report = evaluate_timelines(args.data, lambda: load_count_predictor(args), quiet=args.json)
+    report = evaluate_timelines(args.data, lambda: load_count_predictor(args), quiet=args.json,
+                                steady=args.steady)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -179,6 +188,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count-stacked", action=argparse.BooleanOptionalAction, default=None,
                    help="an amodal model counts cells stacked under others with its layer "
                         "rule (default: as its card says; amodal-default: off)")
+    add_steady_option(p, default=TIMELINE_STEADY)
 
 
 def add_parsers(verbs: argparse._SubParsersAction) -> None:

@@ -31,10 +31,13 @@ class FakeCount:
     kind = "count"
     device_name = "CPU (fake)"
 
+    framing: list = []  # the framing options of every run (all instances)
+
     def __init__(self, name="fake-count"):
         self.entry = SimpleNamespace(name=name)
 
-    def iter_predict(self, frames, on_result=None):
+    def iter_predict(self, frames, on_result=None, **framing):
+        self.framing.append(framing)
         for i, frame in enumerate(frames):
             v = _value(frame)
             h, w = np.shape(frame)[:2]
@@ -52,7 +55,8 @@ class FakeAmodal(FakeCount):
     kind = "amodal"
     calibrated_threshold = 0.5
 
-    def iter_predict(self, frames, on_result=None):
+    def iter_predict(self, frames, on_result=None, **framing):
+        self.framing.append(framing)
         for i, frame in enumerate(frames):
             n = round(_value(frame))
             masks = np.zeros((n + 1, *np.shape(frame)[:2]), bool)
@@ -102,6 +106,12 @@ def test_job_without_qt_count_and_amodal():
     assert ev.frames["t3"] == 5 and ev.edited == {"t3"} and not ev.out_of_order()
     ev.set_event("t3", 20.5)
     assert ev.out_of_order() == ["t3"]
+    # steady framing reaches the predictor for a time-lapse, not for one frame
+    FakeCount.framing.clear()
+    drive_steps(timeline_job(_stack(), "T", (0, 13), FakeCount, steady=7))
+    drive_steps(timeline_job(_stack(), "T", (4, 5), FakeCount, steady=7))
+    drive_steps(timeline_job(_stack(), "T", (0, 13), FakeCount))
+    assert FakeCount.framing == [{"steady": 7}, {}, {}]
     assert layer_hours({"blastoseg": {"hours": HOURS}}, 13)[1] == "layer metadata"
     assert layer_hours({"hours": HOURS[:3]}, 13)[0] is None
 
@@ -306,3 +316,21 @@ def test_the_status_line_says_which_models_counted():
 
     assert counted_with(TimelineRun([], 0, None, kind="fused")) == "amodal + count models fused"
     assert counted_with(TimelineRun([], 0, None, kind="count")) == "count model"
+
+
+@pytest.mark.gui
+def test_steady_framing_box_reaches_the_counter(make_napari_viewer, qtbot, fakes):
+    from blastoseg.napari._timeline_widget import TimelineWidget
+    from blastoseg.predict.steady_framing import TIMELINE_STEADY
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_stack(), name="lapse", metadata={"blastoseg": {"hours": HOURS}})
+    widget = TimelineWidget(viewer)
+    assert widget.steady.value == TIMELINE_STEADY
+    FakeCount.framing.clear()
+    for value in (9, 0):
+        widget.steady.value = value
+        widget.start()
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert FakeCount.framing == [{"steady": 9}, {}]
+    assert widget.settings()["steady"] == 0

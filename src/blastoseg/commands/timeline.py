@@ -18,10 +18,7 @@ from pathlib import Path
 from blastoseg.commands.options import add_steady_option, output_folder
 from blastoseg.commands.progress import progress_printer
 from blastoseg.errors import BlastosegError
-
-#: frames of the steady framing a timeline uses by default (a time-lapse of one embryo;
-#: docs/localisation.md#steady-framing-over-a-time-lapse)
-TIMELINE_STEADY = 0
+from blastoseg.predict.steady_framing import TIMELINE_STEADY
 
 MODEL_HELP = ("a 'count' or 'amodal' model: registered name, .safetensors file or training "
               "job folder (default: amodal-default, fused with count-default when installed)")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, SpinBox
 
 from blastoseg.errors import BlastosegError
 from blastoseg.measure.timeline import EVENTS, INTERVALS
@@ -36,6 +36,7 @@ from blastoseg.napari.timeline_job import (
     layer_frame_times,
     timeline_job,
 )
+from blastoseg.predict.steady_framing import TIMELINE_STEADY
 
 ROWS = list(EVENTS) + list(INTERVALS)
 #: the density-model choice that counts with the amodal model alone
@@ -93,6 +94,13 @@ class TimelineWidget(ModelRunWidget):
                                     value=float(saved.get("start_h", 0.0)))
         self.start_h.tooltip = ("hours post insemination at the stack's first frame (with the "
                                 "frame interval)")
+        self.steady = SpinBox(label="steady framing (frames)", min=0, max=99,
+                              value=int(saved.get("steady", TIMELINE_STEADY)))
+        self.steady.tooltip = (
+            "the embryo hardly moves between frames: frame each one with the median of the "
+            "embryo circles found in this many frames around it, so that one badly framed "
+            "frame does not change its count (docs/localisation.md); 0: each frame alone")
+        self.steady.native.setSpecialValueText("off")  # shown at 0
         self.stacked = _ui.count_stacked_box()
         self.density_model = ComboBox(label="density model", choices=self._density_choices)
         self.density_model.tooltip = (
@@ -124,7 +132,7 @@ class TimelineWidget(ModelRunWidget):
 
     def _form_rows(self) -> list:
         return [self.image, self.model, self.density_model, self.device, self.mode,
-                self.stacked, self.interval,
+                self.stacked, self.steady, self.interval,
                 self.start_h, self._run_row(),
                 self.progress, self.device_used, self.status, self.plot_box, self.table_box,
                 self.export_button]
@@ -159,6 +167,7 @@ class TimelineWidget(ModelRunWidget):
 
     def _extra_settings(self) -> dict:
         return {"interval_min": self.interval.value, "start_h": self.start_h.value,
+                "steady": int(self.steady.value),
                 "count_stacked": bool(self.stacked.value),
                 "density_model": self.density_model.value}
 
@@ -201,7 +210,8 @@ class TimelineWidget(ModelRunWidget):
                          "time_note": times.note}
         return ModelRun(timeline_job, [layer.data, axes, frame_range, get_predictor], {
             "name": layer.name, "rgb": bool(layer.rgb), "placement": placement,
-            "hours": times.hours, "time_source": times.source},
+            "hours": times.hours, "time_source": times.source,
+            "steady": int(self.steady.value)},
             total=frame_range[1] - frame_range[0])
 
     def _ours(self, group: str) -> list:

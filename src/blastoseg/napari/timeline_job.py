@@ -125,8 +125,8 @@ def _layers(counts: list[FrameCount], name: str, axes: str, placement: Placement
 def timeline_job(data, axes: str, frame_range: tuple[int, int],
                  get_predictor: Callable[[], object], *, name: str = "image",
                  rgb: bool = False, placement: Placement | None = None,
-                 hours: Sequence[float] | None = None, time_source: str = "layer metadata"
-                 ) -> Generator[tuple[str, int, int], None, TimelineRun]:
+                 hours: Sequence[float] | None = None, time_source: str = "layer metadata",
+                 steady: int = 0) -> Generator[tuple[str, int, int], None, TimelineRun]:
     """Count the frames ``frame_range`` of ``data`` and decode their timeline.
 
     Parameters
@@ -141,6 +141,9 @@ def timeline_job(data, axes: str, frame_range: tuple[int, int],
         Returns a count or amodal predictor (called here, in the worker thread).
     hours
         Time of every frame of the stack (hours), or None: frame indices.
+    steady
+        Frames of the steady framing (the running median of the localiser's circles,
+        :mod:`blastoseg.predict.steady_framing`); 0 or 1: each frame localised alone.
     """
     t0, t1 = frame_range_of(data, axes, frame_range, "counting")
     frames, _ = as_frames(data if axes == "" else data[t0:t1], rgb=rgb)
@@ -153,7 +156,8 @@ def timeline_job(data, axes: str, frame_range: tuple[int, int],
                              "takes a 'count' or 'amodal' model")
     message = f"counting cells on {predictor.device_name}" + (f" ({n} frames)" if n > 1 else "")
     yield message, 0, n
-    counts = yield from with_message(iter_frame_counts(predictor, frames), message)
+    framing = {"steady": int(steady)} if steady > 1 and n > 1 else {}
+    counts = yield from with_message(iter_frame_counts(predictor, frames, **framing), message)
     timeline = None
     if n >= 2:
         span = None if hours is None else list(hours)[t0:t1]

@@ -30,11 +30,16 @@ import numpy as np
 
 from blastoseg.predict.embryo_box import CUT_BY_EDGE, MANY_EMBRYOS, UNSTEADY, EmbryoBox
 
-__all__ = ["DEFAULT_WINDOW", "SteadyLocaliser", "check_window", "steady_box"]
+__all__ = ["DEFAULT_WINDOW", "TIMELINE_STEADY", "SteadyLocaliser", "check_window",
+           "steady_box"]
 
 #: frames in the running median by default (the frame and four on each side: 2-3 hours of a
 #: time-lapse taken every 15-20 minutes)
 DEFAULT_WINDOW = 9
+
+#: the window ``blastoseg timeline`` and the "Count and timeline" widget use by default (a
+#: timeline is a time-lapse of one embryo by definition)
+TIMELINE_STEADY = 0
 
 #: a voter agrees with the median when its centre and radius are both this close (x radius)
 AGREE = 0.10

@@ -738,3 +738,33 @@ def test_count_stacked_box_follows_the_models_card(make_napari_viewer, tiny_mode
     assert widget._predictor_options()["count_stacked"] is True
     widget.model.value = tiny_model
     assert not widget.stacked.enabled and widget.stacked.value is False
+
+
+@pytest.mark.gui
+def test_steady_framing_box_is_for_time_lapses(make_napari_viewer, qtbot, monkeypatch,
+                                               tmp_path):
+    from blastoseg.predict.steady_framing import DEFAULT_WINDOW
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([_placed(60, 150)] * 3), name="lapse")
+    viewer.add_image(_placed(60, 150), name="frame")
+    widget, _ = _fake_widget(viewer, monkeypatch, tmp_path)
+    sent = _framing_sent(widget)
+    widget.image.value = viewer.layers["lapse"]
+    assert widget.steady.enabled and not widget.steady.value  # off unless asked for
+    widget.mode.value = "whole stack"
+    for ticked in (True, False):
+        widget.steady.value = ticked
+        widget.start()
+        if widget.run_button.text != "Segment":  # an unsure guess: "Segment anyway"
+            widget.start()
+    assert sent[0].get("steady") == DEFAULT_WINDOW and "steady" not in sent[1]
+    widget.steady.value = True
+    widget.mode.value = "current frame"  # one frame: nothing to steady
+    widget.start()
+    if widget.run_button.text != "Segment":
+        widget.start()
+    assert "steady" not in sent[-1]
+    assert widget.settings()["steady_framing"] is True
+    widget.image.value = viewer.layers["frame"]
+    assert not widget.steady.enabled

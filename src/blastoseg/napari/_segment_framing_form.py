@@ -1,5 +1,6 @@
 """The Segment widget's framing rows (embryo diameter and its unit, "frames are already
-crops", "circle applies to", Show / Reset framing, the framing line) and what they do: the
+crops", "circle applies to", "steady framing over time", Show / Reset framing, the framing
+line) and what they do: the
 embryo circle of the chosen image (:class:`._segment_framing.FramingLayer`) follows the image
 and the frame slider, becomes the predictor's ``embryo`` / ``diameter_px`` / ``localise`` and
 shows what each run used; an unsure localiser makes the first click on Segment ask.
@@ -21,6 +22,7 @@ from blastoseg.napari._segment_framing import (
     FramingLayer,
     describe,
 )
+from blastoseg.predict.steady_framing import DEFAULT_WINDOW
 
 
 class FramingFormMixin:
@@ -72,6 +74,13 @@ class FramingFormMixin:
             "on the displayed frame only, or on every frame. An ellipse becomes the circle of "
             "the same area; delete your circle or click 'Reset framing' to go back to the "
             "automatic one")
+        self.steady = CheckBox(text="steady framing over time",
+                               value=bool(saved.get("steady_framing", False)))
+        self.steady.tooltip = (
+            f"for a time-lapse of one embryo: each frame is framed with the median of the "
+            f"embryo circles found in the {DEFAULT_WINDOW} frames around it, so one badly "
+            "framed frame does not change its cells (docs/localisation.md). The circles a run "
+            "used are shown after it. Not for a stack of different embryos")
         self.show_button = PushButton(text="Show framing")
         self.show_button.tooltip = "find the embryo on the displayed frame again"
         self.reset_button = PushButton(text="Reset framing")
@@ -218,7 +227,10 @@ class FramingFormMixin:
         """The predictor's embryo / diameter_px / localise for the frames of a run."""
         if self._framing is None or self._framing.image is not self._pending.get("layer"):
             return {}
-        return self._framing.predictor_kwargs(range(*frame_range))
+        kwargs = self._framing.predictor_kwargs(range(*frame_range))
+        if self.steady.value and self.steady.enabled and frame_range[1] - frame_range[0] > 1:
+            kwargs["steady"] = DEFAULT_WINDOW
+        return kwargs
 
     def _show_run_framing(self, pending: dict, metas: list[dict]) -> str:
         """Show the circles a run used (on top of its layers); returns a note for the status

@@ -125,7 +125,7 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
     def _form_rows(self) -> list:
         return [self.image, self.plane, self.model, self.device, self.calibrated,
                 self.threshold, self.stacked, self.mode, self._diameter_row, self.crops, self.scope,
-                self._framing_buttons, self.framing_info,
+                self.steady, self._framing_buttons, self.framing_info,
                 self.run_button, self.cancel_button, self.progress, self.device_used,
                 self.status]
 
@@ -144,7 +144,8 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
                 "score_threshold": float(self.threshold.value),
                 "plane": self.plane.value, "diameter": float(self.diameter.value),
                 "diameter_unit": self.diameter_unit.value,
-                "already_crops": bool(self.crops.value), "framing_scope": self.scope.value}
+                "already_crops": bool(self.crops.value), "framing_scope": self.scope.value,
+                "steady_framing": bool(self.steady.value)}
 
     # --- choices ------------------------------------------------------------------------------
     def _plane_choices(self, _widget=None) -> list:
@@ -169,7 +170,7 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
         want = self._saved.get("plane", BEST)
         self.plane.value = want if want in [c[1] for c in choices] else BEST
         self.plane.enabled = "Z" in axes
-        self.scope.enabled = "T" in axes
+        self.scope.enabled = self.steady.enabled = "T" in axes
         self._follow_image(layer, axes)
 
     def _on_threshold_source_changed(self, *_args) -> None:

@@ -94,13 +94,12 @@ class TimelineWidget(ModelRunWidget):
                                     value=float(saved.get("start_h", 0.0)))
         self.start_h.tooltip = ("hours post insemination at the stack's first frame (with the "
                                 "frame interval)")
-        self.steady = SpinBox(label="steady framing (frames)", min=0, max=99,
+        self.steady = SpinBox(label="steady framing (frames, 0: off)", min=0, max=99,
                               value=int(saved.get("steady", TIMELINE_STEADY)))
         self.steady.tooltip = (
             "the embryo hardly moves between frames: frame each one with the median of the "
             "embryo circles found in this many frames around it, so that one badly framed "
             "frame does not change its count (docs/localisation.md); 0: each frame alone")
-        self.steady.native.setSpecialValueText("off")  # shown at 0
         self.stacked = _ui.count_stacked_box()
         self.density_model = ComboBox(label="density model", choices=self._density_choices)
         self.density_model.tooltip = (

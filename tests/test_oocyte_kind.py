@@ -392,3 +392,54 @@ def test_calibrate_oocyte_cli_writes_offsets_and_refuses_unweighted_models(tiny_
     assert main(["calibrate", "oocyte", "--data", str(tiny_oocyte), "--model", "tiny-oocyte",
                  "--device", "cpu"]) != 0
     assert "without class weights" in capsys.readouterr().err
+
+
+def test_flip_average_is_the_mean_of_the_flipped_back_outputs():
+    import torch
+
+    from blastoseg.predict.test_time_flips import FOUR_FLIPS, flip_averaged
+
+    x = torch.arange(2 * 1 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4)
+    # a model that commutes with flips gives its own output back
+    np.testing.assert_allclose(flip_averaged(lambda t: 2 * t, x), 2 * x)
+    # one that does not (a column ramp added): the ramp's flips average out to its mean
+    ramp = torch.arange(4, dtype=torch.float32)
+
+    def model(t):
+        return t + ramp
+
+    np.testing.assert_allclose(flip_averaged(model, x), x + ramp.mean())
+    np.testing.assert_allclose(flip_averaged(model, x, [()]), x + ramp)
+    assert len(FOUR_FLIPS) == 4
+
+
+def test_oocyte_predictor_with_flips(tiny_oocyte, tmp_path, capsys):
+    import torch
+
+    from blastoseg.cli import main
+    from blastoseg.io.dataset import read_dataset
+    from blastoseg.io.frames import grey_frame
+    from blastoseg.predict.oocyte import OocytePredictor
+    from blastoseg.predict.oocyte_input import class_scores_to_frame, fit_square
+
+    image = np.asarray(read_dataset(tiny_oocyte).load_image(0))
+    plain = OocytePredictor("tiny-oocyte", device="cpu", check_embryo=False)
+    flipped = OocytePredictor("tiny-oocyte", device="cpu", check_embryo=False, flips=True)
+    fitted, fit = fit_square(grey_frame(image, min_side=16), flipped.card.working_size)
+    x = torch.from_numpy(fitted[None, None])
+    with torch.no_grad():
+        want = sum(torch.flip(plain.model(torch.flip(x, d)), d) for d in
+                   ((), (-1,), (-2,), (-2, -1))) / 4
+    scores = class_scores_to_frame(want[0].float(), fit)
+    if flipped.card.logit_offsets is not None:
+        scores = scores + torch.tensor(flipped.card.logit_offsets)[:, None, None]
+    np.testing.assert_array_equal(flipped.predict(image).labels, scores.argmax(0).numpy())
+    capsys.readouterr()
+    assert main(["eval", "oocyte", "--data", str(tiny_oocyte), "--model", "tiny-oocyte",
+                 "--device", "cpu", "--json", "--flips"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["flips"] is True
+    out = tmp_path / "o"
+    assert main(["segment", "oocyte", str(sorted((tiny_oocyte / "images").iterdir())[0]),
+                 "--out", str(out), "--model", "tiny-oocyte", "--device", "cpu", "--flips",
+                 "--no-embryo-check"]) == 0
+    assert (out / "classes.tif").is_file()

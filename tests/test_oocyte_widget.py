@@ -49,10 +49,13 @@ def oocytes():
 @pytest.fixture
 def fake(monkeypatch, tmp_path, oocytes):
     monkeypatch.setenv("BLASTOSEG_HOME", str(tmp_path))
+    loads = []  # the predictor options of every load
     monkeypatch.setattr("blastoseg.predict.base.load_predictor",
-                        lambda name, device="auto", **o: TruthPredictor(oocytes, name))
+                        lambda name, device="auto", **o: loads.append(o) or
+                        TruthPredictor(oocytes, name))
     monkeypatch.setattr("blastoseg.napari._ui.model_names",
                         lambda *kinds: ["fake-oocyte"] if "oocyte" in kinds else [])
+    return loads
 
 
 def test_job_without_qt(oocytes):
@@ -146,3 +149,19 @@ def test_widget_says_when_the_frame_looks_like_an_embryo(make_napari_viewer, qtb
     assert "this looks like an embryo, not an oocyte" in widget.status.value
     keys = [k for k, _ in TABLE_ROWS]
     assert "like an embryo" in widget.table_text()[keys.index("warnings")][0]
+
+
+@pytest.mark.gui
+def test_flips_box_reaches_the_predictor(make_napari_viewer, qtbot, fake, oocytes):
+    from blastoseg.napari._oocyte_widget import OocyteWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(oocytes[0].image, name="ovum")
+    widget = OocyteWidget(viewer)
+    assert not widget.flips.value  # off unless asked for: it is about four times slower
+    for ticked in (True, False):
+        widget.flips.value = ticked
+        widget.start()
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert [o.get("flips", False) for o in fake] == [True, False]
+    assert widget.settings()["flips"] is False

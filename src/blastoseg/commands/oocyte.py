@@ -36,7 +36,7 @@ def _segment_oocyte(args: argparse.Namespace) -> int:
     check_frames(data)  # a bad image must not wait for a model to load
     predictor = OocytePredictor(args.model, device=args.device,
                                 pixel_size_um=args.pixel_size_um,
-                                check_embryo=not args.no_embryo_check)
+                                check_embryo=not args.no_embryo_check, flips=args.flips)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     results = predictor.predict(data, progress=progress_printer("segmenting"))
     for t, r in enumerate(results if isinstance(results, list) else [results]):
@@ -54,7 +54,7 @@ def _eval_oocyte(args: argparse.Namespace) -> int:
     from blastoseg.predict.oocyte_eval import evaluate_oocyte_model
 
     result = evaluate_oocyte_model(args.model, args.data, device=args.device,
-                                   max_images=args.max_images,
+                                   max_images=args.max_images, flips=args.flips,
                                    progress=None if args.json else progress_printer("evaluating"))
     print_eval_report(result, REPORT_KEYS, args.json,
                       f"model {result['model']} on {result['n_images']} images of {result['data']}")
@@ -94,6 +94,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_model_options(p, "oocyte")
 
 
+def _flips_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flips", action="store_true",
+                   help="average the class scores over the four flips of each frame: a "
+                        "better class map (docs/models/oocyte.md#test-time-flips) for about "
+                        "four times the model's time")
+
+
 def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("oocyte", help="oocyte class maps (zona, perivitelline space, "
                                         "ooplasm, inclusions, vacuoles, SER) and measurements")
@@ -105,6 +112,7 @@ def add_segment_parser(kinds: argparse._SubParsersAction) -> None:
                    help="do not run the blastomere detector to warn about embryo frames "
                         "(on a CPU it takes longer than the oocyte model itself)")
     _common(p)
+    _flips_option(p)
     p.set_defaults(func=_segment_oocyte)
 
 
@@ -113,6 +121,7 @@ def add_eval_parser(kinds: argparse._SubParsersAction) -> None:
                                         "inclusion detection against a dataset's class maps")
     add_eval_data(p)
     _common(p)
+    _flips_option(p)
     p.set_defaults(func=_eval_oocyte)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import Container, FloatSpinBox, Label, PushButton
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButton
 
 from blastoseg.errors import BlastosegError
 from blastoseg.napari import _ui
@@ -55,6 +55,12 @@ class OocyteWidget(ModelRunWidget):
         self.pixel_size = FloatSpinBox(label="pixel size (um)", min=0.0, max=100.0, step=0.01,
                                        value=float(saved.get("pixel_size_um", 0.0)))
         self.pixel_size.tooltip = "micrometres per pixel; 0: measurements in pixels"
+        self.flips = CheckBox(text="average over flips (about 4x slower)",
+                              value=bool(saved.get("flips", False)))
+        self.flips.tooltip = (
+            "segment each frame and its three mirror images and average the class scores: "
+            "on held-out synthetic oocytes mean IoU 0.70 -> 0.72 and a third fewer false "
+            "inclusions (docs/models/oocyte.md)")
         self.legend = Label(value=legend_html(), label="classes")
         self.table = QTableWidget(len(TABLE_ROWS), 1)
         self.table.setVerticalHeaderLabels([h for _, h in TABLE_ROWS])
@@ -70,7 +76,7 @@ class OocyteWidget(ModelRunWidget):
         self.run_result: OocyteRun | None = None
 
     def _form_rows(self) -> list:
-        return [self.image, self.model, self.device, self.mode, self.pixel_size,
+        return [self.image, self.model, self.device, self.mode, self.pixel_size, self.flips,
                 self._run_row(), self.progress, self.device_used, self.status, self.legend,
                 self.table_box, self.export_button, self.dataset_button]
 
@@ -79,7 +85,10 @@ class OocyteWidget(ModelRunWidget):
         self.dataset_button.changed.connect(self._ask_dataset)
 
     def _extra_settings(self) -> dict:
-        return {"pixel_size_um": float(self.pixel_size.value)}
+        return {"pixel_size_um": float(self.pixel_size.value), "flips": bool(self.flips.value)}
+
+    def _predictor_options(self) -> dict:
+        return {"flips": True} if self.flips.value else {}
 
     def _make_run(self, layer, axes: str, frame_range: tuple[int, int],
                   get_predictor: Callable[[], object]) -> ModelRun:

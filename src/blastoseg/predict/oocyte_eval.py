@@ -23,8 +23,10 @@ __all__ = ["evaluate_oocyte_model"]
 
 def evaluate_oocyte_model(model: str | None, data: str | Path, *, device: str = "auto",
                           max_images: int | None = None,
-                          progress: Callable[[int, int], None] | None = None) -> dict:
-    """Metrics of ``model`` on the dataset folder ``data`` (a JSON-able dict)."""
+                          progress: Callable[[int, int], None] | None = None,
+                          flips: bool = False) -> dict:
+    """Metrics of ``model`` on the dataset folder ``data`` (a JSON-able dict); ``flips``:
+    with test-time flips (:class:`~blastoseg.predict.oocyte.OocytePredictor`)."""
     ds = read_dataset(data)
     try:
         class_map(ds.instances(0), ds.categories) if len(ds) else None
@@ -33,7 +35,8 @@ def evaluate_oocyte_model(model: str | None, data: str | Path, *, device: str = 
     n = len(ds) if max_images is None else min(len(ds), max(int(max_images), 0))
     if n == 0:
         raise DatasetFormatError(f"{data}: no images to evaluate")
-    predictor = load_predictor(model, device, kind="oocyte", check_embryo=False)
+    predictor = load_predictor(model, device, kind="oocyte", check_embryo=False,
+                               **({"flips": True} if flips else {}))
     pairs, seconds = [], 0.0
     for i in range(n):
         image = ds.load_image(i)
@@ -44,6 +47,6 @@ def evaluate_oocyte_model(model: str | None, data: str | Path, *, device: str = 
         if progress is not None:
             progress(i + 1, n)
     out = evaluate_class_maps(pairs)
-    out.update({"model": predictor.entry.name, "data": str(data),
+    out.update({"model": predictor.entry.name, "data": str(data), "flips": bool(flips),
                 "ms_per_frame": round(1000 * seconds / n, 1)})
     return out

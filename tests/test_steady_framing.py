@@ -165,7 +165,7 @@ def test_segment_amodal_and_count_take_steady(tiny_models, tiny_count, jumpy_loc
     stack = _write(tmp_path / "lapse.tif", _stack())
     assert main(["segment", "amodal", str(stack), "--out", str(tmp_path / "a"), "--model",
                  "tiny-amodal", "--device", "cpu", "--steady", "5"]) == 0
-    assert "framing: localised in each frame, steadied over 5 frames" in capsys.readouterr().out
+    assert "framing: localised in each frame, then steadied (the median circle of 5 frames)" in capsys.readouterr().out
     lines = (tmp_path / "a" / "framing.csv").read_text().strip().splitlines()
     head = lines[0].split(",")
     assert {dict(zip(head, r.split(","), strict=True))["cx"] for r in lines[1:]} == {"60.0"}

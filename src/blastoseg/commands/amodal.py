@@ -120,7 +120,7 @@ def _requested_framing(embryo, diameter_px, localise, args, model_localises=True
         return "the whole frame (--no-localise)"
     if not model_localises:
         return "the whole frame (the model card's framing.use_localisation is false)"
-    steady = (f", steadied over {args.steady} frames"
+    steady = (f", then steadied (the median circle of {args.steady} frames)"
               if getattr(args, "steady", 0) > 1 else "")
     if diameter_px is not None:
         unit = "" if args.diameter_unit == "px" else f" ({args.diameter:g} um)"

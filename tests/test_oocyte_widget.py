@@ -158,7 +158,7 @@ def test_flips_box_reaches_the_predictor(make_napari_viewer, qtbot, fake, oocyte
     viewer = make_napari_viewer()
     viewer.add_image(oocytes[0].image, name="ovum")
     widget = OocyteWidget(viewer)
-    assert not widget.flips.value  # off unless asked for: it is about four times slower
+    assert not widget.flips.value  # off unless asked for: it is 2.5 times slower
     for ticked in (True, False):
         widget.flips.value = ticked
         widget.start()

@@ -97,8 +97,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _flips_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flips", action="store_true",
                    help="average the class scores over the four flips of each frame: a "
-                        "better class map (docs/models/oocyte.md#test-time-flips) for about "
-                        "four times the model's time")
+                        "better class map (docs/models/oocyte.md#test-time-flips) for 2.5 "
+                        "times the time per frame")
 
 
 def add_segment_parser(kinds: argparse._SubParsersAction) -> None:

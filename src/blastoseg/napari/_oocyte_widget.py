@@ -55,7 +55,7 @@ class OocyteWidget(ModelRunWidget):
         self.pixel_size = FloatSpinBox(label="pixel size (um)", min=0.0, max=100.0, step=0.01,
                                        value=float(saved.get("pixel_size_um", 0.0)))
         self.pixel_size.tooltip = "micrometres per pixel; 0: measurements in pixels"
-        self.flips = CheckBox(text="average over flips (about 4x slower)",
+        self.flips = CheckBox(text="average over flips (2.5x slower)",
                               value=bool(saved.get("flips", False)))
         self.flips.tooltip = (
             "segment each frame and its three mirror images and average the class scores: "

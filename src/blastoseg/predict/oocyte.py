@@ -79,7 +79,7 @@ class OocytePredictor(PredictorBase):
     flips
         Average the class scores over the four flips of each frame
         (:mod:`blastoseg.predict.test_time_flips`): a better class map (held-out mIoU 0.701 ->
-        0.721 for ``oocyte-default``) for about four times the network's time.
+        0.721 for ``oocyte-default``) for 2.5 times the time per frame.
     """
 
     kind = "oocyte"

@@ -25,19 +25,13 @@ from blastoseg.io.frames import grey_frame
 from blastoseg.io.oocyte_classes import class_map
 from blastoseg.predict.base import load_predictor
 from blastoseg.predict.oocyte_input import class_scores_to_frame, fit_square
+from blastoseg.predict.test_time_flips import FOUR_FLIPS, flip_averaged
 from blastoseg.train.oocyte_task import evaluate_class_maps
 
-#: flip sets: the dims of the (N, C, H, W) tensor each copy is flipped along
+#: flip sets: the dims of the (N, C, H, W) tensor each copy is flipped along ("all four" is
+#: what ``OocytePredictor(flips=True)`` uses)
 FLIPS = {"none": [()], "horizontal": [(), (-1,)], "horizontal + vertical": [(), (-1,), (-2,)],
-         "all four": [(), (-1,), (-2,), (-2, -1)]}
-
-
-def _scores(model, x: torch.Tensor, dims_list) -> torch.Tensor:
-    total = 0
-    for dims in dims_list:
-        out = model(torch.flip(x, dims) if dims else x).float()
-        total = total + (torch.flip(out, dims) if dims else out)
-    return total / len(dims_list)
+         "all four": list(FOUR_FLIPS)}
 
 
 def main() -> None:
@@ -62,7 +56,7 @@ def main() -> None:
         for name, dims_list in FLIPS.items():
             t0 = time.perf_counter()
             with predictor.inference():
-                scores = _scores(predictor.model, x, dims_list)
+                scores = flip_averaged(predictor.model, x, dims_list)
             frame = class_scores_to_frame(scores[0].cpu(), fit)
             if offsets is not None:
                 frame = frame + offsets

@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--check-data", default=None, metavar="DIR[,DIR...]",
                     help="training dataset folders whose frame seeds must not collide with "
                          "the held-out seeds (read from each image's metadata)")
+    ap.add_argument("--flips", action="store_true",
+                    help="test-time flips: merge the detections of the crop's four mirror "
+                         "images (predict/instance_flips.py)")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT",
                     help="write every number to this JSON file")
     return ap
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{seed_check['collisions'][:5]}; choose another --seed")
 
         predictor = AmodalPredictor(args.model, device=args.device, score_threshold=0.05,
-                                    batch_size=1)
+                                    batch_size=1, flips=args.flips)
         print(f"model {predictor.entry.name} on {predictor.device_name}, {threads} thread(s)",
               file=sys.stderr)
         memory["imports + model load"] = peak_rss_mb()

@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="integer enlargement of the overlay PNGs (default 2)")
     ap.add_argument("--fuse", default=None, metavar="COUNT_MODEL",
                     help="also run this count model (Cell-Net) and report the fused count")
+    ap.add_argument("--flips", action="store_true",
+                    help="test-time flips for an amodal model (predict/instance_flips.py)")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT",
                     help="write the per-image rows and summaries to this JSON file")
     return ap
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             # keep candidates down to 0.05 to show the near misses; count at --threshold
             predictor = AmodalPredictor(args.model, device=args.device,
                                         score_threshold=min(0.05, args.threshold),
-                                        batch_size=1)
+                                        batch_size=1, flips=args.flips)
     except BlastosegError as exc:
         _fail(str(exc))
     if kind == "count" and args.overlay is not None:

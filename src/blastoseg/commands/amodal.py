@@ -167,7 +167,7 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     # the cache: `blastoseg batch` runs this verb per embryo and loads the model once
     predictor = load_predictor(args.model, args.device, kind="amodal",
                                score_threshold=args.threshold, batch_size=args.batch_size,
-                               count_stacked=args.count_stacked)
+                               count_stacked=args.count_stacked, flips=args.flips)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     requested = _requested_framing(embryo, diameter_px, localise, args,
                                    predictor.use_localisation)
@@ -218,7 +218,7 @@ def _segment_separate(args: argparse.Namespace, layout) -> int:
               file=sys.stderr)
     predictor = AmodalPredictor(args.model, device=args.device,
                                 score_threshold=args.threshold, batch_size=args.batch_size,
-                                count_stacked=args.count_stacked)
+                                count_stacked=args.count_stacked, flips=args.flips)
     print(f"model {predictor.entry.name} on {predictor.device_name}")
     report = progress_printer("segmenting")
     frames, images = [], []
@@ -257,7 +257,8 @@ def _eval_amodal(args: argparse.Namespace) -> int:
                  for i in range(len(ds))]
     # keep every detection above a low score: AP ranks them, counting uses --threshold
     predictor = AmodalPredictor(args.model, device=args.device, score_threshold=0.05,
-                                batch_size=args.batch_size, count_stacked=args.count_stacked)
+                                batch_size=args.batch_size, count_stacked=args.count_stacked,
+                                flips=args.flips)
     report = progress_printer("evaluating")
     gt, pred = [], []
     for i in range(len(ds)):
@@ -270,6 +271,7 @@ def _eval_amodal(args: argparse.Namespace) -> int:
     result = evaluate_amodal(gt, pred, score_threshold=count_threshold,
                              categories=ds.categories)
     result["model"] = predictor.entry.name
+    result["flips"] = predictor.flips
     framing = _report_framing(pred, [str(ds.images[i].get("file_name")) for i in range(len(ds))])
     result["framing"] = framing
     if args.json:
@@ -330,6 +332,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="count cells stacked under others with the model's layer rule "
                         "(default: as the model card says; amodal-default: off, see "
                         "docs/counting_analysis.md)")
+    p.add_argument("--flips", action="store_true",
+                   help="test-time flips: detect in each frame and its three mirror images "
+                        "and merge the four (docs/models/amodal.md#test-time-flips); about "
+                        "four times slower")
 
 
 def add_segment_parser(kinds: argparse._SubParsersAction) -> None:

@@ -119,13 +119,19 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
         self.threshold = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05,
                                       value=float(saved.get("score_threshold", 0.5)))
         self.stacked = _ui.count_stacked_box()
+        self.flips = CheckBox(text="merge over flips (4x slower)",
+                              value=bool(saved.get("flips", False)))
+        self.flips.tooltip = (
+            "detect the cells in each frame and in its three mirror images and merge the four "
+            "lists: better outlines (held-out synthetic mAP 0.70 -> 0.74) and real-crop "
+            "counts; four times slower (docs/models/amodal.md#test-time-flips)")
         self._framing_form(saved)
         self._framing_state()
 
     def _form_rows(self) -> list:
         return [self.image, self.plane, self.model, self.device, self.calibrated,
-                self.threshold, self.stacked, self.mode, self._diameter_row, self.crops, self.scope,
-                self.steady, self._framing_buttons, self.framing_info,
+                self.threshold, self.stacked, self.flips, self.mode, self._diameter_row,
+                self.crops, self.scope, self.steady, self._framing_buttons, self.framing_info,
                 self.run_button, self.cancel_button, self.progress, self.device_used,
                 self.status]
 
@@ -140,7 +146,7 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
 
     def _extra_settings(self) -> dict:
         return {"calibrated": bool(self.calibrated.value),
-                "count_stacked": bool(self.stacked.value),
+                "count_stacked": bool(self.stacked.value), "flips": bool(self.flips.value),
                 "score_threshold": float(self.threshold.value),
                 "plane": self.plane.value, "diameter": float(self.diameter.value),
                 "diameter_unit": self.diameter_unit.value,
@@ -183,6 +189,8 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
     def _predictor_options(self) -> dict:
         # none: the model's calibrated threshold (the predictor's own default)
         options = {} if self.calibrated.value else {"score_threshold": float(self.threshold.value)}
+        if self.flips.value:
+            options["flips"] = True
         return {**options, **_ui.count_stacked_option(self.stacked)}
 
     def _make_run(self, layer, axes: str, frame_range: tuple[int, int],

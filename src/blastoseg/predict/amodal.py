@@ -40,6 +40,7 @@ from blastoseg.predict.embryo_spec import (
     per_frame_embryos,
 )
 from blastoseg.predict.framing import Framing, frame_for_model, to_grey
+from blastoseg.predict.instance_flips import FOUR_FLIPS, flip_back, merge_flipped
 from blastoseg.predict.steady_framing import SteadyLocaliser
 
 __all__ = ["AmodalPredictor", "segment_amodal", "visible_from_amodal"]
@@ -80,6 +81,9 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
         (:mod:`blastoseg.predict.amodal_post`); None: as the card says
         (``postprocess.use_layer_rule``). Without a rule in the card there is nothing to
         switch on and it stays off.
+    flips
+        Test-time flips: detect in the crop and its three mirror images and merge the four
+        lists (:mod:`blastoseg.predict.instance_flips`); about four times slower.
 
     Notes
     -----
@@ -98,9 +102,10 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
 
     def __init__(self, model: str | None = None, device: str = "auto",
                  score_threshold: float | None = None, batch_size: int = 4,
-                 mask_nms_iou: float | None = None, count_stacked: bool | None = None
-                 ) -> None:
+                 mask_nms_iou: float | None = None, count_stacked: bool | None = None,
+                 flips: bool = False) -> None:
         super().__init__(model, device)
+        self.flips = bool(flips)
         self.score_threshold = float(score_threshold if score_threshold is not None
                                      else self.card.score_threshold)
         self.mask_nms_iou = float(mask_nms_iou if mask_nms_iou is not None
@@ -134,8 +139,17 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
     # --- model ------------------------------------------------------------------------------
     def _run(self, crops: list[np.ndarray]) -> list[dict]:
         tensors = [torch.from_numpy(c)[None].to(self.device) for c in crops]
+        if not self.flips:
+            with self.inference():
+                return self.model(tensors)
+        # test-time flips: every crop's four flipped copies in one batch, each copy's
+        # detections flipped back and merged per crop (predict/instance_flips.py)
+        views = [(t, dims) for t in tensors for dims in FOUR_FLIPS]
         with self.inference():
-            return self.model(tensors)
+            outs = self.model([torch.flip(t, dims) if dims else t for t, dims in views])
+        outs = [flip_back(o, dims) for o, (_, dims) in zip(outs, views, strict=True)]
+        n = len(FOUR_FLIPS)
+        return [merge_flipped(outs[k:k + n]) for k in range(0, len(outs), n)]
 
     def _to_instances(self, out: dict, framing: Framing, info: dict | None = None
                       ) -> FrameInstances:
@@ -279,18 +293,19 @@ def segment_amodal(image: np.ndarray, model: str | None = None, device: str = "a
                    score_threshold: float | None = None, batch_size: int = 4,
                    progress: Callable[[int, int], None] | None = None, *,
                    embryo: object = None, diameter_px: float | None = None,
-                   localise: bool | None = None, steady: int | None = None
-                   ) -> FrameInstances | list[FrameInstances]:
+                   localise: bool | None = None, steady: int | None = None,
+                   flips: bool = False) -> FrameInstances | list[FrameInstances]:
     """Amodal blastomere masks of a frame or a (T, Y, X) stack (any dtype, grey RGB accepted).
 
     Returns FrameInstances (amodal masks, visible masks, scores, occlusion map; centroids via
     ``.centroids``) for a 2D frame, or a list of them for a stack. ``model`` None is
     ``amodal-default``. ``embryo``, ``diameter_px``, ``localise`` and ``steady`` choose the
-    framing (:meth:`AmodalPredictor.predict`). The loaded model is kept between calls
+    framing (:meth:`AmodalPredictor.predict`); ``flips`` merges the detections of each crop's
+    four mirror images (:mod:`blastoseg.predict.instance_flips`). The loaded model is kept between calls
     (:func:`blastoseg.predict.base.load_predictor`), so calling this in a loop over frames
     loads the weights once.
     """
     predictor = load_predictor(model, device, kind="amodal", score_threshold=score_threshold,
-                               batch_size=batch_size)
+                               batch_size=batch_size, flips=flips)
     return predictor.predict(image, progress=progress, embryo=embryo, diameter_px=diameter_px,
                              localise=localise, steady=steady)

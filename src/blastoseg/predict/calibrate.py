@@ -30,18 +30,20 @@ NMS_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 def calibrate_counts(
     model: str, data: str | Path, *, device: str = "auto", max_frames: int | None = None,
     score_grid: Sequence[float] = SCORE_GRID, nms_grid: Sequence[float] = NMS_GRID,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, flips: bool = False,
 ) -> dict:
     """Grid-search (score threshold, mask NMS IoU) for exact counts on a dataset folder.
 
     Returns a dict with ``score_threshold``, ``mask_nms_iou``, ``count_exact``,
-    ``count_mae``, ``n_frames`` and the full ``grid`` of results.
+    ``count_mae``, ``n_frames`` and the full ``grid`` of results. ``flips``: the
+    candidates of test-time flips (:mod:`blastoseg.predict.instance_flips`).
     """
     ds = read_dataset(data)
     n = len(ds) if max_frames is None else min(len(ds), max(int(max_frames), 0))
     if n == 0:
         raise DatasetFormatError(f"{data}: no frames to calibrate on")
-    predictor = AmodalPredictor(model, device=device, score_threshold=0.0, mask_nms_iou=1.0)
+    predictor = AmodalPredictor(model, device=device, score_threshold=0.0, mask_nms_iou=1.0,
+                                flips=flips)
     rule = predictor.layer_rule
     true = np.array([len(ds.instances(i)) for i in range(n)])
     frames = [ds.load_image(i) for i in range(n)]

@@ -149,7 +149,8 @@ def _p(v) -> str:
 
 def print_markdown(res: dict) -> None:
     s, acc, sp = res["settings"], res["accuracy"], res["speed"]
-    print(f"## Amodal benchmark: model `{s['model']}`")
+    flips = f", {s['flips']} test-time flips" if s.get("flips") else ""
+    print(f"## Amodal benchmark: model `{s['model']}`{flips}")
     print()
     print(f"{s['n_frames']} held-out synthetic frames, {s['size']} x {s['size']} px, seeds "
           f"{s['seed_first']}-{s['seed_last']}, cell counts 1-8 evenly; device "
@@ -259,9 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--check-data", default=None, metavar="DIR[,DIR...]",
                     help="training dataset folders whose frame seeds must not collide with "
                          "the held-out seeds (read from each image's metadata)")
-    ap.add_argument("--flips", action="store_true",
-                    help="test-time flips: merge the detections of the crop's four mirror "
-                         "images (predict/instance_flips.py)")
+    ap.add_argument("--flips", type=int, nargs="?", const=4, default=0, choices=(0, 4, 8),
+                    metavar="N", help="test-time flips of an amodal model: 4 (the default "
+                    "of --flips) or 8 copies (predict/instance_flips.py)")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT",
                     help="write every number to this JSON file")
     return ap
@@ -390,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
 
     res = {
         "settings": {
-            "model": predictor.entry.name, "device": predictor.device_name,
+            "model": predictor.entry.name, "flips": predictor.flips,
+            "device": predictor.device_name,
             "threads": threads, "torch": torch.__version__, "cpu": cpu_name(),
             "cores": os.cpu_count(), "n_frames": args.frames, "size": args.size,
             "seed_first": seeds[0], "seed_last": seeds[-1],

@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="integer enlargement of the overlay PNGs (default 2)")
     ap.add_argument("--fuse", default=None, metavar="COUNT_MODEL",
                     help="also run this count model (Cell-Net) and report the fused count")
-    ap.add_argument("--flips", action="store_true",
-                    help="test-time flips for an amodal model (predict/instance_flips.py)")
+    ap.add_argument("--flips", type=int, nargs="?", const=4, default=0, choices=(0, 4, 8),
+                    metavar="N", help="test-time flips of an amodal model: 4 (the default "
+                    "of --flips) or 8 copies (predict/instance_flips.py)")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT",
                     help="write the per-image rows and summaries to this JSON file")
     return ap
@@ -238,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     def num(v, fmt="{:.2f}"):
         return "-" if v is None else fmt.format(v)
 
-    print(f"## Real embryo crops: model `{predictor.entry.name}`")
+    flips = getattr(predictor, "flips", 0)
+    print(f"## Real embryo crops: model `{predictor.entry.name}`"
+          + (f", {flips} test-time flips" if flips else ""))
     print()
     print(f"{len(found)} images from `{args.real}`; a cell counts at score >= "
           f"{args.threshold:g}; device {predictor.device_name}.")
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.overlay is not None:
         print(f"\noverlays: {args.overlay}", file=sys.stderr)
     if args.json is not None:
-        doc = {"model": predictor.entry.name,
+        doc = {"model": predictor.entry.name, "flips": getattr(predictor, "flips", 0),
                "fused_with": fuser.entry.name if fuser is not None else None, "device": predictor.device_name,
                "real": str(args.real), "threshold": args.threshold, "images": rows,
                "summary": summaries, "skipped": [str(p) for p in skipped]}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from blastoseg.predict.instance_flips import FOUR_FLIPS, flip_back, merge_flipped
+from blastoseg.predict.instance_flips import VIEWS, check_flips, flip_back, flipped, merge_flipped
 
 
 def _output(boxes, scores, h=8, w=10):
@@ -21,25 +21,36 @@ def _output(boxes, scores, h=8, w=10):
             "masks": masks, "occlusion": torch.zeros((1, h, w))}
 
 
-@pytest.mark.parametrize("dims", FOUR_FLIPS)
-def test_flip_back_undoes_a_flipped_crop(dims):
-    # a detection in the top-left corner of the crop, seen in the crop flipped along dims
-    truth = _output([[0, 1, 3, 4]], [0.8])
+@pytest.mark.parametrize("view", VIEWS[8])
+def test_flip_back_undoes_every_copy(view):
+    # a detection in the top-left corner of a square crop, as the copy `view` shows it
+    truth = _output([[0, 1, 3, 4]], [0.8], h=9, w=9)
     truth["occlusion"][0, 1, 0] = 1.0
-    seen = {k: (torch.flip(v, dims) if k in ("masks", "occlusion") and dims else v)
+    seen = {k: (flipped(v, view) if k in ("masks", "occlusion") else v)
             for k, v in truth.items()}
-    h, w = 8, 10
-    x1, y1, x2, y2 = 0, 1, 3, 4
-    if -1 in dims:
-        x1, x2 = w - x2, w - x1
-    if -2 in dims:
-        y1, y2 = h - y2, h - y1
-    seen["boxes"] = torch.tensor([[x1, y1, x2, y2]], dtype=torch.float32)
-    back = flip_back(seen, dims)
+    ys, xs = np.nonzero(seen["masks"][0, 0].numpy())  # where the copy shows it
+    seen["boxes"] = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]],
+                                 dtype=torch.float32)
+    back = flip_back(seen, view)
     assert torch.equal(back["masks"], truth["masks"])
     assert torch.equal(back["occlusion"], truth["occlusion"])
     assert back["boxes"].tolist() == [[0.0, 1.0, 3.0, 4.0]]
     assert back["scores"] is seen["scores"]
+
+
+def test_the_eight_copies_are_the_eight_symmetries_of_a_square():
+    x = torch.arange(9.0).reshape(1, 3, 3)
+    copies = {tuple(flipped(x, v).flatten().tolist()) for v in VIEWS[8]}
+    rotations = {tuple(torch.rot90(x, k, (-2, -1)).flatten().tolist()) for k in range(4)}
+    assert len(copies) == 8 and rotations <= copies
+    assert [v for v in VIEWS[8] if not v[1]] == list(VIEWS[4])
+
+
+def test_flips_option_is_checked():
+    assert [check_flips(f) for f in (False, None, 0, 1, True, 4, 8)] == [0, 0, 0, 0, 4, 4, 8]
+    for bad in (2, 3, 16, -4, 4.5, "4"):
+        with pytest.raises(ValueError, match="flips"):
+            check_flips(bad)
 
 
 def test_a_cell_found_in_every_copy_keeps_its_score_and_a_chance_one_sinks():
@@ -80,35 +91,39 @@ def test_empty_copies_merge_to_nothing():
 
 class _Fixed(torch.nn.Module):
     """A stand-in detector: one detection in the top-left corner of whatever it is shown
-    (not flip-equivariant), and one on the brightest column (equivariant)."""
+    (not flip-equivariant), and a square around the centre of the brightest pixels
+    (equivariant, up to a pixel of rounding)."""
 
     def forward(self, images):
         outs = []
         for img in images:
             h, w = img.shape[-2:]
-            col = int(img[0].mean(0).argmax())
-            outs.append(_output([[0, 0, w // 4, h // 4], [col, 0, col + 1, h]], [0.8, 0.9],
-                                h=h, w=w))
+            ys, xs = torch.nonzero(img[0] >= img[0].max() - 1e-3, as_tuple=True)
+            y, x = int(ys.float().mean().round()), int(xs.float().mean().round())
+            outs.append(_output([[0, 0, w // 4, h // 4], [x - 12, y - 12, x + 13, y + 13]],
+                                [0.8, 0.9], h=h, w=w))
         return outs
 
 
-def test_the_predictor_merges_its_four_copies(tiny_models):
+@pytest.mark.parametrize("flips", [4, 8])
+def test_the_predictor_merges_its_flipped_copies(tiny_models, flips):
     from blastoseg.predict.amodal import AmodalPredictor
 
-    image = np.zeros((64, 64), np.float32)
-    image[:, 40] = 1.0  # the bright column
-    image += np.random.default_rng(0).normal(0, 0.01, image.shape).astype(np.float32)
+    yy, xx = np.mgrid[:64, :64]
+    image = np.exp(-((yy - 30) ** 2 + (xx - 40) ** 2) / 50.0).astype(np.float32)  # the spot
     plain = AmodalPredictor("tiny-amodal", device="cpu", score_threshold=0.05,
                             mask_nms_iou=1.0)
-    flipped = AmodalPredictor("tiny-amodal", device="cpu", score_threshold=0.05,
-                              mask_nms_iou=1.0, flips=True)
-    for p in (plain, flipped):
+    merged = AmodalPredictor("tiny-amodal", device="cpu", score_threshold=0.05,
+                             mask_nms_iou=1.0, flips=flips)
+    assert merged.flips == flips
+    for p in (plain, merged):
         p.model = _Fixed()
     one = plain.predict(image, localise=False)
-    four = flipped.predict(image, localise=False)
+    many = merged.predict(image, localise=False)
     np.testing.assert_allclose(sorted(one.scores), [0.8, 0.9], rtol=1e-6)
-    # the column is found in every copy at the same place: one cell at its score; the
-    # corner lands in each of the four corners once flipped back: four at a quarter
-    np.testing.assert_allclose(sorted(four.scores), [0.2] * 4 + [0.9], rtol=1e-6)
-    column = four.masks[int(np.argmax(four.scores))]
-    assert column[:, 40].all() and column.sum() == 64
+    # the spot is found in every copy at the same place: one cell at its score; the corner
+    # lands in each of the four corners once flipped back (a transpose keeps the top-left
+    # corner where it is, so with eight copies each corner is found twice): 4 x 0.8 / 4
+    np.testing.assert_allclose(sorted(many.scores), [0.2] * 4 + [0.9], rtol=1e-6)
+    spot = many.masks[int(np.argmax(many.scores))]
+    assert spot[28:33, 38:43].all() and spot.sum() < 0.1 * spot.size  # one square, no more

@@ -742,19 +742,23 @@ def test_count_stacked_box_follows_the_models_card(make_napari_viewer, tiny_mode
 
 @pytest.mark.gui
 def test_flips_box_reaches_the_predictor_and_is_saved(make_napari_viewer, qtbot, tiny_model):
-    """"merge over flips" is off by default; ticked, the run's predictor merges the four
-    mirror images' detections and the choice is kept in the settings."""
+    """"test-time flips" is off by default; with 4 or 8 the run's predictor merges that many
+    flipped copies' detections, and the choice is kept in the settings."""
+    from blastoseg.napari._segment_widget import SegmentWidget
+
     viewer = make_napari_viewer()
     viewer.add_image(_placed(60, 150), name="frame")
     widget = _segment_widget(viewer, tiny_model, threshold=0.3)
-    assert widget.flips.value is False and "flips" not in widget._predictor_options()
-    widget.flips.value = True
-    assert widget._predictor_options()["flips"] is True
+    assert widget.flips.value == 0 and "flips" not in widget._predictor_options()
+    widget.flips.value = 8
+    assert widget._predictor_options()["flips"] == 8
+    widget.flips.value = 4
     _run(widget, qtbot)
-    assert widget._predictor is not None and widget._predictor.flips is True
+    assert widget._predictor is not None and widget._predictor.flips == 4
     assert any(la.metadata.get("blastoseg", {}).get("role") == "amodal"
                for la in viewer.layers)
-    assert widget.settings()["flips"] is True
+    assert widget.settings()["flips"] == 4
+    assert SegmentWidget(viewer).flips.value == 4
 
 
 @pytest.mark.gui

@@ -30,6 +30,8 @@ from blastoseg.napari.result_layers import Placement, ResultLayerBuilder, result
 
 BEST = "best focus"
 SETTINGS_FILE = "napari_segment_widget.json"
+#: test-time flips (predict/instance_flips.py): off, or 4 or 8 copies of each frame
+FLIP_CHOICES = [("off", 0), ("4 flips (3x slower)", 4), ("8 flips (6x slower)", 8)]
 #: what a result's meta says about its framing (kept per frame for the embryo circle and to
 #: say why a frame has no cells)
 FRAMING_META = ("embryo", "embryo_unsure", "embryo_guess", "embryo_box")
@@ -119,12 +121,13 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
         self.threshold = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05,
                                       value=float(saved.get("score_threshold", 0.5)))
         self.stacked = _ui.count_stacked_box()
-        self.flips = CheckBox(text="merge over flips (4x slower)",
-                              value=bool(saved.get("flips", False)))
+        saved_flips = saved.get("flips", 0)
+        self.flips = ComboBox(label="test-time flips", choices=FLIP_CHOICES,
+                              value=saved_flips if saved_flips in (0, 4, 8) else 0)
         self.flips.tooltip = (
-            "detect the cells in each frame and in its three mirror images and merge the four "
-            "lists: better outlines (held-out synthetic mAP 0.70 -> 0.74) and real-crop "
-            "counts; four times slower (docs/models/amodal.md#test-time-flips)")
+            "detect the cells in each frame's mirror images too and merge them: better "
+            "outlines (held-out synthetic mAP 0.70 -> 0.74 with 4, 0.75 with 8) and closer "
+            "counts on our real crops, at 3x or 6x the time (docs/models/amodal.md#test-time-flips)")
         self._framing_form(saved)
         self._framing_state()
 
@@ -146,7 +149,7 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
 
     def _extra_settings(self) -> dict:
         return {"calibrated": bool(self.calibrated.value),
-                "count_stacked": bool(self.stacked.value), "flips": bool(self.flips.value),
+                "count_stacked": bool(self.stacked.value), "flips": int(self.flips.value),
                 "score_threshold": float(self.threshold.value),
                 "plane": self.plane.value, "diameter": float(self.diameter.value),
                 "diameter_unit": self.diameter_unit.value,
@@ -190,7 +193,7 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
         # none: the model's calibrated threshold (the predictor's own default)
         options = {} if self.calibrated.value else {"score_threshold": float(self.threshold.value)}
         if self.flips.value:
-            options["flips"] = True
+            options["flips"] = int(self.flips.value)
         return {**options, **_ui.count_stacked_option(self.stacked)}
 
     def _make_run(self, layer, axes: str, frame_range: tuple[int, int],

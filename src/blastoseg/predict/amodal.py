@@ -40,7 +40,7 @@ from blastoseg.predict.embryo_spec import (
     per_frame_embryos,
 )
 from blastoseg.predict.framing import Framing, frame_for_model, to_grey
-from blastoseg.predict.instance_flips import FOUR_FLIPS, flip_back, merge_flipped
+from blastoseg.predict.instance_flips import VIEWS, check_flips, flip_back, flipped, merge_flipped
 from blastoseg.predict.steady_framing import SteadyLocaliser
 
 __all__ = ["AmodalPredictor", "segment_amodal", "visible_from_amodal"]
@@ -83,7 +83,9 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
         switch on and it stays off.
     flips
         Test-time flips: detect in the crop and its three mirror images and merge the four
-        lists (:mod:`blastoseg.predict.instance_flips`); about four times slower.
+        lists (True or 4; about 3 times slower), or in all eight symmetries of the square
+        (8; about 6 times slower); False or 0: off
+        (:mod:`blastoseg.predict.instance_flips`, docs/models/amodal.md#test-time-flips).
 
     Notes
     -----
@@ -103,9 +105,10 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
     def __init__(self, model: str | None = None, device: str = "auto",
                  score_threshold: float | None = None, batch_size: int = 4,
                  mask_nms_iou: float | None = None, count_stacked: bool | None = None,
-                 flips: bool = False) -> None:
+                 flips: bool | int = False) -> None:
         super().__init__(model, device)
-        self.flips = bool(flips)
+        #: test-time flips: 0 (off), 4 or 8 copies of each crop
+        self.flips = check_flips(flips)
         self.score_threshold = float(score_threshold if score_threshold is not None
                                      else self.card.score_threshold)
         self.mask_nms_iou = float(mask_nms_iou if mask_nms_iou is not None
@@ -142,14 +145,15 @@ class AmodalPredictor(EmbryoFramed, PredictorBase):
         if not self.flips:
             with self.inference():
                 return self.model(tensors)
-        # test-time flips: every crop's four flipped copies in one batch, each copy's
-        # detections flipped back and merged per crop (predict/instance_flips.py)
-        views = [(t, dims) for t in tensors for dims in FOUR_FLIPS]
+        # test-time flips: every crop's flipped copies in one batch, each copy's detections
+        # flipped back and merged per crop (predict/instance_flips.py)
+        views = VIEWS[self.flips]
         with self.inference():
-            outs = self.model([torch.flip(t, dims) if dims else t for t, dims in views])
-        outs = [flip_back(o, dims) for o, (_, dims) in zip(outs, views, strict=True)]
-        n = len(FOUR_FLIPS)
-        return [merge_flipped(outs[k:k + n]) for k in range(0, len(outs), n)]
+            outs = self.model([flipped(t, v) for t in tensors for v in views])
+        n = len(views)
+        return [merge_flipped([flip_back(o, v) for o, v in zip(outs[k:k + n], views,
+                                                                   strict=True)])
+                for k in range(0, len(outs), n)]
 
     def _to_instances(self, out: dict, framing: Framing, info: dict | None = None
                       ) -> FrameInstances:
@@ -294,14 +298,15 @@ def segment_amodal(image: np.ndarray, model: str | None = None, device: str = "a
                    progress: Callable[[int, int], None] | None = None, *,
                    embryo: object = None, diameter_px: float | None = None,
                    localise: bool | None = None, steady: int | None = None,
-                   flips: bool = False) -> FrameInstances | list[FrameInstances]:
+                   flips: bool | int = False) -> FrameInstances | list[FrameInstances]:
     """Amodal blastomere masks of a frame or a (T, Y, X) stack (any dtype, grey RGB accepted).
 
     Returns FrameInstances (amodal masks, visible masks, scores, occlusion map; centroids via
     ``.centroids``) for a 2D frame, or a list of them for a stack. ``model`` None is
     ``amodal-default``. ``embryo``, ``diameter_px``, ``localise`` and ``steady`` choose the
-    framing (:meth:`AmodalPredictor.predict`); ``flips`` merges the detections of each crop's
-    four mirror images (:mod:`blastoseg.predict.instance_flips`). The loaded model is kept between calls
+    framing (:meth:`AmodalPredictor.predict`); ``flips`` (True or 4, or 8) merges the
+    detections of each crop's flipped copies (:mod:`blastoseg.predict.instance_flips`). The
+    loaded model is kept between calls
     (:func:`blastoseg.predict.base.load_predictor`), so calling this in a loop over frames
     loads the weights once.
     """

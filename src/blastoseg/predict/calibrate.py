@@ -30,7 +30,7 @@ NMS_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 def calibrate_counts(
     model: str, data: str | Path, *, device: str = "auto", max_frames: int | None = None,
     score_grid: Sequence[float] = SCORE_GRID, nms_grid: Sequence[float] = NMS_GRID,
-    progress: Callable[[int, int], None] | None = None, flips: bool = False,
+    progress: Callable[[int, int], None] | None = None, flips: bool | int = False,
 ) -> dict:
     """Grid-search (score threshold, mask NMS IoU) for exact counts on a dataset folder.
 

@@ -1,6 +1,11 @@
 """Test-time flips for an instance detector: the amodal model's detections on flipped copies
 of a crop, flipped back and merged into one list.
 
+Four copies are the crop and its three mirror images (left-right, top-bottom, both); eight
+add each of those mirrored across the diagonal (transposed), which gives all eight symmetries
+of a square (the four rotations and four reflections). The model saw all of them as
+augmentation in training and errs differently on each.
+
 A dense map can simply be averaged over flips (:mod:`blastoseg.predict.test_time_flips`);
 instances cannot, since each copy finds its own list. The merge is the usual one for
 detection ensembles (e.g. weighted boxes fusion, Solovyev et al. 2021, section 2, applied to
@@ -29,7 +34,15 @@ import torch
 from blastoseg.predict.mask_nms import mask_overlaps
 from blastoseg.predict.test_time_flips import FOUR_FLIPS
 
-__all__ = ["FOUR_FLIPS", "MATCH_IOU", "flip_back", "merge_flipped"]
+__all__ = ["MATCH_IOU", "VIEWS", "View", "check_flips", "flip_back", "flipped", "merge_flipped"]
+
+#: one copy of the crop: (the dims it is flipped along, whether it is then transposed)
+View = tuple[tuple[int, ...], bool]
+#: the copies for each number of flips a user may ask for
+VIEWS: dict[int, tuple[View, ...]] = {
+    4: tuple((dims, False) for dims in FOUR_FLIPS),
+    8: tuple((dims, t) for t in (False, True) for dims in FOUR_FLIPS),
+}
 
 #: two copies' detections are one cell when their masks overlap at least this much (IoU)
 MATCH_IOU = 0.5
@@ -38,10 +51,34 @@ MATCH_IOU = 0.5
 _MIN_SCORE = 0.02
 
 
-def flip_back(out: dict[str, torch.Tensor], dims: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    """A detector output on a crop flipped along ``dims`` (-1: left-right, -2: top-bottom),
-    mapped back onto the unflipped crop: masks (N, 1, H, W), occlusion / layers (1, H, W) and
-    boxes (N, 4: x1, y1, x2, y2) flipped; everything else as it is."""
+def check_flips(flips: bool | int | None) -> int:
+    """The number of copies a ``flips`` option asks for: 0 (off: False, None, 0 or 1), 4
+    (True or 4) or 8; anything else is a ValueError."""
+    n = 0 if flips is None or flips is False else 4 if flips is True else flips
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) not in (0, 1, 4, 8):
+        raise ValueError(f"flips must be off, 4 or 8 copies; got {flips!r}")
+    return 0 if int(n) <= 1 else int(n)
+
+
+def flipped(x: torch.Tensor, view: View) -> torch.Tensor:
+    """The copy ``view`` of an image (..., H, W): flipped, then transposed if it says so."""
+    dims, transposed = view
+    x = torch.flip(x, dims) if dims else x
+    return x.transpose(-1, -2).contiguous() if transposed else x
+
+
+def flip_back(out: dict[str, torch.Tensor], view: View) -> dict[str, torch.Tensor]:
+    """A detector output on the copy ``view`` of a crop (:func:`flipped`) mapped back onto
+    the crop: masks (N, 1, H, W), occlusion / layers (1, H, W) and boxes (N, 4: x1, y1, x2,
+    y2) transposed back, then flipped back; everything else as it is."""
+    dims, transposed = view
+    if transposed:
+        out = dict(out)
+        for key in ("masks", "occlusion", "layers"):
+            if key in out:
+                out[key] = out[key].transpose(-1, -2)
+        if "boxes" in out:
+            out["boxes"] = out["boxes"][:, [1, 0, 3, 2]]
     if not dims:
         return out
     back = dict(out)

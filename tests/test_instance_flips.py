@@ -127,3 +127,25 @@ def test_the_predictor_merges_its_flipped_copies(tiny_models, flips):
     np.testing.assert_allclose(sorted(many.scores), [0.2] * 4 + [0.9], rtol=1e-6)
     spot = many.masks[int(np.argmax(many.scores))]
     assert spot[28:33, 38:43].all() and spot.sum() < 0.1 * spot.size  # one square, no more
+
+
+def test_cli_flips(tiny_models, tmp_path, capsys):
+    import json
+
+    from blastoseg.cli import main
+
+    _, data = tiny_models
+    capsys.readouterr()
+    assert main(["eval", "amodal", "--data", str(data), "--model", "tiny-amodal",
+                 "--device", "cpu", "--json", "--flips", "8"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["flips"] == 8
+    assert main(["eval", "amodal", "--data", str(data), "--model", "tiny-amodal",
+                 "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["flips"] == 0
+    image = sorted((data / "images").iterdir())[0]
+    out = tmp_path / "seg"
+    assert main(["segment", "amodal", str(image), "--out", str(out), "--model", "tiny-amodal",
+                 "--device", "cpu", "--flips"]) == 0
+    assert (out / "counts.csv").is_file()
+    with pytest.raises(SystemExit):  # only 4 or 8 copies
+        main(["segment", "amodal", str(image), "--out", str(tmp_path / "x"), "--flips", "3"])

@@ -147,5 +147,6 @@ def test_cli_flips(tiny_models, tmp_path, capsys):
     assert main(["segment", "amodal", str(image), "--out", str(out), "--model", "tiny-amodal",
                  "--device", "cpu", "--flips"]) == 0
     assert (out / "counts.csv").is_file()
+    assert "4 test-time flips" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # only 4 or 8 copies
         main(["segment", "amodal", str(image), "--out", str(tmp_path / "x"), "--flips", "3"])

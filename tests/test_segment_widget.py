@@ -755,8 +755,9 @@ def test_flips_box_reaches_the_predictor_and_is_saved(make_napari_viewer, qtbot,
     widget.flips.value = 4
     _run(widget, qtbot)
     assert widget._predictor is not None and widget._predictor.flips == 4
-    assert any(la.metadata.get("blastoseg", {}).get("role") == "amodal"
-               for la in viewer.layers)
+    amodal = [la for la in viewer.layers
+              if la.metadata.get("blastoseg", {}).get("role") == "amodal"]
+    assert amodal and all(la.metadata["blastoseg"]["flips"] == 4 for la in amodal)
     assert widget.settings()["flips"] == 4
     assert SegmentWidget(viewer).flips.value == 4
 

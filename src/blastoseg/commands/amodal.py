@@ -168,7 +168,7 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model, args.device, kind="amodal",
                                score_threshold=args.threshold, batch_size=args.batch_size,
                                count_stacked=args.count_stacked, flips=args.flips)
-    print(f"model {predictor.entry.name} on {predictor.device_name}")
+    print(f"model {predictor.entry.name} on {predictor.device_name}{_flips_note(predictor)}")
     requested = _requested_framing(embryo, diameter_px, localise, args,
                                    predictor.use_localisation)
     print(f"framing: {requested}")
@@ -188,6 +188,10 @@ def _segment_amodal(args: argparse.Namespace) -> int:
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
     return 0
+
+
+def _flips_note(predictor) -> str:
+    return f", {predictor.flips} test-time flips" if predictor.flips else ""
 
 
 def separate_images(path):
@@ -219,7 +223,7 @@ def _segment_separate(args: argparse.Namespace, layout) -> int:
     predictor = AmodalPredictor(args.model, device=args.device,
                                 score_threshold=args.threshold, batch_size=args.batch_size,
                                 count_stacked=args.count_stacked, flips=args.flips)
-    print(f"model {predictor.entry.name} on {predictor.device_name}")
+    print(f"model {predictor.entry.name} on {predictor.device_name}{_flips_note(predictor)}")
     report = progress_printer("segmenting")
     frames, images = [], []
     for i, stack in enumerate(stacks):

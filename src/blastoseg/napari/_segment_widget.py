@@ -227,7 +227,8 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
         predictor = result["predictor"]
         extra = {"source_image": pending["group"], "model": predictor.entry.name,
                  "device": predictor.device_name,
-                 "score_threshold": float(predictor.score_threshold)}
+                 "score_threshold": float(predictor.score_threshold),
+                 "flips": int(predictor.flips)}
         if result["planes"] is not None:
             extra["focal_planes_used"] = [int(z) for z in result["planes"]]
         builder.extra.update(extra)

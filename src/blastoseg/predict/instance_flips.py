@@ -14,7 +14,8 @@ most one detection from each copy, the one whose mask overlaps the group's seed 
 ``match_iou``), and give each group
 
 - the **sum of its scores divided by the number of copies**: a cell found in every copy keeps
-  its score, one found in a single copy keeps a quarter of it (WBF's score rescaling), so
+  its score, one found in a single copy keeps a quarter (an eighth) of it (WBF's score
+  rescaling), so
   chance detections sink below the cell threshold and a cell found in most copies stays;
 - the **mean of its members' mask probabilities** and boxes (the outline where the copies
   agree);
@@ -46,8 +47,8 @@ VIEWS: dict[int, tuple[View, ...]] = {
 
 #: two copies' detections are one cell when their masks overlap at least this much (IoU)
 MATCH_IOU = 0.5
-# detections below this score take no part in the merge: each could add at most a quarter of
-# it to a group, and the pairwise mask overlaps cost O(N^2) pixels
+# detections below this score take no part in the merge: each could add at most a quarter
+# (an eighth) of it to a group, and the pairwise mask overlaps cost O(N^2) pixels
 _MIN_SCORE = 0.02
 
 

@@ -54,7 +54,8 @@ def _lines(path) -> list[str]:
 def test_amodal_writer_known_answers(tmp_path):
     frames = _frames()
     frames[0].meta.update(embryo={"cx": 15, "cy": 10, "radius": 9.123, "confidence": 0.8,
-                                  "source": "localised"}, embryo_unsure=False)
+                                  "source": "localised", "method": "auto, steady 9",
+                                  "note": "2 embryos in view"}, embryo_unsure=False)
     out = write_amodal_results(frames, tmp_path, images=_images(), pixel_size_um=0.5)
     assert set(out) == {"dataset", "counts", "cells", "framing"}
     assert _lines(out["counts"]) == [COUNTS_HEADER,
@@ -66,12 +67,15 @@ def test_amodal_writer_known_answers(tmp_path):
                                     "1,1,,12,3,3.909,1.954,0.6831,0,11,21.5,0,0,0.75"]
     assert _lines(out["framing"]) == [
         "frame,source,cx,cy,radius,confidence,unsure,guess_cx,guess_cy,guess_radius,"
-        "guess_confidence", "0,localised,15.0,10.0,9.12,0.8,0,,,,", "1,,,,,,,,,,"]
+        "guess_confidence,method,note",
+        '0,localised,15.0,10.0,9.12,0.8,0,,,,,"auto, steady 9",2 embryos in view', "1,,,,,,,,,,,,"]
     assert [c.area_px for c in out.cells] == [20, 20, 12] and len(out.frames) == 2
     ds = read_dataset(tmp_path / "dataset")
     assert ds.categories == {1: "blastomere"} and len(ds) == 2
     assert ds.images[1]["video_id"] == 1 and ds.images[1]["frame_index"] == 1
     assert ds.images[0]["embryo"]["radius"] == 9.12 and ds.images[0]["pixel_size_um"] == 0.5
+    assert ds.images[0]["embryo"]["method"] == "auto, steady 9"
+    assert ds.images[0]["embryo"]["note"] == "2 embryos in view"
     np.testing.assert_array_equal(ds.instances(0).masks, frames[0].masks)
 
 

@@ -16,8 +16,9 @@ amodal`` and by the napari Measure widget's "Export results..." (through
   neighbours, score``), see :mod:`blastoseg.results.instances`;
 - ``framing.csv``, when the results record their framing (predictions; napari layers do
   not): one row per frame, :data:`FRAMING_COLUMNS` = ``frame, source, cx, cy, radius,
-  confidence, unsure, guess_cx, guess_cy, guess_radius, guess_confidence`` (the guess only
-  for unsure frames). A stale ``framing.csv`` of an earlier run is removed.
+  confidence, unsure, guess_cx, guess_cy, guess_radius, guess_confidence, method, note``
+  (the guess only for unsure frames; ``method``: how the circle was found, ``note``: the
+  localiser's remark, e.g. several embryos in view). A stale ``framing.csv`` of an earlier run is removed.
 """
 
 from __future__ import annotations
@@ -42,15 +43,21 @@ __all__ = ["FRAMING_COLUMNS", "FRAMING_FILE", "framing_extra", "write_amodal_res
 FRAMING_FILE = "framing.csv"
 #: columns of ``framing.csv``
 FRAMING_COLUMNS = ("frame", "source", "cx", "cy", "radius", "confidence", "unsure",
-                   "guess_cx", "guess_cy", "guess_radius", "guess_confidence")
+                   "guess_cx", "guess_cy", "guess_radius", "guess_confidence", "method", "note")
 
 
 def _circle(d: dict) -> dict:
-    """The JSON-ready circle of an EmbryoBox dict (pixels, rounded)."""
-    return {"cx": round(float(d["cx"]), 2), "cy": round(float(d["cy"]), 2),
-            "radius": round(float(d["radius"]), 2),
-            "confidence": round(float(d.get("confidence", 0.0)), 4),
-            "source": str(d.get("source", ""))}
+    """The JSON-ready circle of an EmbryoBox dict (pixels, rounded), with how it was found
+    (``method``, e.g. "auto + outer face", "steady 9") and the localiser's ``note`` when there
+    is one."""
+    out = {"cx": round(float(d["cx"]), 2), "cy": round(float(d["cy"]), 2),
+           "radius": round(float(d["radius"]), 2),
+           "confidence": round(float(d.get("confidence", 0.0)), 4),
+           "source": str(d.get("source", ""))}
+    for key in ("method", "note"):
+        if d.get(key):
+            out[key] = str(d[key])
+    return out
 
 
 def framing_extra(inst: FrameInstances) -> dict:
@@ -72,7 +79,8 @@ def _framing_row(t: int, extra: dict) -> dict:
     row["frame"] = t
     if e:
         row.update(source=e["source"], cx=e["cx"], cy=e["cy"], radius=e["radius"],
-                   confidence=e["confidence"], unsure=int(extra["embryo_unsure"]))
+                   confidence=e["confidence"], unsure=int(extra["embryo_unsure"]),
+                   method=e.get("method", ""), note=e.get("note", ""))
     if g:
         row.update(guess_cx=g["cx"], guess_cy=g["cy"], guess_radius=g["radius"],
                    guess_confidence=g["confidence"])

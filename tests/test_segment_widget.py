@@ -360,6 +360,7 @@ class _FakePredictor:
 
     device_name = "CPU (fake)"
     score_threshold = calibrated_threshold = 0.5
+    flips = 0
 
     def __init__(self, unsure_frames=()):
         from types import SimpleNamespace

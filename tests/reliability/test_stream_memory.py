@@ -29,6 +29,7 @@ class _Stub(PredictorBase):
         self.entry = SimpleNamespace(name="stub")
         self.device_name = "CPU (stub)"
         self.score_threshold = 0.5
+        self.flips = 0
         self.use_localisation = True
         self.batch_size = batch_size
         self.alive: list[weakref.ref] = []

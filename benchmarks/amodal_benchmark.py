@@ -235,6 +235,8 @@ def print_markdown(res: dict) -> None:
 # --- main ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from blastoseg.commands.options import add_flips_option
+
     ap = argparse.ArgumentParser(
         description="Accuracy (mask AP, counts), speed and memory of an amodal model on "
                     "held-out synthetic frames. See the module docstring for details.")
@@ -260,9 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--check-data", default=None, metavar="DIR[,DIR...]",
                     help="training dataset folders whose frame seeds must not collide with "
                          "the held-out seeds (read from each image's metadata)")
-    ap.add_argument("--flips", type=int, nargs="?", const=4, default=0, choices=(0, 4, 8),
-                    metavar="N", help="test-time flips of an amodal model: 4 (the default "
-                    "of --flips) or 8 copies (predict/instance_flips.py)")
+    add_flips_option(ap)
     ap.add_argument("--json", type=Path, default=None, metavar="OUT",
                     help="write every number to this JSON file")
     return ap

@@ -84,6 +84,8 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from blastoseg.commands.options import add_flips_option
+
     ap = argparse.ArgumentParser(
         description="Predicted vs true cell counts on real embryo crops whose file names give "
                     "the count (e.g. 5cells.jpg); per image and per modality (sub-folder).")
@@ -103,9 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="integer enlargement of the overlay PNGs (default 2)")
     ap.add_argument("--fuse", default=None, metavar="COUNT_MODEL",
                     help="also run this count model (Cell-Net) and report the fused count")
-    ap.add_argument("--flips", type=int, nargs="?", const=4, default=0, choices=(0, 4, 8),
-                    metavar="N", help="test-time flips of an amodal model: 4 (the default "
-                    "of --flips) or 8 copies (predict/instance_flips.py)")
+    add_flips_option(ap)
     ap.add_argument("--json", type=Path, default=None, metavar="OUT",
                     help="write the per-image rows and summaries to this JSON file")
     return ap
@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(exc))
     if kind == "count" and args.overlay is not None:
         _fail("--overlay draws amodal outlines; a count model has none")
+    if kind == "count" and args.flips:
+        _fail("--flips merges an amodal model's detections; a count model has none")
     fuser = None
     if args.fuse is not None:
         if kind == "count":

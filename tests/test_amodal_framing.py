@@ -4,6 +4,7 @@ of loaded predictors, and a training job folder as the model."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -156,6 +157,7 @@ def test_segment_amodal_keeps_the_loaded_predictor(tiny_models, tmp_path, monkey
     loads = []
     real_init = amodal.AmodalPredictor.__init__
 
+    @functools.wraps(real_init)  # keeps the signature the predictor cache reads
     def counting_init(self, *args, **kwargs):
         loads.append(args[0] if args else kwargs.get("model"))
         real_init(self, *args, **kwargs)

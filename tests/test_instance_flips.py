@@ -150,3 +150,21 @@ def test_cli_flips(tiny_models, tmp_path, capsys):
     assert "4 test-time flips" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # only 4 or 8 copies
         main(["segment", "amodal", str(image), "--out", str(tmp_path / "x"), "--flips", "3"])
+
+
+def test_calibration_sees_the_flipped_candidates(tiny_models, monkeypatch):
+    import blastoseg.predict.calibrate as calibrate
+    from blastoseg.predict.amodal import AmodalPredictor
+
+    made = []
+
+    class Recording(AmodalPredictor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(calibrate, "AmodalPredictor", Recording)
+    _, data = tiny_models
+    result = calibrate.calibrate_counts("tiny-amodal", data, device="cpu", max_frames=3,
+                                        flips=4)
+    assert result["n_frames"] == 3 and [p.flips for p in made] == [4]

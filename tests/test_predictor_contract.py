@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 
@@ -123,6 +124,9 @@ def test_load_predictor_caches_and_reloads_changed_files(tmp_path):
     assert first.kind == "overlap"
     assert load_predictor(str(weights), "cpu") is first
     assert load_predictor(str(weights), "cpu", batch_size=2) is not first  # other options
+    # an option named at its constructor's default is the same predictor
+    default_batch = inspect.signature(type(first)).parameters["batch_size"].default
+    assert load_predictor(str(weights), "cpu", batch_size=default_batch) is first
     card = tmp_path / "ov.json"
     st = card.stat()
     os.utime(card, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))  # re-calibrated

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from blastoseg.commands.options import (
+    add_flips_option,
     add_steady_option,
     check_frames,
     frames_at_plane,
@@ -336,12 +337,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="count cells stacked under others with the model's layer rule "
                         "(default: as the model card says; amodal-default: off, see "
                         "docs/counting_analysis.md)")
-    p.add_argument("--flips", type=int, nargs="?", const=4, default=0, choices=(0, 4, 8),
-                   metavar="N",
-                   help="test-time flips: detect in each frame's 4 mirror images (--flips: "
-                        "about 3x slower) or in all 8 symmetries of the square (--flips 8: "
-                        "about 6x slower) and merge them; better outlines "
-                        "(docs/models/amodal.md#test-time-flips)")
+    add_flips_option(p)
 
 
 def add_segment_parser(kinds: argparse._SubParsersAction) -> None:

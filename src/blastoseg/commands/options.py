@@ -207,3 +207,14 @@ def add_steady_option(p, default: int = 0) -> None:
                    help="for a time-lapse of one embryo: frame each frame with the median of "
                         f"the embryo circles found in the N frames around it ({state}; 0 or "
                         "1: each frame localised alone). Never for separate pictures")
+
+
+def add_flips_option(p) -> None:
+    """``--flips [4|8]``: test-time flips of an amodal model (0 or absent: off; the flag
+    alone: 4 copies; :mod:`blastoseg.predict.instance_flips`)."""
+    p.add_argument("--flips", type=int, nargs="?", const=4, default=0, choices=(0, 4, 8),
+                   metavar="N",
+                   help="test-time flips: detect in each frame's 4 mirror images (--flips: "
+                        "about 3x slower) or in all 8 symmetries of the square (--flips 8: "
+                        "about 6x slower) and merge them; better outlines "
+                        "(docs/models/amodal.md#test-time-flips)")

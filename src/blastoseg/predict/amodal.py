@@ -310,9 +310,7 @@ def segment_amodal(image: np.ndarray, model: str | None = None, device: str = "a
     (:func:`blastoseg.predict.base.load_predictor`), so calling this in a loop over frames
     loads the weights once.
     """
-    # flips only when asked: the cache then shares the plain predictor with other callers
-    options = {"flips": flips} if check_flips(flips) else {}
     predictor = load_predictor(model, device, kind="amodal", score_threshold=score_threshold,
-                               batch_size=batch_size, **options)
+                               batch_size=batch_size, flips=flips)
     return predictor.predict(image, progress=progress, embryo=embryo, diameter_px=diameter_px,
                              localise=localise, steady=steady)

@@ -28,6 +28,7 @@ predictors, so code that calls it in a loop loads the weights once.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -225,15 +226,14 @@ def load_predictor(name_or_path: str | Path | None, device: str = "auto", *,
         if name_or_path is None:
             raise BlastosegError(f"{kind!r} models have no shipped default; name one")
     entry = resolve_model(name_or_path, kind=kind)
-    key = (entry.kind, str(name_or_path), str(device),
-           tuple(sorted((k, repr(v)) for k, v in options.items())),
+    cls = get_kind(entry.kind).predictor_class()
+    key = (entry.kind, str(name_or_path), str(device), _options_key(cls, options),
            _file_stamp(entry.weights_path), _file_stamp(entry.card_path))
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None:
             _cache.move_to_end(key)
             return hit
-    cls = get_kind(entry.kind).predictor_class()
     predictor = cls(str(name_or_path), device=device, **options)
     with _cache_lock:
         # drop older versions of the same model (its files changed) and the least recent
@@ -243,6 +243,23 @@ def load_predictor(name_or_path: str | Path | None, device: str = "auto", *,
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     return predictor
+
+
+def _options_key(cls, options: dict) -> tuple:
+    """The options that make a predictor differ, for the cache key: an option given at its
+    constructor's default value (``flips=False``, ``count_stacked=None``) is left out, so a
+    caller that names it and one that does not share one loaded predictor."""
+    defaults = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    kept = {k: v for k, v in options.items() if not (k in defaults and _same(v, defaults[k]))}
+    return tuple(sorted((k, repr(v)) for k, v in kept.items()))
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return a is b or bool(a == b)
+    except (TypeError, ValueError):  # e.g. an array: compare nothing, keep the option
+        return False
 
 
 def clear_predictor_cache() -> None:

@@ -73,26 +73,21 @@ def flip_back(out: dict[str, torch.Tensor], view: View) -> dict[str, torch.Tenso
     the crop: masks (N, 1, H, W), occlusion / layers (1, H, W) and boxes (N, 4: x1, y1, x2,
     y2) transposed back, then flipped back; everything else as it is."""
     dims, transposed = view
-    if transposed:
-        out = dict(out)
-        for key in ("masks", "occlusion", "layers"):
-            if key in out:
-                out[key] = out[key].transpose(-1, -2)
-        if "boxes" in out:
-            out["boxes"] = out["boxes"][:, [1, 0, 3, 2]]
-    if not dims:
+    if not dims and not transposed:
         return out
     back = dict(out)
     for key in ("masks", "occlusion", "layers"):
-        if key in out:
-            back[key] = torch.flip(out[key], dims)
-    if "boxes" in out and "masks" in out:
-        h, w = out["masks"].shape[-2:]
-        b = out["boxes"].clone()
-        if -1 in dims:
-            b[:, [0, 2]] = w - out["boxes"][:, [2, 0]]
-        if -2 in dims:
-            b[:, [1, 3]] = h - out["boxes"][:, [3, 1]]
+        if key in back:
+            m = back[key].transpose(-1, -2) if transposed else back[key]
+            back[key] = torch.flip(m, dims) if dims else m
+    if "boxes" in back:
+        b = back["boxes"][:, [1, 0, 3, 2]] if transposed else back["boxes"].clone()
+        if dims and "masks" in back:
+            h, w = back["masks"].shape[-2:]
+            if -1 in dims:
+                b[:, [0, 2]] = w - b[:, [2, 0]]
+            if -2 in dims:
+                b[:, [1, 3]] = h - b[:, [3, 1]]
         back["boxes"] = b
     return back
 

@@ -17,7 +17,7 @@ Usage::
 
     nice python benchmarks/timeline_benchmark.py --model amodal-default --videos 4 \\
         --frames 80 [--device cpu] [--count-stacked] [--density-model M] [--steady N]
-        [--json OUT]
+        [--json OUT] [--flips [4|8]]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from blastoseg.commands.options import add_flips_option
 from blastoseg.measure.frame_counts import iter_frame_counts
 from blastoseg.measure.timeline import build_timeline
 from blastoseg.metrics.timeline import timeline_metrics
@@ -52,10 +53,12 @@ def main() -> None:
     ap.add_argument("--steady", type=int, default=0,
                     help="steady framing: the running median of the localiser's circles over "
                          "this many frames (0: every frame localised alone)")
+    add_flips_option(ap)
     args = ap.parse_args()
 
     predictor = load_counter(args.model, args.density_model, fuse=args.density_model is not None,
-                             device=args.device, count_stacked=True if args.count_stacked else None)
+                             device=args.device, count_stacked=True if args.count_stacked else None,
+                             flips=args.flips)
     predicted, truth, spacing = [], [], []
     count_seconds = 0.0
     for v in range(args.videos):
@@ -79,6 +82,7 @@ def main() -> None:
     per_frame = count_seconds / metrics["n_frames"]
     result = {**metrics, "model": predictor.entry.name, "kind": predictor.kind,
               "count_stacked": bool(args.count_stacked), "steady": args.steady,
+              "flips": args.flips,
               "device": predictor.device_name, "frames_per_video": args.frames,
               "median_frame_spacing_h": float(np.median(spacing)),
               "seconds_per_frame": per_frame, "seconds_for_500_frames": 500 * per_frame}

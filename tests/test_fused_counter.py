@@ -74,6 +74,13 @@ def test_which_counter_each_choice_of_models_gives(tiny_models, tiny_count):
         load_counter("tiny-amodal", "tiny-count", fuse=False, device="cpu")
     with pytest.raises(BlastosegError, match="amodal models only"):
         load_counter("tiny-count", count_stacked=True, device="cpu")
+    # test-time flips go to the detector; the density model sees each frame once
+    flipped = load_counter("tiny-amodal", "tiny-count", flips=4, device="cpu")
+    assert isinstance(flipped, FusedCounter) and flipped.flips == flipped.amodal.flips == 4
+    assert fused.flips == 0
+    assert load_counter("tiny-amodal", fuse=False, flips=8, device="cpu").flips == 8
+    with pytest.raises(BlastosegError, match="amodal models only"):
+        load_counter("tiny-count", flips=4, device="cpu")
     with pytest.raises(BlastosegError, match="an 'amodal' and a 'count' model"):
         FusedCounter(alone, alone)
     with pytest.raises(BlastosegError, match="down to score"):

@@ -188,3 +188,24 @@ def test_steady_framing_reaches_the_counter(tmp_path, fake, capsys):
     with pytest.raises(SystemExit):
         main(["timeline", str(path), "--out", str(tmp_path / "d"), "--steady", "-1"])
     assert "--steady" in capsys.readouterr().err
+
+
+def test_flips_reach_the_counter(tmp_path, monkeypatch, capsys):
+    import tifffile
+
+    asked = []
+    monkeypatch.setattr("blastoseg.predict.fused_counter.load_counter",
+                        lambda *a, **kw: asked.append(kw["flips"]) or FakeCount())
+    path = tmp_path / "lapse.tif"
+    tifffile.imwrite(path, _frames())
+    for i, extra in enumerate(([], ["--flips"], ["--flips", "8"])):
+        assert main(["timeline", str(path), "--out", str(tmp_path / str(i)), *extra]) == 0
+    data = tmp_path / "data"
+    assert main(["synth", "embryos", "--n", "1", "--timelapse", "4", "--seed", "3",
+                 "--size", "128", "--out", str(data)]) == 0
+    assert main(["eval", "timeline", "--data", str(data), "--flips", "--json"]) == 0
+    assert asked == [0, 4, 8, 4]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["timeline", str(path), "--out", str(tmp_path / "x"), "--flips", "2"])
+    assert "--flips" in capsys.readouterr().err

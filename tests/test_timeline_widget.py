@@ -151,14 +151,19 @@ def fakes(monkeypatch, tmp_path):
         return FakeAmodal(name) if "amodal" in name else FakeCount(name)
 
     def load_counter(model, density_model=None, *, fuse=True, device="auto",
-                     count_stacked=None):
+                     count_stacked=None, flips=0):
         import blastoseg.predict.base as base  # a test may patch load_predictor again
 
         counters.append((model, density_model))
+        loads.flips.append(flips)
         options = {} if count_stacked is None else {"count_stacked": count_stacked}
-        return base.load_predictor(model, device, **options)
+        predictor = base.load_predictor(model, device, **options)
+        if flips:
+            predictor.flips = flips  # as the real amodal predictor (and fused counter) say
+        return predictor
 
     counters = []
+    loads.flips = []
     monkeypatch.setattr("blastoseg.predict.base.load_predictor", load_predictor)
     monkeypatch.setattr("blastoseg.predict.fused_counter.load_counter", load_counter)
     monkeypatch.setattr("blastoseg.napari._ui.model_names",
@@ -316,6 +321,36 @@ def test_the_status_line_says_which_models_counted():
 
     assert counted_with(TimelineRun([], 0, None, kind="fused")) == "amodal + count models fused"
     assert counted_with(TimelineRun([], 0, None, kind="count")) == "count model"
+    assert counted_with(TimelineRun([], 0, None, kind="fused", flips=4)) == (
+        "amodal + count models fused, 4 flips")
+
+
+@pytest.mark.gui
+def test_flips_box_reaches_an_amodal_counter_only(make_napari_viewer, qtbot, fakes):
+    from blastoseg.napari._timeline_widget import TimelineWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_stack(), name="lapse", metadata={"blastoseg": {"hours": HOURS}})
+    widget = TimelineWidget(viewer)
+    widget.model.value = "fake-amodal"
+    assert widget.flips.enabled and widget.flips.value == 0
+    widget.flips.value = 4
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert fakes.flips[-1] == 4
+    assert "amodal model, 4 flips:" in widget.status.value
+    assert viewer.layers["lapse: count centroids"].metadata["blastoseg"]["flips"] == 4
+    assert widget.settings()["flips"] == 4
+    widget.model.value = "fake-count"  # a count model has nothing to flip
+    assert not widget.flips.enabled
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert fakes.flips[-1] == 0
+    assert "flips" not in widget.status.value
+    widget.close()
+    # the choice is saved with the other settings and comes back in a new widget
+    again = TimelineWidget(viewer)
+    assert again.flips.value == 4
 
 
 @pytest.mark.gui

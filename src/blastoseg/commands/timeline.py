@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from blastoseg.commands.options import add_steady_option, output_folder
+from blastoseg.commands.options import add_flips_option, add_steady_option, output_folder
 from blastoseg.commands.progress import progress_printer
 from blastoseg.errors import BlastosegError
 from blastoseg.predict.steady_framing import TIMELINE_STEADY
@@ -29,7 +29,7 @@ def load_count_predictor(args: argparse.Namespace):
     from blastoseg.predict.fused_counter import load_counter
 
     return load_counter(args.model, args.density_model, fuse=args.fuse, device=args.device,
-                        count_stacked=args.count_stacked)
+                        count_stacked=args.count_stacked, flips=args.flips)
 
 
 def count_timelapse(predictor, frames, label: str | None = None, steady: int = 0) -> list:
@@ -186,6 +186,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="an amodal model counts cells stacked under others with its layer "
                         "rule (default: as its card says; amodal-default: off)")
     add_steady_option(p, default=TIMELINE_STEADY)
+    add_flips_option(p)
 
 
 def add_parsers(verbs: argparse._SubParsersAction) -> None:

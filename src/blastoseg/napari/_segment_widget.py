@@ -30,8 +30,6 @@ from blastoseg.napari.result_layers import Placement, ResultLayerBuilder, result
 
 BEST = "best focus"
 SETTINGS_FILE = "napari_segment_widget.json"
-#: test-time flips (predict/instance_flips.py): off, or 4 or 8 copies of each frame
-FLIP_CHOICES = [("off", 0), ("4 flips (3x slower)", 4), ("8 flips (6x slower)", 8)]
 #: what a result's meta says about its framing (kept per frame for the embryo circle and to
 #: say why a frame has no cells)
 FRAMING_META = ("embryo", "embryo_unsure", "embryo_guess", "embryo_box")
@@ -121,13 +119,10 @@ class SegmentWidget(FramingFormMixin, ModelRunWidget):
         self.threshold = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05,
                                       value=float(saved.get("score_threshold", 0.5)))
         self.stacked = _ui.count_stacked_box()
-        saved_flips = saved.get("flips", 0)
-        self.flips = ComboBox(label="test-time flips", choices=FLIP_CHOICES,
-                              value=saved_flips if saved_flips in (0, 4, 8) else 0)
-        self.flips.tooltip = (
+        self.flips = _ui.flips_box(saved.get("flips", 0), (
             "detect the cells in each frame's mirror images too and merge them: better "
             "outlines (held-out synthetic mAP 0.70 -> 0.74 with 4, 0.75 with 8) and closer "
-            "counts on our real crops, at 3x or 6x the time (docs/models/amodal.md#test-time-flips)")
+            "counts on our real crops, at 3x or 6x the time (docs/models/amodal.md#test-time-flips)"))
         self._framing_form(saved)
         self._framing_state()
 

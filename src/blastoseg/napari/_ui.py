@@ -255,6 +255,21 @@ def count_stacked_option(box) -> dict:
     return {"count_stacked": bool(box.value)} if box.enabled else {}
 
 
+#: test-time flips of an amodal model (predict/instance_flips.py): off, or 4 or 8 copies
+FLIP_CHOICES = [("off", 0), ("4 flips (3x slower)", 4), ("8 flips (6x slower)", 8)]
+
+
+def flips_box(saved: object, tooltip: str):
+    """The "test-time flips" choice (off / 4 / 8) of the widgets that run an amodal model,
+    set to ``saved`` when it is one of the choices."""
+    from magicgui.widgets import ComboBox
+
+    box = ComboBox(label="test-time flips", choices=FLIP_CHOICES,
+                   value=saved if saved in (0, 4, 8) else 0)
+    box.tooltip = tooltip
+    return box
+
+
 def default_image(combo, viewer) -> None:
     """Fill an empty "image" box with the layer a user means (as cellpose-napari does): the
     active layer when it is one of the choices, else the only image there is."""

@@ -62,6 +62,8 @@ class TimelineRun:
         LayerData tuples (density maps, centroids).
     model, kind
         The model that counted and its kind.
+    flips
+        Test-time flips of the amodal model (0: none).
     """
 
     counts: list[FrameCount]
@@ -70,6 +72,7 @@ class TimelineRun:
     layers: list[tuple] = field(default_factory=list)
     model: str = ""
     kind: str = ""
+    flips: int = 0
 
 
 def layer_hours(metadata: dict, n_frames: int) -> tuple[list[float] | None, str]:
@@ -166,9 +169,10 @@ def timeline_job(data, axes: str, frame_range: tuple[int, int],
     placement = Placement(axes=axes, first_frame=t0,
                           scale=(placement or Placement(axes=axes)).scale,
                           translate=(placement or Placement(axes=axes)).translate)
-    extra = {"source_image": name, "model": predictor.entry.name, "kind": kind}
+    flips = int(getattr(predictor, "flips", 0) or 0)
+    extra = {"source_image": name, "model": predictor.entry.name, "kind": kind, "flips": flips}
     return TimelineRun(counts, t0, timeline, _layers(counts, name, axes, placement, extra),
-                       predictor.entry.name, kind)
+                       predictor.entry.name, kind, flips)
 
 
 class EventTimes:

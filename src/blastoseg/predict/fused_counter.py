@@ -68,6 +68,11 @@ class FusedCounter(StreamingPredictor):
         self.device_name = amodal.device_name
 
     @property
+    def flips(self) -> int:
+        """The detector's test-time flips (0: none); the density model sees each frame once."""
+        return int(getattr(self.amodal, "flips", 0) or 0)
+
+    @property
     def calibrated_threshold(self) -> float:
         """The detector's calibrated count threshold (its own count in the fusion)."""
         return self.amodal.calibrated_threshold
@@ -122,7 +127,8 @@ def _installed_default(kind: str) -> str | None:
 
 
 def load_counter(model: str | None = None, density_model: str | None = None, *,
-                 fuse: bool = True, device: str = "auto", count_stacked: bool | None = None):
+                 fuse: bool = True, device: str = "auto", count_stacked: bool | None = None,
+                 flips: int = 0):
     """The predictor that counts cells for the timeline and the count widgets.
 
     - ``model`` a count model: its density count alone (``density_model`` must be None);
@@ -132,7 +138,9 @@ def load_counter(model: str | None = None, density_model: str | None = None, *,
     - ``fuse`` False: the named model alone; with no model, the first installed default of
       :data:`COUNT_KINDS`.
 
-    ``count_stacked`` switches an amodal model's layer rule on or off (None: its card's).
+    ``count_stacked`` switches an amodal model's layer rule on or off (None: its card's);
+    ``flips`` (0, 4 or 8) runs an amodal model on that many flipped copies of each frame
+    (:mod:`blastoseg.predict.instance_flips`; fused, the density model sees the frame once).
     """
     from blastoseg.weights.registry import resolve_model
 
@@ -148,6 +156,9 @@ def load_counter(model: str | None = None, density_model: str | None = None, *,
     if count_stacked is not None and kind != "amodal":
         raise BlastosegError("counting stacked cells (--count-stacked) applies to amodal "
                              f"models only; {model!r} is not one")
+    if flips and kind != "amodal":
+        raise BlastosegError("test-time flips (--flips) apply to amodal models only; "
+                             f"{model!r} is not one")
     if kind not in COUNT_KINDS:
         raise BlastosegError(f"model {model!r} is of kind {kind!r}; the timeline counts cells "
                              "with a 'count' or 'amodal' model")
@@ -157,6 +168,8 @@ def load_counter(model: str | None = None, density_model: str | None = None, *,
                                  "an amodal model's instances, so name an amodal model")
         return _base.load_predictor(model, device, kind="count")
     options = {} if count_stacked is None else {"count_stacked": count_stacked}
+    if flips:
+        options["flips"] = flips
     if fuse:
         density_model = density_model or _installed_default("count")
         if density_model is not None:

@@ -103,9 +103,10 @@ class TimelineWidget(ModelRunWidget):
             "frame does not change its count (docs/localisation.md); 0: each frame alone")
         self.stacked = _ui.count_stacked_box()
         self.flips = _ui.flips_box(saved.get("flips", 0), (
-            "count with the amodal model on each frame's mirror images too, merged: on our "
-            "16 real crops fused counts go from 56 to 69 % exact, at about 3x or 6x the time "
-            "(docs/models/amodal.md#test-time-flips); amodal models only"))
+            "count with the amodal model on each frame's mirror images too, merged: closer "
+            "counts on our 16 real crops (fused 56 -> 69 % exact) but a worse timeline on "
+            "synthetic time-lapses (stage accuracy 76 -> 69 %), at about 3x or 6x the time "
+            "(docs/benchmarks.md#morphokinetic-timeline-issue-15); amodal models only"))
         self.density_model = ComboBox(label="density model", choices=self._density_choices)
         self.density_model.tooltip = (
             "a 'count' model fused with the amodal model's instances: where the density map "

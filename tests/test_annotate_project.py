@@ -293,6 +293,11 @@ def test_export_errors(tmp_path, embryos):
                                    [f.instances for f in embryos[:2]])
     with pytest.raises(DatasetFormatError, match="single video"):
         export_for_training(one, tmp_path / "o1")
+    single = AnnotationProject.create(tmp_path / "single", embryos[0].image[None],
+                                      [embryos[0].instances])
+    with pytest.raises(DatasetFormatError, match="only 1 frame to export"):
+        export_for_training(single, tmp_path / "s1", split_by="frame")
+    assert export_for_training(single, tmp_path / "s2", val_fraction=0).n_train == 1
     assert export_for_training(one, tmp_path / "o2", split_by="frame").n_val == 1
     empty = AnnotationProject.create(tmp_path / "empty", np.stack([f.image for f in embryos]))
     with pytest.raises(DatasetFormatError, match="6 have no annotations"):

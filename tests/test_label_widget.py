@@ -36,7 +36,8 @@ def _widget(viewer):
     return widget
 
 
-def test_project_from_a_result_edit_save_reopen_export(viewer_with_result, tmp_path, qtbot):
+def test_project_from_a_result_edit_save_reopen_export(viewer_with_result, tmp_path, qtbot,
+                                                       monkeypatch):
     from blastoseg.annotate import AnnotationProject
     from blastoseg.io import read_dataset
 
@@ -110,16 +111,18 @@ def test_project_from_a_result_edit_save_reopen_export(viewer_with_result, tmp_p
             np.testing.assert_array_equal(m, restored[k])
     assert widget.reviewed.value
 
-    # by default only reviewed frames are exported (issue 18 item 3): here 1 of 3, so there is
-    # nothing to validate on and the export says so
-    from blastoseg.errors import BlastosegError
-
+    # by default only reviewed frames are exported (issue 18 item 3): here 1 of 3, too few to
+    # hold one out, so it is exported for training alone (a single corrected frame is a valid
+    # fine-tune set) and the status line says there is no validation
     assert widget.reviewed_only.value
-    with pytest.raises(BlastosegError, match="cannot split 1 frames"):
-        widget.export_for_training(tmp_path / "retrain")
-    widget.val_fraction.value = 0.0
-    out = widget.export_for_training(tmp_path / "reviewed")
-    assert (out.n_train, out.n_val) == (1, 0)
+    with monkeypatch.context() as m:
+        m.setattr("qtpy.QtWidgets.QFileDialog.getExistingDirectory",
+                  lambda *a, **k: str(tmp_path / "reviewed"))
+        widget._export_dialog()
+    assert "exported 1 training + 0 validation frames" in widget.status.value
+    assert "runs without validation" in widget.status.value
+    assert not (tmp_path / "reviewed" / "val").exists()
+    assert len(read_dataset(tmp_path / "reviewed" / "train")) == 1
     widget.val_fraction.value = 0.2
     widget.reviewed_only.value = False  # the user's explicit choice: every annotated frame
     out = widget.export_for_training(tmp_path / "retrain")

@@ -241,6 +241,10 @@ def export_for_training(sources: Any, out_dir: str | os.PathLike, val_fraction: 
         key = (j, 0, vid) if split_by == "video" and vid is not None else (j, 1, i)
         groups.setdefault(key, []).append((j, i))
     group_list = [groups[k] for k in sorted(groups)]
+    if val_fraction > 0 and len(chosen) == 1:
+        raise DatasetFormatError(
+            "only 1 frame to export: one frame cannot be split into train and validation; "
+            "annotate more frames or export it with val_fraction=0 (no validation)")
     if val_fraction > 0 and len(group_list) < 2:
         raise DatasetFormatError(
             f"cannot split {len(chosen)} frames of a single video into train and validation "

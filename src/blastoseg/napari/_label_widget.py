@@ -360,9 +360,16 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
         self.flush()
         proj = self.session.project
         split_by = "frame" if proj.n_frames > 1 else "video"
-        return export_for_training([proj], out_dir, val_fraction=float(self.val_fraction.value),
+        return export_for_training([proj], out_dir, val_fraction=self._val_share(),
                                    split_by=split_by, overwrite=overwrite,
                                    reviewed_only=bool(self.reviewed_only.value))
+
+    def _val_share(self) -> float:
+        """The validation share asked for, or 0 when at most one frame can be exported (a
+        single corrected image is a valid fine-tune set; it just has no validation)."""
+        proj = self.session.project
+        n = len(proj.reviewed_frames()) if self.reviewed_only.value else proj.n_frames
+        return float(self.val_fraction.value) if n > 1 else 0.0
 
     def _export_dialog(self, *_args) -> None:
         from qtpy.QtWidgets import QFileDialog
@@ -380,6 +387,9 @@ class LabelWidget(_ui.ScrollableDock, LabelOperationsMixin, Container):
                  if self.reviewed_only.value else f"all {proj.n_frames} frames, reviewed or not")
         self.status.value = (f"exported {out.n_train} training + {out.n_val} validation frames "
                              f"from {which}")
+        if out.n_val == 0 and self.val_fraction.value > 0:
+            self.status.value += ("; one frame is too few to hold one out, so the fine-tune "
+                                  "runs without validation")
 
     def _new_project_dialog(self, *_args) -> None:
         from qtpy.QtWidgets import QFileDialog

@@ -244,7 +244,7 @@ def export_for_training(sources: Any, out_dir: str | os.PathLike, val_fraction: 
     if val_fraction > 0 and len(chosen) == 1:
         raise DatasetFormatError(
             "only 1 frame to export: one frame cannot be split into train and validation; "
-            "annotate more frames or export it with val_fraction=0 (no validation)")
+            "annotate more frames or export it with no validation share (val_fraction=0)")
     if val_fraction > 0 and len(group_list) < 2:
         raise DatasetFormatError(
             f"cannot split {len(chosen)} frames of a single video into train and validation "

@@ -70,7 +70,7 @@ class FusedCounter(StreamingPredictor):
     @property
     def flips(self) -> int:
         """The detector's test-time flips (0: none); the density model sees each frame once."""
-        return int(getattr(self.amodal, "flips", 0) or 0)
+        return self.amodal.flips
 
     @property
     def calibrated_threshold(self) -> float:
